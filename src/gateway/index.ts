@@ -1,4 +1,3 @@
-import { Hono } from "hono";
-const app = new Hono();
-app.get("/", (c) => c.text("lens gateway"));
-export default app;
+import { createApp } from "./app.js";
+
+export default createApp();

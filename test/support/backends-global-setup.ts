@@ -1,1 +1,48 @@
-export default function setup() {}
+/**
+ * Starts the stand-in backends (Node servers) once for the gateway tests, which run inside
+ * workerd and reach them over loopback; their URLs are handed to the tests with `provide`.
+ */
+import { createServer } from "node:net";
+import type { TestProject } from "vitest/node";
+import { type Behaviour, type TestBackend, startTestBackend } from "./test-backend.js";
+
+const BEHAVIOURS: Behaviour[] = ["echo", "hang", "stall", "die", "malformed", "error-frame", "overloaded"];
+
+/** A loopback port with nothing listening: connections to it are refused. */
+async function closedPort(): Promise<number> {
+  const server = createServer();
+  await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));
+  const { port } = server.address() as { port: number };
+  await new Promise<void>((r) => server.close(() => r()));
+  return port;
+}
+
+export default async function setup(project: TestProject) {
+  const started: TestBackend[] = [];
+  const urls: Record<string, string> = {};
+  for (const behaviour of BEHAVIOURS) {
+    const backend = await startTestBackend(behaviour);
+    started.push(backend);
+    urls[behaviour] = backend.url;
+  }
+  // A second and third healthy backend for affinity and failover, one serving an extra model.
+  const echoB = await startTestBackend("echo");
+  const echoC = await startTestBackend("echo", { models: ["lens-test-echo", "lens-test-other"] });
+  // A slow one, to watch a stream while it runs and to see a client's disconnect reach the backend.
+  const slow = await startTestBackend("echo", { tokenDelayMs: 100 });
+  started.push(echoB, echoC, slow);
+  urls["slow"] = slow.url;
+  urls["echoB"] = echoB.url;
+  urls["echoC"] = echoC.url;
+  urls["refused"] = `http://127.0.0.1:${await closedPort()}`;
+  project.provide("backends", urls);
+  return async () => {
+    await Promise.all(started.map((b) => b.close()));
+  };
+}
+
+declare module "vitest" {
+  export interface ProvidedContext {
+    backends: Record<string, string>;
+  }
+}

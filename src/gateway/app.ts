@@ -1,0 +1,37 @@
+import { Hono } from "hono";
+import type { GatewayEnv } from "./env.js";
+import { GatewayError, toGatewayError } from "./errors.js";
+import { createApiKey, listApiKeys, revokeApiKey } from "./handlers/admin-keys.js";
+import { chatCompletions } from "./handlers/chat-completions.js";
+import { listModels } from "./handlers/models.js";
+import { requireKey } from "./middleware/auth.js";
+import { limitBody } from "./middleware/body-limit.js";
+import { requestId } from "./middleware/request-id.js";
+
+export function createApp(): Hono<GatewayEnv> {
+  const app = new Hono<GatewayEnv>();
+  app.use(requestId());
+
+  app.get("/healthz", (c) => c.json({ ok: true }));
+
+  app.use("/v1/*", requireKey("client"));
+  app.post("/v1/chat/completions", limitBody(), chatCompletions);
+  app.get("/v1/models", listModels);
+
+  app.use("/admin/*", requireKey("admin"));
+  app.post("/admin/keys", limitBody(), createApiKey);
+  app.get("/admin/keys", listApiKeys);
+  app.delete("/admin/keys/:id", revokeApiKey);
+
+  app.notFound((c) => {
+    const err = new GatewayError(404, "invalid_request_error", `Unknown request URL: ${c.req.method} ${new URL(c.req.url).pathname}.`, "unknown_url");
+    return c.json(err.body(), err.status);
+  });
+  app.onError((err, c) => {
+    const e = toGatewayError(err);
+    if (e.status >= 500 && !(err instanceof GatewayError)) console.error("unhandled gateway error", err);
+    for (const [name, value] of Object.entries(e.headers)) c.header(name, value);
+    return c.json(e.body(), e.status);
+  });
+  return app;
+}

@@ -1,0 +1,56 @@
+/** Bindings the gateway gets from wrangler.toml (vars, D1, R2) and the config derived from them. */
+export interface GatewayBindings {
+  DB: D1Database;
+  ADAPTERS: R2Bucket;
+  BACKEND_URLS?: string;
+  BACKEND_TIMEOUT_MS?: string;
+  BACKEND_IDLE_TIMEOUT_MS?: string;
+  MAX_BODY_BYTES?: string;
+}
+
+export interface GatewayConfig {
+  backendUrls: string[];
+  /** Longest wait for a backend's response headers. */
+  backendTimeoutMs: number;
+  /** Longest silence between two frames once a backend is streaming. */
+  backendIdleTimeoutMs: number;
+  maxBodyBytes: number;
+}
+
+export interface GatewayVariables {
+  requestId: string;
+  keyId: string;
+}
+
+export type GatewayEnv = { Bindings: GatewayBindings; Variables: GatewayVariables };
+
+function positiveInt(value: string | undefined, fallback: number, name: string): number {
+  if (value === undefined || value.trim() === "") return fallback;
+  const n = Number(value);
+  if (!Number.isInteger(n) || n <= 0) throw new Error(`${name} must be a positive integer, got '${value}'`);
+  return n;
+}
+
+export function parseBackendUrls(value: string | undefined): string[] {
+  return (value ?? "")
+    .split(",")
+    .map((s) => s.trim().replace(/\/+$/, ""))
+    .filter((s) => s.length > 0);
+}
+
+// Parsing runs once per distinct bindings object, not per request.
+const configCache = new WeakMap<GatewayBindings, GatewayConfig>();
+
+export function gatewayConfig(env: GatewayBindings): GatewayConfig {
+  let config = configCache.get(env);
+  if (!config) {
+    config = {
+      backendUrls: parseBackendUrls(env.BACKEND_URLS),
+      backendTimeoutMs: positiveInt(env.BACKEND_TIMEOUT_MS, 30_000, "BACKEND_TIMEOUT_MS"),
+      backendIdleTimeoutMs: positiveInt(env.BACKEND_IDLE_TIMEOUT_MS, 30_000, "BACKEND_IDLE_TIMEOUT_MS"),
+      maxBodyBytes: positiveInt(env.MAX_BODY_BYTES, 1_048_576, "MAX_BODY_BYTES"),
+    };
+    configCache.set(env, config);
+  }
+  return config;
+}

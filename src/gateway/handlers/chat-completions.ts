@@ -1,0 +1,43 @@
+import type { Context } from "hono";
+import type { SamplingParams } from "../../protocol/backend.js";
+import { ChatCompletionRequest } from "../../protocol/openai.js";
+import { type GatewayEnv, gatewayConfig } from "../env.js";
+import { chooseLanguage, parseLensMode } from "../language/choose.js";
+import { parseJsonBody, validate } from "../openai/parse-request.js";
+import { collectCompletion, streamCompletion } from "../openai/responses.js";
+import { routeChat } from "../services/routing.js";
+
+export async function chatCompletions(c: Context<GatewayEnv>): Promise<Response> {
+  const body = validate(ChatCompletionRequest, parseJsonBody(await c.req.text()));
+  const mode = parseLensMode(c.req.header("x-lens-mode"));
+  const { language } = chooseLanguage(body.messages, c.req.header("x-lens-language"));
+  c.header("x-lens-language", language);
+  // Deltas come from the adapter registry; until a language has one active, or with x-lens-mode: off, none applies.
+  void mode;
+  c.header("x-lens-delta", "none");
+
+  const stop = body.stop == null ? [] : typeof body.stop === "string" ? [body.stop] : body.stop;
+  const sampling: SamplingParams = {
+    temperature: body.temperature ?? 1,
+    top_p: body.top_p ?? 1,
+    stop,
+    ...(body.max_completion_tokens ?? body.max_tokens ? { max_tokens: (body.max_completion_tokens ?? body.max_tokens) as number } : {}),
+    ...(body.seed != null ? { seed: body.seed } : {}),
+  };
+  const requestId = c.get("requestId");
+  const generation = await routeChat(
+    gatewayConfig(c.env),
+    { requestId, model: body.model, messages: body.messages, sampling, language, delta: null },
+    (p) => c.executionCtx.waitUntil(p),
+  );
+  const meta = {
+    id: `chatcmpl-${requestId}`,
+    created: Math.floor(Date.now() / 1000),
+    model: generation.start.model,
+    includeUsage: body.stream_options?.include_usage === true,
+  };
+  if (!body.stream) return c.json(await collectCompletion(generation, meta));
+  c.header("content-type", "text/event-stream; charset=utf-8");
+  c.header("cache-control", "no-cache");
+  return c.body(streamCompletion(generation, meta));
+}

@@ -1,0 +1,117 @@
+/**
+ * Opens a generation on a backend: the first backend in preference order, and on a connection
+ * failure before any byte (or an "overloaded" answer) the next one, once. A backend that stays
+ * silent past the timeout is not retried elsewhere: it may still be working, and a second copy
+ * would double the load exactly when the fleet is slow.
+ */
+import {
+  BackendErrorBody,
+  type BackendError,
+  GENERATE_PATH,
+  type GenerateFrame,
+  type GenerateRequest,
+} from "../../../protocol/backend.js";
+import type { GatewayConfig } from "../../env.js";
+import { GatewayError, backendFailure, backendTimeout, noBackend } from "../../errors.js";
+import { midStreamError } from "./errors.js";
+import { FrameReader } from "./frames.js";
+import { markDown, markUp } from "./health.js";
+
+export type StartFrame = Extract<GenerateFrame, { type: "start" }>;
+
+export interface OpenGeneration {
+  backend: string;
+  start: StartFrame;
+  frames: FrameReader;
+}
+
+type Attempt = { ok: true; value: OpenGeneration } | { ok: false; retry: boolean; error: GatewayError };
+
+const MAX_ATTEMPTS = 2;
+
+export async function openGeneration(
+  config: GatewayConfig,
+  request: GenerateRequest,
+  candidates: readonly string[],
+): Promise<OpenGeneration> {
+  let last: GatewayError = noBackend();
+  for (const url of candidates.slice(0, MAX_ATTEMPTS)) {
+    const attempt = await tryBackend(config, url, request);
+    if (attempt.ok) return attempt.value;
+    last = attempt.error;
+    if (!attempt.retry) break;
+  }
+  throw last;
+}
+
+async function tryBackend(config: GatewayConfig, url: string, request: GenerateRequest): Promise<Attempt> {
+  const controller = new AbortController();
+  let timedOut = false;
+  const timer = setTimeout(() => {
+    timedOut = true;
+    controller.abort();
+  }, config.backendTimeoutMs);
+  let response: Response;
+  try {
+    response = await fetch(url + GENERATE_PATH, {
+      method: "POST",
+      headers: { "content-type": "application/json", "x-request-id": request.request_id },
+      body: JSON.stringify(request),
+      signal: controller.signal,
+    });
+  } catch {
+    if (timedOut) return { ok: false, retry: false, error: backendTimeout() };
+    markDown(url);
+    return { ok: false, retry: true, error: noBackend("No backend could be reached; try again shortly.") };
+  } finally {
+    clearTimeout(timer);
+  }
+  markUp(url);
+
+  if (!response.ok) return refusal(response);
+  if (!response.body) return { ok: false, retry: false, error: backendFailure("The backend answered without a body.") };
+
+  const frames = new FrameReader(response.body.getReader(), config.backendIdleTimeoutMs);
+  let first: GenerateFrame | null;
+  try {
+    first = await frames.next();
+  } catch (err) {
+    frames.cancel();
+    return { ok: false, retry: false, error: midStreamError(err) };
+  }
+  if (first?.type === "start") return { ok: true, value: { backend: url, start: first, frames } };
+  frames.cancel();
+  if (first?.type === "error") return { ok: false, retry: first.error.code === "overloaded", error: fromBackendError(first.error) };
+  return { ok: false, retry: false, error: backendFailure("The backend did not start the generation as the protocol requires.") };
+}
+
+async function refusal(response: Response): Promise<Attempt> {
+  let body: unknown = null;
+  try {
+    body = await response.json();
+  } catch {
+    // Not JSON: handled below as a protocol failure.
+  }
+  const parsed = BackendErrorBody.safeParse(body);
+  if (!parsed.success) {
+    return { ok: false, retry: false, error: backendFailure(`The backend refused the request with status ${response.status}.`) };
+  }
+  const error = fromBackendError(parsed.data.error, response.headers.get("retry-after"));
+  return { ok: false, retry: parsed.data.error.code === "overloaded", error };
+}
+
+export function fromBackendError(error: BackendError, retryAfter: string | null = null): GatewayError {
+  switch (error.code) {
+    case "invalid_request":
+      return new GatewayError(400, "invalid_request_error", error.message, "invalid_request");
+    case "model_not_found":
+      return new GatewayError(404, "invalid_request_error", error.message, "model_not_found", "model");
+    case "overloaded":
+      return new GatewayError(503, "server_error", "The backends are overloaded; try again shortly.", "backend_overloaded", null,
+        { "retry-after": retryAfter && /^\d{1,4}$/.test(retryAfter) ? retryAfter : "1" });
+    case "delta_not_loaded":
+    case "cancelled":
+    case "internal":
+      return backendFailure(`The backend failed: ${error.message}`);
+  }
+}

@@ -1,0 +1,63 @@
+/** Reads the backend's NDJSON generation stream frame by frame, validating each frame. */
+import { GenerateFrame } from "../../../protocol/backend.js";
+import { BackendProtocolError, BackendSilentError } from "./errors.js";
+
+export class FrameReader {
+  private buffer = "";
+  private readonly decoder = new TextDecoder();
+  private finished = false;
+
+  constructor(
+    private readonly reader: ReadableStreamDefaultReader<Uint8Array>,
+    private readonly idleTimeoutMs: number,
+  ) {}
+
+  /** The next frame, or null at the end of the stream. Throws on silence, bad frames or a lost connection. */
+  async next(): Promise<GenerateFrame | null> {
+    for (;;) {
+      const newline = this.buffer.indexOf("\n");
+      if (newline >= 0) {
+        const line = this.buffer.slice(0, newline);
+        this.buffer = this.buffer.slice(newline + 1);
+        if (line.trim() !== "") return parseFrame(line);
+        continue;
+      }
+      if (this.finished) {
+        const rest = this.buffer;
+        this.buffer = "";
+        return rest.trim() === "" ? null : parseFrame(rest);
+      }
+      const chunk = await this.readWithTimeout();
+      if (chunk.done) {
+        this.finished = true;
+        this.buffer += this.decoder.decode();
+      } else {
+        this.buffer += this.decoder.decode(chunk.value, { stream: true });
+      }
+    }
+  }
+
+  cancel(reason?: string): void {
+    this.reader.cancel(reason).catch(() => {});
+  }
+
+  private readWithTimeout(): Promise<ReadableStreamReadResult<Uint8Array>> {
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const timeout = new Promise<never>((_, reject) => {
+      timer = setTimeout(() => reject(new BackendSilentError(this.idleTimeoutMs)), this.idleTimeoutMs);
+    });
+    return Promise.race([this.reader.read(), timeout]).finally(() => clearTimeout(timer));
+  }
+}
+
+function parseFrame(line: string): GenerateFrame {
+  let raw: unknown;
+  try {
+    raw = JSON.parse(line);
+  } catch {
+    throw new BackendProtocolError("the backend sent a frame that is not JSON");
+  }
+  const frame = GenerateFrame.safeParse(raw);
+  if (!frame.success) throw new BackendProtocolError("the backend sent a frame that does not match the protocol");
+  return frame.data;
+}

@@ -1,0 +1,40 @@
+/** The one place that decides where a chat request goes. */
+import type { DeltaRef, GenerateRequest, SamplingParams } from "../../protocol/backend.js";
+import type { LanguageOrUnd } from "../../protocol/languages.js";
+import type { ChatMessage } from "../../protocol/openai.js";
+import type { GatewayConfig } from "../env.js";
+import { noBackend, notFound } from "../errors.js";
+import { preferenceOrder } from "./backends/affinity.js";
+import { backendsFor } from "./backends/catalog.js";
+import { type OpenGeneration, openGeneration } from "./backends/client.js";
+
+export interface RouteInput {
+  requestId: string;
+  model: string;
+  messages: ChatMessage[];
+  sampling: SamplingParams;
+  language: LanguageOrUnd;
+  delta: DeltaRef | null;
+}
+
+export async function routeChat(
+  config: GatewayConfig,
+  input: RouteInput,
+  waitUntil?: (p: Promise<unknown>) => void,
+): Promise<OpenGeneration> {
+  if (config.backendUrls.length === 0) throw noBackend("No backends are configured (BACKEND_URLS is empty).");
+  const { catalog, backends } = await backendsFor(config, input.model, waitUntil);
+  if (backends.length === 0) {
+    if (catalog.models.length === 0) throw noBackend();
+    throw notFound(`The model '${input.model}' does not exist; GET /v1/models lists the models served here.`, "model_not_found");
+  }
+  const request: GenerateRequest = {
+    request_id: input.requestId,
+    model: input.model,
+    messages: input.messages,
+    sampling: input.sampling,
+    language: input.language,
+    delta: input.delta,
+  };
+  return openGeneration(config, request, preferenceOrder(backends, input.language));
+}

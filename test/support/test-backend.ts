@@ -1,0 +1,184 @@
+/**
+ * A small stand-in GPU backend that speaks the internal protocol (validated with the shared
+ * schemas) and echoes the last user message word by word. Each instance has one behaviour, so a
+ * test or benchmark can put a healthy, a hanging or a dying backend behind the gateway.
+ */
+import type { AddressInfo } from "node:net";
+import type { IncomingMessage, ServerResponse } from "node:http";
+import { serve } from "@hono/node-server";
+import { Hono } from "hono";
+import {
+  type BackendErrorBody,
+  GENERATE_PATH,
+  type GenerateFrame,
+  GenerateRequest,
+  HEALTH_PATH,
+  MODELS_PATH,
+  NDJSON_CONTENT_TYPE,
+  encodeFrame,
+} from "../../src/protocol/backend.js";
+import { TEST_MODEL, echoReply, echoTokens } from "./echo.js";
+
+export type Behaviour =
+  | "echo" // a healthy backend
+  | "hang" // accepts the connection, never answers
+  | "stall" // starts streaming, then goes silent
+  | "die" // starts streaming, then drops the connection
+  | "malformed" // starts streaming, then sends a line that is not a frame
+  | "error-frame" // starts streaming, then reports an error frame
+  | "overloaded"; // refuses with 503 overloaded
+
+export interface TestBackendOptions {
+  models?: string[];
+  /** Delay before each text frame, to make streams observable in time. */
+  tokenDelayMs?: number;
+  /** Default reply length when the request sets no max_tokens. */
+  defaultMaxTokens?: number;
+}
+
+export interface LoggedRequest {
+  request_id: string;
+  model: string;
+  language: string;
+  delta: string | null;
+  max_tokens: number | null;
+  stop: string[];
+  /** How the response ended: "completed", or "aborted" when the caller went away first. */
+  outcome: "open" | "completed" | "aborted";
+}
+
+export interface TestBackend {
+  url: string;
+  behaviour: Behaviour;
+  close(): Promise<void>;
+}
+
+export { TEST_MODEL, echoReply, echoTokens };
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+export async function startTestBackend(behaviour: Behaviour, options: TestBackendOptions = {}): Promise<TestBackend> {
+  const models = options.models ?? [TEST_MODEL];
+  const log: LoggedRequest[] = [];
+  const hanging = new Set<() => void>();
+  const app = new Hono<{ Bindings: { incoming: IncomingMessage; outgoing: ServerResponse } }>();
+
+  app.get(HEALTH_PATH, (c) => c.json({ ok: true }));
+  app.get(MODELS_PATH, (c) => c.json({ models: models.map((id) => ({ id, created: 1_700_000_000, owned_by: "lens-test" })) }));
+  app.get("/__log", (c) => c.json(log));
+  app.post("/__reset", (c) => {
+    log.length = 0;
+    return c.json({ ok: true });
+  });
+
+  app.post(GENERATE_PATH, async (c) => {
+    const parsed = GenerateRequest.safeParse(await c.req.json().catch(() => null));
+    if (!parsed.success) {
+      const body: BackendErrorBody = { error: { code: "invalid_request", message: parsed.error.issues[0]?.message ?? "invalid" } };
+      return c.json(body, 400);
+    }
+    const req = parsed.data;
+    const entry: LoggedRequest = {
+      request_id: req.request_id,
+      model: req.model,
+      language: req.language,
+      delta: req.delta?.id ?? null,
+      max_tokens: req.sampling.max_tokens ?? null,
+      stop: req.sampling.stop,
+      outcome: "open",
+    };
+    log.push(entry);
+    let ended = false;
+    c.env.outgoing.on("close", () => {
+      entry.outcome = ended ? "completed" : "aborted";
+    });
+    if (!models.includes(req.model)) {
+      const body: BackendErrorBody = { error: { code: "model_not_found", message: `model '${req.model}' is not served here` } };
+      return c.json(body, 404);
+    }
+    if (behaviour === "overloaded") {
+      const body: BackendErrorBody = { error: { code: "overloaded", message: "queue full" } };
+      c.header("retry-after", "7");
+      return c.json(body, 503);
+    }
+    if (behaviour === "hang") {
+      await new Promise<void>((resolve) => hanging.add(resolve));
+      return c.body(null, 503);
+    }
+
+    const lastUser = req.messages.filter((m) => m.role === "user").at(-1)?.content ?? "";
+    const promptTokens = req.messages.reduce((n, m) => n + new TextEncoder().encode(m.content).length, 0);
+    const maxTokens = req.sampling.max_tokens ?? options.defaultMaxTokens ?? 256;
+    const socket = c.env.incoming.socket;
+    const encoder = new TextEncoder();
+
+    const stream = new ReadableStream<Uint8Array>({
+      async start(controller) {
+        const send = (frame: GenerateFrame) => controller.enqueue(encoder.encode(encodeFrame(frame)));
+        send({ type: "start", model: req.model, prompt_tokens: promptTokens });
+        const tokens = echoTokens(echoReply(lastUser));
+        let text = "";
+        let finish: "stop" | "length" = "stop";
+        let produced = 0;
+        for (const token of tokens) {
+          if (produced >= maxTokens) {
+            finish = "length";
+            break;
+          }
+          if (options.tokenDelayMs) await sleep(options.tokenDelayMs);
+          if (entry.outcome === "aborted") return;
+          if (produced === 2 && behaviour !== "echo") {
+            if (behaviour === "die") {
+              socket.destroy();
+              return;
+            }
+            if (behaviour === "stall") {
+              await new Promise<void>((resolve) => hanging.add(resolve));
+              return;
+            }
+            if (behaviour === "malformed") {
+              controller.enqueue(encoder.encode("this is not a frame\n"));
+              controller.close();
+              return;
+            }
+            if (behaviour === "error-frame") {
+              send({ type: "error", error: { code: "internal", message: "the model crashed" } });
+              controller.close();
+              return;
+            }
+          }
+          const next = text + token;
+          const stopAt = req.sampling.stop.map((s) => next.indexOf(s)).filter((i) => i >= 0).sort((a, b) => a - b)[0];
+          produced++;
+          if (stopAt !== undefined) {
+            if (stopAt > text.length) send({ type: "text", text: next.slice(text.length, stopAt) });
+            text = next.slice(0, stopAt);
+            finish = "stop";
+            break;
+          }
+          send({ type: "text", text: token });
+          text = next;
+        }
+        send({ type: "end", finish_reason: finish, usage: { prompt_tokens: promptTokens, completion_tokens: produced } });
+        ended = true;
+        controller.close();
+      },
+    });
+    return c.body(stream, 200, { "content-type": NDJSON_CONTENT_TYPE });
+  });
+
+  const server = await new Promise<ReturnType<typeof serve>>((resolve) => {
+    const s = serve({ fetch: app.fetch, port: 0, hostname: "127.0.0.1" }, () => resolve(s));
+  });
+  const { port } = server.address() as AddressInfo;
+  return {
+    url: `http://127.0.0.1:${port}`,
+    behaviour,
+    close: () =>
+      new Promise<void>((resolve) => {
+        for (const release of hanging) release();
+        if ("closeAllConnections" in server) server.closeAllConnections();
+        server.close(() => resolve());
+      }),
+  };
+}
