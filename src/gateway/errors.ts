@@ -23,8 +23,8 @@ export class GatewayError extends Error {
 export const invalidRequest = (message: string, param: string | null = null, code: string | null = null) =>
   new GatewayError(400, "invalid_request_error", message, code, param);
 
-export const notFound = (message: string, code: string) =>
-  new GatewayError(404, "invalid_request_error", message, code);
+export const notFound = (message: string, code: string, param: string | null = null) =>
+  new GatewayError(404, "invalid_request_error", message, code, param);
 
 export const noBackend = (message = "No backend is available to serve this request; try again shortly.") =>
   new GatewayError(503, "server_error", message, "backend_unavailable");

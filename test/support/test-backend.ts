@@ -129,6 +129,8 @@ export async function startTestBackend(behaviour: Behaviour, options: TestBacken
           if (entry.outcome === "aborted") return;
           if (produced === 2 && behaviour !== "echo") {
             if (behaviour === "die") {
+              // Let what was sent so far reach the client first: the failure must come mid-stream.
+              await sleep(50);
               socket.destroy();
               return;
             }

@@ -17,10 +17,10 @@ function describeIssue(issue: z.core.$ZodIssue): { message: string; param: strin
     const keys = issue.keys.map((k) => (param ? `${param}.${k}` : k));
     return { message: `Unrecognized request argument supplied: ${keys.join(", ")}`, param: keys[0] ?? null };
   }
+  if (param === "") return { message: `Invalid request body: ${issue.message}`, param: null };
   if (issue.code === "invalid_type" && issue.input === undefined) {
     return { message: `Missing required parameter: '${param}'.`, param };
   }
-  if (param === "") return { message: `Invalid request body: ${issue.message}`, param: null };
   return { message: `Invalid value for '${param}': ${issue.message}`, param };
 }
 

@@ -26,7 +26,7 @@ export async function routeChat(
   const { catalog, backends } = await backendsFor(config, input.model, waitUntil);
   if (backends.length === 0) {
     if (catalog.models.length === 0) throw noBackend();
-    throw notFound(`The model '${input.model}' does not exist; GET /v1/models lists the models served here.`, "model_not_found");
+    throw notFound(`The model '${input.model}' does not exist; GET /v1/models lists the models served here.`, "model_not_found", "model");
   }
   const request: GenerateRequest = {
     request_id: input.requestId,

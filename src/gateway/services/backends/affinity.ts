@@ -19,9 +19,13 @@ function fnv1a(text: string): number {
 }
 
 /** Backends in the order a request for `affinityKey` should try them: live ones first. */
-export function preferenceOrder(backends: readonly string[], affinityKey: string, now = Date.now()): string[] {
+export function preferenceOrder(
+  backends: readonly string[],
+  affinityKey: string,
+  down: (url: string) => boolean = (url) => isDown(url),
+): string[] {
   return backends
-    .map((url) => ({ url, score: fnv1a(`${affinityKey}\n${url}`), down: isDown(url, now) }))
+    .map((url) => ({ url, score: fnv1a(`${affinityKey}\n${url}`), down: down(url) }))
     .sort((a, b) => Number(a.down) - Number(b.down) || b.score - a.score)
     .map((b) => b.url);
 }

@@ -46,7 +46,10 @@ export class FrameReader {
     const timeout = new Promise<never>((_, reject) => {
       timer = setTimeout(() => reject(new BackendSilentError(this.idleTimeoutMs)), this.idleTimeoutMs);
     });
-    return Promise.race([this.reader.read(), timeout]).finally(() => clearTimeout(timer));
+    const read = this.reader.read();
+    // If the timeout wins, the read may still fail later (the stream is cancelled): not an error then.
+    read.catch(() => {});
+    return Promise.race([read, timeout]).finally(() => clearTimeout(timer));
   }
 }
 
