@@ -3,12 +3,12 @@ import { createExecutionContext } from "cloudflare:test";
 import { env } from "cloudflare:workers";
 import OpenAI from "openai";
 import { inject } from "vitest";
-import type { LoggedRequest } from "../support/test-backend.js";
+import type { LoggedRequest } from "../support/echo.js";
 import type { GatewayBindings } from "../../src/gateway/env.js";
 import { createKey } from "../../src/gateway/services/api-keys.js";
 import worker from "../../src/gateway/index.js";
 
-export const backends = inject("backends") as Record<string, string>;
+export const backends = inject("backends");
 export { TEST_MODEL } from "../support/echo.js";
 
 export type Overrides = Partial<Omit<GatewayBindings, "DB" | "ADAPTERS">>;

@@ -40,9 +40,3 @@ export default async function setup(project: TestProject) {
     await Promise.all(started.map((b) => b.close()));
   };
 }
-
-declare module "vitest" {
-  export interface ProvidedContext {
-    backends: Record<string, string>;
-  }
-}

@@ -17,7 +17,7 @@ import {
   NDJSON_CONTENT_TYPE,
   encodeFrame,
 } from "../../src/protocol/backend.js";
-import { TEST_MODEL, echoReply, echoTokens } from "./echo.js";
+import { type LoggedRequest, TEST_MODEL, echoReply, echoTokens } from "./echo.js";
 
 export type Behaviour =
   | "echo" // a healthy backend
@@ -36,16 +36,6 @@ export interface TestBackendOptions {
   defaultMaxTokens?: number;
 }
 
-export interface LoggedRequest {
-  request_id: string;
-  model: string;
-  language: string;
-  delta: string | null;
-  max_tokens: number | null;
-  stop: string[];
-  /** How the response ended: "completed", or "aborted" when the caller went away first. */
-  outcome: "open" | "completed" | "aborted";
-}
 
 export interface TestBackend {
   url: string;
@@ -53,7 +43,7 @@ export interface TestBackend {
   close(): Promise<void>;
 }
 
-export { TEST_MODEL, echoReply, echoTokens };
+export { type LoggedRequest, TEST_MODEL, echoReply, echoTokens };
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
