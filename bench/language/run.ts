@@ -1,7 +1,8 @@
 /**
  * Language detection benchmark: the gateway's detector against the candidate npm libraries, on the
  * labelled test set (test/fixtures/language-prompts.jsonl) and on a smaller Latin-script set written
- * after the detector (bench/language/holdout-latin.jsonl), with time per call and bundle size.
+ * after the detector (bench/language/holdout-latin.jsonl; both written for this project, no outside
+ * source), with time per call and bundle size.
  *
  *   node --import tsx bench/language/run.ts
  *
