@@ -34,6 +34,8 @@ export interface TestBackendOptions {
   tokenDelayMs?: number;
   /** Default reply length when the request sets no max_tokens. */
   defaultMaxTokens?: number;
+  /** Port to listen on (default: any free port). */
+  port?: number;
 }
 
 
@@ -160,7 +162,7 @@ export async function startTestBackend(behaviour: Behaviour, options: TestBacken
   });
 
   const server = await new Promise<ReturnType<typeof serve>>((resolve) => {
-    const s = serve({ fetch: app.fetch, port: 0, hostname: "127.0.0.1" }, () => resolve(s));
+    const s = serve({ fetch: app.fetch, port: options.port ?? 0, hostname: "127.0.0.1" }, () => resolve(s));
   });
   const { port } = server.address() as AddressInfo;
   return {
