@@ -1,0 +1,7 @@
+// The stand-in backend as its own process, so that it does not share the load generator's event loop.
+import { startTestBackend } from "../../test/support/test-backend.js";
+
+const port = Number(process.env["BACKEND_PORT"] ?? 0);
+const backend = await startTestBackend("echo", { port });
+console.log(backend.url);
+process.on("SIGTERM", () => void backend.close().then(() => process.exit(0)));
