@@ -11,7 +11,7 @@ export const ROOT = fileURLToPath(new URL("..", import.meta.url));
 const WRANGLER = fileURLToPath(new URL("../node_modules/.bin/wrangler", import.meta.url));
 const wranglerEnv = { ...process.env, WRANGLER_SEND_METRICS: "false", NO_COLOR: "1" };
 
-function wrangler(args: string[], persistTo?: string): string {
+export function wrangler(args: string[], persistTo?: string): string {
   const full = persistTo ? [...args, "--persist-to", persistTo] : args;
   const run = spawnSync(WRANGLER, full, { cwd: ROOT, env: wranglerEnv, encoding: "utf8" });
   if (run.status !== 0) throw new Error(`wrangler ${args.join(" ")} failed:\n${run.stdout}\n${run.stderr}`);
@@ -24,7 +24,7 @@ export function applyMigrations(persistTo?: string): void {
 
 export const sha256 = (text: string) => createHash("sha256").update(text).digest("hex");
 
-const sql = (s: string) => `'${s.replace(/'/g, "''")}'`;
+export const sql = (s: string) => `'${s.replace(/'/g, "''")}'`;
 
 /** Makes the local D1 accept exactly these keys (and no key registered before). */
 export function registerKeys(keys: { client: string; admin: string }, persistTo?: string): void {
