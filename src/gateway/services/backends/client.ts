@@ -34,14 +34,15 @@ export async function openGeneration(
   request: GenerateRequest,
   candidates: readonly string[],
 ): Promise<OpenGeneration> {
-  let last: GatewayError = noBackend();
+  // Errors are built only on failure: an Error captures a stack trace, too costly for every request.
+  let last: GatewayError | undefined;
   for (const url of candidates.slice(0, MAX_ATTEMPTS)) {
     const attempt = await tryBackend(config, url, request);
     if (attempt.ok) return attempt.value;
     last = attempt.error;
     if (!attempt.retry) break;
   }
-  throw last;
+  throw last ?? noBackend();
 }
 
 async function tryBackend(config: GatewayConfig, url: string, request: GenerateRequest): Promise<Attempt> {
