@@ -134,6 +134,14 @@ function describeIssues(e: z.ZodError): string {
     .join("; ");
 }
 
+/** Parse a manifest alone, with the same "manifest_invalid" wording validateDelta uses. */
+export function parseDeltaManifest(
+  input: unknown,
+): { ok: true; manifest: DeltaManifest } | { ok: false; error: DeltaError } {
+  const r = DeltaManifest.safeParse(input);
+  return r.success ? { ok: true, manifest: r.data } : err("manifest_invalid", describeIssues(r.error));
+}
+
 /**
  * Check a delta file against its manifest and the loaded model, and decode it to float32.
  * Nothing is trusted: size, header, dtype, tensor names, shapes, layer range, finiteness and the
@@ -143,9 +151,9 @@ export function validateDelta(bytes: Uint8Array, manifestInput: unknown, expect:
   if (bytes.byteLength > expect.maxBytes) {
     return err("too_large", `file is ${bytes.byteLength} bytes, over the ${expect.maxBytes}-byte limit`);
   }
-  const parsedManifest = DeltaManifest.safeParse(manifestInput);
-  if (!parsedManifest.success) return err("manifest_invalid", describeIssues(parsedManifest.error));
-  const manifest = parsedManifest.data;
+  const parsedManifest = parseDeltaManifest(manifestInput);
+  if (!parsedManifest.ok) return parsedManifest;
+  const manifest = parsedManifest.manifest;
 
   if (manifest.base_model.fingerprint !== expect.fingerprint) {
     return err("fingerprint_mismatch", `delta was made for ${manifest.base_model.fingerprint}, the loaded model is ${expect.fingerprint}`);
