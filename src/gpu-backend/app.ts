@@ -1,0 +1,103 @@
+/**
+ * The backend's internal HTTP API (used by the gateway only): generate (NDJSON stream), models,
+ * health, metrics. Requests and frames are validated with the schemas shared with the gateway.
+ */
+import { Hono } from "hono";
+import {
+  type BackendErrorBody,
+  type BackendErrorCode,
+  GENERATE_PATH,
+  type GenerateFrame,
+  GenerateRequest,
+  HEALTH_PATH,
+  MODELS_PATH,
+  NDJSON_CONTENT_TYPE,
+  encodeFrame,
+} from "../protocol/backend.js";
+import { QueueFullError } from "./generation/engine.js";
+import type { LoadedModel } from "./load.js";
+import { Metrics } from "./metrics.js";
+
+function errorBody(code: BackendErrorCode, message: string): BackendErrorBody {
+  return { error: { code, message } };
+}
+
+export function createBackendApp(model: LoadedModel, metrics = new Metrics()) {
+  const app = new Hono();
+  const { info, engine, tokenizer } = model;
+
+  app.get(HEALTH_PATH, (c) => c.json({ ok: true, model: info.id, running: engine.stats.running, queued: engine.stats.queued }));
+  app.get(MODELS_PATH, (c) => c.json({ models: [{ id: info.id, created: model.created, owned_by: "lens" }] }));
+  app.get("/metrics", (c) => c.text(metrics.render(engine.stats), 200, { "content-type": "text/plain; version=0.0.4" }));
+
+  app.post(GENERATE_PATH, async (c) => {
+    let raw: unknown;
+    try {
+      raw = await c.req.json();
+    } catch {
+      return c.json(errorBody("invalid_request", "the body is not JSON"), 400);
+    }
+    const parsed = GenerateRequest.safeParse(raw);
+    if (!parsed.success) {
+      const issue = parsed.error.issues[0];
+      return c.json(errorBody("invalid_request", `${issue?.path.join(".")}: ${issue?.message}`), 400);
+    }
+    const req = parsed.data;
+    if (req.model !== info.id) return c.json(errorBody("model_not_found", `this backend serves '${info.id}', not '${req.model}'`), 404);
+    if (req.delta) return c.json(errorBody("delta_not_loaded", `delta '${req.delta.id}' is not loaded here`), 409);
+
+    let promptIds: number[];
+    try {
+      promptIds = tokenizer.promptIds(req.messages);
+    } catch (err) {
+      return c.json(errorBody("invalid_request", `the chat template could not render these messages: ${(err as Error).message}`), 400);
+    }
+    if (promptIds.length >= info.contextLength) {
+      return c.json(errorBody("invalid_request", `the prompt is ${promptIds.length} tokens; this model's context is ${info.contextLength}`), 400);
+    }
+
+    const abort = new AbortController();
+    const encoder = new TextEncoder();
+    let controllerRef: ReadableStreamDefaultController<Uint8Array> | undefined;
+    const started = performance.now();
+    let firstToken = 0;
+    const emit = (frame: GenerateFrame) => {
+      if (!controllerRef || abort.signal.aborted) return;
+      if (frame.type === "text" && !firstToken) firstToken = performance.now() - started;
+      controllerRef.enqueue(encoder.encode(encodeFrame(frame)));
+      if (frame.type === "end" || frame.type === "error") {
+        metrics.finished(frame.type === "end" ? frame.finish_reason : "error", req.language, firstToken);
+        controllerRef.close();
+      }
+    };
+    const body = new ReadableStream<Uint8Array>({
+      start(controller) {
+        controllerRef = controller;
+        controller.enqueue(encoder.encode(encodeFrame({ type: "start", model: info.id, prompt_tokens: promptIds.length })));
+      },
+      cancel() {
+        // The gateway (or its client) went away: the row leaves the batch before the next step.
+        abort.abort();
+        metrics.finished("cancelled", req.language, firstToken);
+      },
+    });
+    try {
+      engine.submit({ promptIds, sampling: req.sampling, delta: null, emit, signal: abort.signal });
+    } catch (err) {
+      if (err instanceof QueueFullError) {
+        metrics.rejected();
+        return c.json(errorBody("overloaded", "the generation queue is full"), 503, { "retry-after": "1" });
+      }
+      throw err;
+    }
+    metrics.accepted();
+    return c.body(body, 200, { "content-type": NDJSON_CONTENT_TYPE, "cache-control": "no-cache" });
+  });
+
+  app.notFound((c) => c.json(errorBody("invalid_request", `unknown route ${c.req.method} ${c.req.path}`), 404));
+  app.onError((err, c) => {
+    console.error("backend error", err);
+    return c.json(errorBody("internal", "the backend failed to handle this request"), 500);
+  });
+  return app;
+}

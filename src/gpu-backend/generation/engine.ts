@@ -1,0 +1,238 @@
+/**
+ * Continuous batching. Requests wait in a bounded queue; the loop admits a waiting request by
+ * running its prompt alone (prefill) and then joins it to the running batch, so it never waits for
+ * the others to finish; each decode step advances every running row by one token. Rows carry
+ * their own delta (or none); a batch without any delta runs the unedited session. A cancelled
+ * row leaves the batch before the next step.
+ */
+import type * as ort from "onnxruntime-node";
+import type { FinishReason, GenerateFrame, SamplingParams } from "../../protocol/backend.js";
+import type { ChatTokenizer } from "../model/chat-tokenizer.js";
+import type { ModelInfo } from "../model/model-dir.js";
+import { type KvBatch, concatRows, emptyKv, selectRows } from "./kv-batch.js";
+import type { ModelRunner } from "./model-runner.js";
+import { sampleToken, seededRandom } from "./sampler.js";
+import { StopMatcher } from "./stop-matcher.js";
+import { StreamDecoder } from "./stream-decoder.js";
+
+/** A delta as the engine applies it: per layer A [d x r], B [r x d], b [d], times `scale`. */
+export interface RowDelta {
+  id: string;
+  scale: number;
+  layers: ReadonlyMap<number, { A: Float32Array; B: Float32Array; b: Float32Array; rank: number }>;
+}
+
+export interface HookedSession {
+  runner: ModelRunner;
+  /** The hook inputs for a batch whose rows carry these deltas (null: none). */
+  feeds(deltas: ReadonlyArray<RowDelta | null>): Record<string, ort.Tensor>;
+}
+
+export interface GenerationJob {
+  promptIds: number[];
+  sampling: SamplingParams;
+  delta: RowDelta | null;
+  /** Receives text, end and error frames, in order. */
+  emit(frame: GenerateFrame): void;
+  signal: AbortSignal;
+}
+
+export class QueueFullError extends Error {}
+
+export interface EngineOptions {
+  maxBatch: number;
+  maxQueue: number;
+}
+
+interface Row {
+  job: GenerationJob;
+  tokens: number[];
+  nextPosition: number;
+  produced: number;
+  maxTokens: number;
+  random: () => number;
+  decoder: StreamDecoder;
+  stops: StopMatcher;
+  pendingToken: number;
+  done: boolean;
+}
+
+export interface EngineStats {
+  running: number;
+  queued: number;
+  tokensGenerated: number;
+  steps: number;
+  /** Sum over steps of the batch size, for the mean batch size. */
+  rowSteps: number;
+}
+
+export class Engine {
+  private readonly queue: GenerationJob[] = [];
+  private rows: Row[] = [];
+  private kv: KvBatch;
+  private looping = false;
+  private readonly eos: ReadonlySet<number>;
+  readonly stats: EngineStats = { running: 0, queued: 0, tokensGenerated: 0, steps: 0, rowSteps: 0 };
+
+  constructor(
+    private readonly info: ModelInfo,
+    private readonly tokenizer: ChatTokenizer,
+    private readonly base: ModelRunner,
+    private readonly hooked: HookedSession | null,
+    private readonly options: EngineOptions,
+  ) {
+    this.kv = emptyKv(base.shape, 0);
+    const eos = new Set(info.eosTokenIds);
+    const eosText = tokenizer.eosToken;
+    const fromTokenizer = eosText ? tokenizer.tokenId(eosText) : undefined;
+    if (fromTokenizer !== undefined) eos.add(fromTokenizer);
+    this.eos = eos;
+  }
+
+  get supportsDeltas(): boolean {
+    return this.hooked !== null;
+  }
+
+  /** Queues a job; throws QueueFullError when the queue is at its bound. */
+  submit(job: GenerationJob): void {
+    if (this.queue.length >= this.options.maxQueue) throw new QueueFullError("queue full");
+    this.queue.push(job);
+    this.stats.queued = this.queue.length;
+    if (!this.looping) void this.loop();
+  }
+
+  private async loop(): Promise<void> {
+    this.looping = true;
+    try {
+      while (this.queue.length > 0 || this.rows.length > 0) {
+        this.dropFinished();
+        if (this.queue.length > 0 && this.rows.length < this.options.maxBatch) await this.admit(this.queue.shift() as GenerationJob);
+        this.stats.queued = this.queue.length;
+        this.dropFinished();
+        if (this.rows.length > 0) await this.decodeStep();
+        // Let sockets flush and new requests arrive between steps.
+        await new Promise((r) => setImmediate(r));
+      }
+    } finally {
+      this.looping = false;
+      this.stats.running = 0;
+    }
+  }
+
+  private runnerFor(deltas: ReadonlyArray<RowDelta | null>): { runner: ModelRunner; feeds?: Record<string, ort.Tensor> } {
+    if (this.hooked && deltas.some((d) => d !== null)) return { runner: this.hooked.runner, feeds: this.hooked.feeds(deltas) };
+    return { runner: this.base };
+  }
+
+  private async admit(job: GenerationJob): Promise<void> {
+    if (job.signal.aborted) return;
+    const s = job.sampling;
+    const room = this.info.contextLength - job.promptIds.length;
+    const row: Row = {
+      job,
+      tokens: [...job.promptIds],
+      nextPosition: job.promptIds.length,
+      produced: 0,
+      maxTokens: Math.min(s.max_tokens ?? room, room),
+      random: seededRandom(s.seed ?? Math.floor(Math.random() * 2 ** 32)),
+      decoder: new StreamDecoder((ids) => this.tokenizer.decode(ids)),
+      stops: new StopMatcher(s.stop),
+      pendingToken: -1,
+      done: false,
+    };
+    try {
+      const { runner, feeds } = this.runnerFor([job.delta]);
+      const out = await runner.step({
+        kv: emptyKv(this.base.shape, 1),
+        tokens: [job.promptIds],
+        positions: [0],
+        ...(feeds ? { extraFeeds: feeds } : {}),
+      });
+      this.accept(row, out.logits, 0, out.vocab);
+      if (row.done) return;
+      this.kv = concatRows(this.base.shape, this.kv, out.kv);
+      this.rows.push(row);
+      this.stats.running = this.rows.length;
+    } catch (err) {
+      this.fail(row, err);
+    }
+  }
+
+  private async decodeStep(): Promise<void> {
+    const rows = this.rows;
+    const deltas = rows.map((r) => r.job.delta);
+    try {
+      const { runner, feeds } = this.runnerFor(deltas);
+      const out = await runner.step({
+        kv: this.kv,
+        tokens: rows.map((r) => [r.pendingToken]),
+        positions: rows.map((r) => r.nextPosition - 1),
+        ...(feeds ? { extraFeeds: feeds } : {}),
+      });
+      this.kv = out.kv;
+      this.stats.steps++;
+      this.stats.rowSteps += rows.length;
+      rows.forEach((row, i) => this.accept(row, out.logits, i, out.vocab));
+    } catch (err) {
+      for (const row of rows) this.fail(row, err);
+    }
+  }
+
+  /** Samples the row's next token from its logits and emits what became final. */
+  private accept(row: Row, logits: Float32Array, index: number, vocab: number): void {
+    if (row.done) return;
+    if (row.job.signal.aborted) {
+      row.done = true;
+      return;
+    }
+    if (row.maxTokens <= 0) return this.finish(row, "length");
+    const token = sampleToken(logits, index * vocab, vocab, {
+      temperature: row.job.sampling.temperature,
+      topP: row.job.sampling.top_p,
+      random: row.random,
+    });
+    if (this.eos.has(token)) return this.finish(row, "stop");
+    row.tokens.push(token);
+    row.produced++;
+    this.stats.tokensGenerated++;
+    row.pendingToken = token;
+    row.nextPosition++;
+    const { release, stopped } = row.stops.push(row.decoder.push(token));
+    if (release) row.job.emit({ type: "text", text: release });
+    if (stopped) return this.finish(row, "stop", true);
+    if (row.produced >= row.maxTokens) return this.finish(row, "length");
+  }
+
+  private finish(row: Row, reason: FinishReason, stopped = false): void {
+    row.done = true;
+    if (!stopped) {
+      const { release, stopped: hit } = row.stops.push(row.decoder.flush());
+      const rest = hit ? release : release + row.stops.flush();
+      if (rest) row.job.emit({ type: "text", text: rest });
+      if (hit) reason = "stop";
+    }
+    row.job.emit({
+      type: "end",
+      finish_reason: reason,
+      usage: { prompt_tokens: row.job.promptIds.length, completion_tokens: row.produced },
+    });
+  }
+
+  private fail(row: Row, err: unknown): void {
+    if (row.done) return;
+    row.done = true;
+    row.job.emit({ type: "error", error: { code: "internal", message: `generation failed: ${(err as Error).message ?? String(err)}` } });
+  }
+
+  private dropFinished(): void {
+    const keep: number[] = [];
+    this.rows.forEach((r, i) => {
+      if (r.job.signal.aborted) r.done = true;
+      if (!r.done) keep.push(i);
+    });
+    if (keep.length === this.rows.length) return;
+    this.kv = selectRows(this.base.shape, this.kv, keep);
+    this.rows = keep.map((i) => this.rows[i] as Row);
+    this.stats.running = this.rows.length;
+  }
+}

@@ -1,0 +1,39 @@
+/** Loads a model directory into a ready engine: tokenizer, session(s), fingerprint. */
+import * as ort from "onnxruntime-node";
+import { ChatTokenizer } from "./model/chat-tokenizer.js";
+import { modelFingerprint } from "./model/fingerprint.js";
+import { type ModelInfo, readModelDir } from "./model/model-dir.js";
+import { Engine, type EngineOptions, type HookedSession } from "./generation/engine.js";
+import { ModelRunner } from "./generation/model-runner.js";
+
+export type ExecutionProvider = "cpu" | "cuda";
+
+export interface LoadOptions extends EngineOptions {
+  executionProvider: ExecutionProvider;
+  /** Builds the delta-hooked session, when deltas are supported. */
+  hook?: (info: ModelInfo, sessionOptions: ort.InferenceSession.SessionOptions) => Promise<HookedSession>;
+}
+
+export interface LoadedModel {
+  info: ModelInfo;
+  fingerprint: string;
+  tokenizer: ChatTokenizer;
+  engine: Engine;
+  created: number;
+}
+
+export function sessionOptions(ep: ExecutionProvider): ort.InferenceSession.SessionOptions {
+  // CUDA needs onnxruntime-node's GPU build on the server (its install script fetches it).
+  return { executionProviders: ep === "cuda" ? ["cuda", "cpu"] : ["cpu"], graphOptimizationLevel: "all" };
+}
+
+export async function loadModel(dir: string, options: LoadOptions): Promise<LoadedModel> {
+  const info = readModelDir(dir);
+  const tokenizer = ChatTokenizer.fromDir(info.dir);
+  const opts = sessionOptions(options.executionProvider);
+  const session = await ort.InferenceSession.create(info.onnxPath, opts);
+  const base = new ModelRunner(info, session, ModelRunner.kvIsFp16(session, info));
+  const hooked = options.hook ? await options.hook(info, opts) : null;
+  const engine = new Engine(info, tokenizer, base, hooked, options);
+  return { info, fingerprint: await modelFingerprint(info.onnxPath), tokenizer, engine, created: Math.floor(Date.now() / 1000) };
+}

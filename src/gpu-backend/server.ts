@@ -1,0 +1,36 @@
+/**
+ * The GPU backend as a process: `node --import tsx src/gpu-backend/server.ts`.
+ *   BACKEND_PORT (8788), LENS_MODEL_DIR (models/lens-tiny-chat), LENS_EXECUTION_PROVIDER (cpu|cuda),
+ *   LENS_MAX_BATCH (32), LENS_MAX_QUEUE (256)
+ */
+import { fileURLToPath } from "node:url";
+import { serve } from "@hono/node-server";
+import { createBackendApp } from "./app.js";
+import { type ExecutionProvider, loadModel } from "./load.js";
+
+const DEFAULT_MODEL_DIR = fileURLToPath(new URL("../../models/lens-tiny-chat", import.meta.url));
+
+function intEnv(name: string, fallback: number): number {
+  const raw = process.env[name];
+  if (!raw) return fallback;
+  const n = Number(raw);
+  if (!Number.isInteger(n) || n <= 0) throw new Error(`${name} must be a positive integer, got '${raw}'`);
+  return n;
+}
+
+const port = intEnv("BACKEND_PORT", 8788);
+const modelDir = process.env["LENS_MODEL_DIR"] || DEFAULT_MODEL_DIR;
+const ep = (process.env["LENS_EXECUTION_PROVIDER"] || "cpu") as ExecutionProvider;
+if (ep !== "cpu" && ep !== "cuda") throw new Error(`LENS_EXECUTION_PROVIDER must be cpu or cuda, got '${ep}'`);
+
+const model = await loadModel(modelDir, {
+  executionProvider: ep,
+  maxBatch: intEnv("LENS_MAX_BATCH", 32),
+  maxQueue: intEnv("LENS_MAX_QUEUE", 256),
+});
+const server = serve({ fetch: createBackendApp(model).fetch, port, hostname: process.env["BACKEND_HOST"] || "127.0.0.1" }, (addr) => {
+  console.log(`lens backend: serving ${model.info.id} (${model.info.numLayers} layers, hidden ${model.info.hiddenSize}) on http://127.0.0.1:${addr.port} [${ep}]`);
+});
+const stop = () => server.close(() => process.exit(0));
+process.on("SIGTERM", stop);
+process.on("SIGINT", stop);
