@@ -2,9 +2,31 @@
  * Starts the stand-in backends (Node servers) once for the gateway tests, which run inside
  * workerd and reach them over loopback; their URLs are handed to the tests with `provide`.
  */
-import { createServer } from "node:net";
+import { type AddressInfo, createServer } from "node:net";
 import type { TestProject } from "vitest/node";
+import { existsSync } from "node:fs";
+import { fileURLToPath } from "node:url";
+import { serve } from "@hono/node-server";
+import { createBackendApp } from "../../src/gpu-backend/app.js";
+import { loadModel } from "../../src/gpu-backend/load.js";
 import { type Behaviour, type TestBackend, startTestBackend } from "./test-backend.js";
+
+const EMBEDDED_MODEL = fileURLToPath(new URL("../../models/lens-tiny-chat", import.meta.url));
+
+/** The real backend on the embedded model, for end-to-end tests; null when the model is absent. */
+async function startRealBackend(): Promise<TestBackend | null> {
+  if (!existsSync(`${EMBEDDED_MODEL}/genai_config.json`)) return null;
+  const model = await loadModel(EMBEDDED_MODEL, { executionProvider: "cpu", maxBatch: 8, maxQueue: 64 });
+  const server = await new Promise<ReturnType<typeof serve>>((resolve) => {
+    const s = serve({ fetch: createBackendApp(model).fetch, port: 0, hostname: "127.0.0.1" }, () => resolve(s));
+  });
+  const { port } = server.address() as AddressInfo;
+  return {
+    url: `http://127.0.0.1:${port}`,
+    behaviour: "echo",
+    close: () => new Promise<void>((r) => server.close(() => r())),
+  };
+}
 
 const BEHAVIOURS: Behaviour[] = ["echo", "hang", "stall", "die", "malformed", "error-frame", "overloaded"];
 
@@ -35,6 +57,11 @@ export default async function setup(project: TestProject) {
   urls["echoB"] = echoB.url;
   urls["echoC"] = echoC.url;
   urls["refused"] = `http://127.0.0.1:${await closedPort()}`;
+  const real = await startRealBackend();
+  if (real) {
+    started.push(real);
+    urls["real"] = real.url;
+  }
   project.provide("backends", urls);
   return async () => {
     await Promise.all(started.map((b) => b.close()));
