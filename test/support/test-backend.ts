@@ -1,6 +1,7 @@
 /**
  * A small stand-in GPU backend that speaks the internal protocol (validated with the shared
- * schemas) and echoes the last user message word by word. Each instance has one behaviour, so a
+ * schemas) and echoes the last user message word by word. It holds every delta except those whose
+ * id starts with "missing-", which it answers with `delta_not_loaded`. Each instance has one behaviour, so a
  * test or benchmark can put a healthy, a hanging or a dying backend behind the gateway.
  */
 import type { AddressInfo } from "node:net";
@@ -87,6 +88,10 @@ export async function startTestBackend(behaviour: Behaviour, options: TestBacken
     if (!models.includes(req.model)) {
       const body: BackendErrorBody = { error: { code: "model_not_found", message: `model '${req.model}' is not served here` } };
       return c.json(body, 404);
+    }
+    if (req.delta?.id.startsWith("missing-")) {
+      const body: BackendErrorBody = { error: { code: "delta_not_loaded", message: `delta '${req.delta.id}' is not loaded here` } };
+      return c.json(body, 409);
     }
     if (behaviour === "overloaded") {
       const body: BackendErrorBody = { error: { code: "overloaded", message: "queue full" } };

@@ -5,6 +5,7 @@ import { type GatewayEnv, gatewayConfig } from "../env.js";
 import { chooseLanguage, parseLensMode } from "../language/choose.js";
 import { parseJsonBody, validate } from "../openai/parse-request.js";
 import { collectCompletion, streamCompletion } from "../openai/responses.js";
+import { activeDelta } from "../services/language-deltas.js";
 import { routeChat } from "../services/routing.js";
 
 export async function chatCompletions(c: Context<GatewayEnv>): Promise<Response> {
@@ -12,9 +13,7 @@ export async function chatCompletions(c: Context<GatewayEnv>): Promise<Response>
   const mode = parseLensMode(c.req.header("x-lens-mode"));
   const { language } = chooseLanguage(body.messages, c.req.header("x-lens-language"));
   c.header("x-lens-language", language);
-  // Deltas come from the adapter registry; until a language has one active, or with x-lens-mode: off, none applies.
-  void mode;
-  c.header("x-lens-delta", "none");
+  const wanted = mode === "off" || language === "und" ? null : await activeDelta(c.env.DB, language);
 
   const stop = body.stop == null ? [] : typeof body.stop === "string" ? [body.stop] : body.stop;
   const sampling: SamplingParams = {
@@ -25,11 +24,12 @@ export async function chatCompletions(c: Context<GatewayEnv>): Promise<Response>
     ...(body.seed != null ? { seed: body.seed } : {}),
   };
   const requestId = c.get("requestId");
-  const generation = await routeChat(
+  const { generation, delta } = await routeChat(
     gatewayConfig(c.env),
-    { requestId, model: body.model, messages: body.messages, sampling, language, delta: null },
+    { requestId, model: body.model, messages: body.messages, sampling, language, delta: wanted },
     (p) => c.executionCtx.waitUntil(p),
   );
+  c.header("x-lens-delta", delta ? delta.id : "none");
   const meta = {
     id: `chatcmpl-${requestId}`,
     created: Math.floor(Date.now() / 1000),

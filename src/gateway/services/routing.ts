@@ -3,7 +3,7 @@ import type { DeltaRef, GenerateRequest, SamplingParams } from "../../protocol/b
 import type { LanguageOrUnd } from "../../protocol/languages.js";
 import type { ChatMessage } from "../../protocol/openai.js";
 import type { GatewayConfig } from "../env.js";
-import { noBackend, notFound } from "../errors.js";
+import { GatewayError, noBackend, notFound } from "../errors.js";
 import { preferenceOrder } from "./backends/affinity.js";
 import { backendsFor } from "./backends/catalog.js";
 import { type OpenGeneration, openGeneration } from "./backends/client.js";
@@ -17,11 +17,17 @@ export interface RouteInput {
   delta: DeltaRef | null;
 }
 
+export interface RoutedChat {
+  generation: OpenGeneration;
+  /** The delta the generation really carries: null when none was asked for or it could not be applied. */
+  delta: DeltaRef | null;
+}
+
 export async function routeChat(
   config: GatewayConfig,
   input: RouteInput,
   waitUntil?: (p: Promise<unknown>) => void,
-): Promise<OpenGeneration> {
+): Promise<RoutedChat> {
   if (config.backendUrls.length === 0) throw noBackend("No backends are configured (BACKEND_URLS is empty).");
   const { catalog, backends } = await backendsFor(config, input.model, waitUntil);
   if (backends.length === 0) {
@@ -36,5 +42,12 @@ export async function routeChat(
     language: input.language,
     delta: input.delta,
   };
-  return openGeneration(config, request, preferenceOrder(backends, input.language));
+  const order = preferenceOrder(backends, input.language);
+  try {
+    return { generation: await openGeneration(config, request, order), delta: input.delta };
+  } catch (err) {
+    // A delta must never fail a request: without it, the base model answers (and the headers say so).
+    if (!(input.delta && err instanceof GatewayError && err.code === "delta_not_loaded")) throw err;
+    return { generation: await openGeneration(config, { ...request, delta: null }, order), delta: null };
+  }
 }

@@ -111,6 +111,7 @@ export function fromBackendError(error: BackendError, retryAfter: string | null 
       return new GatewayError(503, "server_error", "The backends are overloaded; try again shortly.", "backend_overloaded", null,
         { "retry-after": retryAfter && /^\d{1,4}$/.test(retryAfter) ? retryAfter : "1" });
     case "delta_not_loaded":
+      return new GatewayError(502, "server_error", error.message, "delta_not_loaded");
     case "cancelled":
     case "internal":
       return backendFailure(`The backend failed: ${error.message}`);

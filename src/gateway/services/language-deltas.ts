@@ -1,0 +1,25 @@
+/**
+ * Which delta a language's requests carry, read from D1 and kept per isolate for a few seconds so
+ * that a chat request normally costs no D1 read; a change reaches every isolate within CACHE_MS.
+ */
+import type { DeltaRef } from "../../protocol/backend.js";
+
+export const CACHE_MS = 10_000;
+const cache = new Map<string, { delta: DeltaRef | null; until: number }>();
+
+export async function activeDelta(db: D1Database, language: string, now = Date.now()): Promise<DeltaRef | null> {
+  const hit = cache.get(language);
+  if (hit && hit.until > now) return hit.delta;
+  const row = await db
+    .prepare("SELECT delta_id, scale FROM language_deltas WHERE language = ?1")
+    .bind(language)
+    .first<{ delta_id: string; scale: number }>();
+  const delta = row ? { id: row.delta_id, scale: row.scale } : null;
+  cache.set(language, { delta, until: now + CACHE_MS });
+  return delta;
+}
+
+/** Forgets cached answers (after a change made through this isolate). */
+export function forgetActiveDeltas(): void {
+  cache.clear();
+}

@@ -1,0 +1,49 @@
+import { env } from "cloudflare:workers";
+import { beforeAll, describe, expect, it } from "vitest";
+import { TEST_MODEL, backendLog, newKey, postChat } from "./helpers.js";
+
+let key: string;
+beforeAll(async () => {
+  key = await newKey("client");
+  const now = Math.floor(Date.now() / 1000);
+  await env.DB.prepare("INSERT INTO language_deltas (language, delta_id, scale, updated_at) VALUES ('sw', 'sw-lens-1', 0.5, ?1), ('fr', 'missing-fr-2', 1, ?1)")
+    .bind(now)
+    .run();
+});
+
+async function chat(content: string, headers: Record<string, string> = {}) {
+  const res = await postChat(key, { model: TEST_MODEL, messages: [{ role: "user", content }] }, {}, headers);
+  expect(res.status).toBe(200);
+  await res.text();
+  const id = res.headers.get("x-request-id")!;
+  return { res, sent: (await backendLog("echo")).filter((r) => r.request_id === id) };
+}
+
+describe("a language's active delta", () => {
+  it("is carried to the backend with its scale and named in x-lens-delta", async () => {
+    const { res, sent } = await chat("Habari za asubuhi, naomba msaada wako leo.");
+    expect(res.headers.get("x-lens-language")).toBe("sw");
+    expect(res.headers.get("x-lens-delta")).toBe("sw-lens-1");
+    expect(sent.map((r) => r.delta)).toEqual(["sw-lens-1"]);
+  });
+
+  it("is left off with x-lens-mode: off", async () => {
+    const { res, sent } = await chat("Habari za asubuhi, naomba msaada wako leo.", { "x-lens-mode": "off" });
+    expect(res.headers.get("x-lens-delta")).toBe("none");
+    expect(sent.map((r) => r.delta)).toEqual([null]);
+  });
+
+  it("is not applied to a language without one", async () => {
+    const { res, sent } = await chat("Could you please help me write a short letter?");
+    expect(res.headers.get("x-lens-language")).toBe("en");
+    expect(res.headers.get("x-lens-delta")).toBe("none");
+    expect(sent.map((r) => r.delta)).toEqual([null]);
+  });
+
+  it("never fails a request: a backend without the delta serves the base model, and the header says so", async () => {
+    const { res, sent } = await chat("Bonjour, pouvez-vous m'aider à écrire une lettre ?");
+    expect(res.headers.get("x-lens-language")).toBe("fr");
+    expect(res.headers.get("x-lens-delta")).toBe("none");
+    expect(sent.map((r) => r.delta)).toEqual(["missing-fr-2", null]);
+  });
+});
