@@ -217,6 +217,28 @@ for (const c of CASES) {
       });
     }
 
+    it("the hook after the last layer sits right before the final norm: doubling the stream there keeps the logits", async () => {
+      // h' = 2h via A = I, B = I, b = 0. The final RMSNorm is scale-invariant (up to its eps), so the logits
+      // barely move if, and only if, nothing but that norm follows the hook. The same edit after an earlier
+      // layer changes the logits, since later layers add branches that are not doubled. Checked without
+      // relying on node names.
+      const double: Delta = { rank: H, a: new Float64Array(BATCH * H * H), b: new Float64Array(BATCH * H * H), bias: new Float64Array(BATCH * H) };
+      for (let r = 0; r < BATCH; r++) for (let i = 0; i < H; i++) {
+        double.a[(r * H + i) * H + i] = 1;
+        double.b[(r * H + i) * H + i] = 1;
+      }
+      const b = floatValues(await base());
+      const scale = maxAbs(b);
+      const last = await run({ deltaLayers: [L - 1] }, new Map([[L - 1, double]]));
+      const lastDiff = maxAbsDiff(floatValues(last.logits), b);
+      expect(lastDiff).toBeLessThanOrEqual((last.graph.dtype === "float32" ? 1e-3 : 1e-2) * scale);
+      const earlier = Math.max(0, L - 2);
+      const mid = await run({ deltaLayers: [earlier] }, new Map([[earlier, double]]));
+      const midDiff = maxAbsDiff(floatValues(mid.logits), b);
+      expect(midDiff).toBeGreaterThan(LOGIT_CHANGE * scale);
+      console.info(`[${c.label}] doubling the stream: after layer ${L - 1} max |logit diff| ${lastDiff.toExponential(2)}, after layer ${earlier} ${midDiff.toExponential(2)} (max |logit| ${scale.toExponential(2)})`);
+    });
+
     it("a row without a delta (zeros) keeps its logits while the other row's change", async () => {
       const k = Math.min(1, L - 1);
       const plain = await run({ deltaLayers: [], exposeHidden: [k] });
