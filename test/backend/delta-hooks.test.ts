@@ -9,6 +9,7 @@ import { existsSync } from "node:fs";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import type * as ort from "onnxruntime-node";
+import { Tensor } from "onnxruntime-node";
 import { describe, expect, it } from "vitest";
 import {
   describeResidualStream,
@@ -33,6 +34,7 @@ import {
   zeroDelta,
   type Delta,
 } from "./helpers-delta";
+import { syntheticDecoder } from "./helpers-synthetic";
 
 interface Case {
   label: string;
@@ -275,3 +277,51 @@ for (const c of CASES) {
     });
   });
 }
+
+describe("synthetic export styles (fp32): fused SkipLayerNormalization with bias, parallel blocks", () => {
+  const BATCH = 2;
+  const SEQ = 4;
+  for (const style of ["skip-layer-norm", "parallel-add"] as const) {
+    const m = syntheticDecoder(style, 3, 8, 32, style === "skip-layer-norm" ? 11 : 12);
+    const dims = { numLayers: m.numLayers, hiddenSize: m.hiddenSize };
+    const ids = new Tensor("int64", BigInt64Array.from({ length: BATCH * SEQ }, (_, i) => BigInt((i * 7 + 3) % m.vocab)), [BATCH, SEQ]);
+
+    async function run(plan: HookPlan, deltas: Map<number, Delta> = new Map()) {
+      const g = insertDeltaHooks(m.bytes, plan, dims);
+      const session = await sessionFromBytes(g.bytes, "model.onnx", g.externalData);
+      const feeds: Record<string, ort.Tensor> = { input_ids: ids };
+      for (const d of g.deltaInputs) Object.assign(feeds, deltaFeeds(g.dtype, d, deltas.get(d.layer)!, BATCH, m.hiddenSize));
+      const out = await session.run(feeds);
+      await session.release();
+      return { logits: out.logits!, hidden: new Map(g.hiddenOutputs.map((h) => [h.layer, floatValues(out[h.name]!)])) };
+    }
+
+    it(`${style}: hooks the sum after each layer, by structure alone`, () => {
+      const d = describeResidualStream(m.bytes, dims);
+      expect(d.sumsPerLayer).toBe(style === "skip-layer-norm" ? 2 : 1);
+      expect(d.afterLayer.map((s) => s.node)).toEqual(Array.from({ length: m.numLayers }, (_, k) => m.sumNode(k)));
+    });
+
+    it(`${style}: zero delta keeps the logits bit for bit; a random delta is h + (h A) B + b at every hooked layer`, async () => {
+      const all = Array.from({ length: m.numLayers }, (_, k) => k);
+      const base = await run({ deltaLayers: [] });
+      const zero = await run({ deltaLayers: all }, new Map(all.map((k) => [k, zeroDelta(BATCH, m.hiddenSize, 3)])));
+      expect(bitDifferences(zero.logits, base.logits)).toBe(0);
+      // Exposing the stream must not change the logits either (it could, by blocking a fusion).
+      const plain = await run({ deltaLayers: [], exposeHidden: all });
+      expect(bitDifferences(plain.logits, base.logits)).toBe(0);
+
+      // Only layer 1 edited: layers before it are untouched, layer 1 matches the reference.
+      const h1 = plain.hidden.get(1)!;
+      const delta = randomDelta(seeded(5), BATCH, m.hiddenSize, 3, maxAbs(h1), "float32");
+      const edited = await run({ deltaLayers: [1], exposeHidden: all }, new Map([[1, delta]]));
+      expect(maxAbsDiff(edited.hidden.get(0)!, plain.hidden.get(0)!)).toBe(0);
+      const want = applyDelta(h1, delta, BATCH, SEQ, m.hiddenSize);
+      const err = maxAbsDiff(edited.hidden.get(1)!, want);
+      expect(err).toBeLessThanOrEqual(REL_TOL.float32 * maxAbs(want));
+      expect(maxAbsDiff(want, h1)).toBeGreaterThan(20 * REL_TOL.float32 * maxAbs(want));
+      expect(maxAbsDiff(floatValues(edited.logits), floatValues(plain.logits))).toBeGreaterThan(LOGIT_CHANGE * maxAbs(floatValues(plain.logits)));
+      console.info(`[synthetic ${style}] zero delta: logits bit-identical; delta at layer 1: |h' - reference| ${err.toExponential(2)}`);
+    });
+  }
+});

@@ -91,6 +91,8 @@ interface Insertion {
 
 class Surgery {
   readonly added = new Map<NodeProto, Insertion>();
+  /** Layer -> operands of the Add that now forms its residual tensor (plain-Add graphs with a delta there). */
+  readonly residualOperands = new Map<number, string[]>();
   private readonly used: Set<string>;
   constructor(readonly ix: GraphIndex, readonly opset: number) {
     this.used = new Set(ix.names);
@@ -155,6 +157,7 @@ function hookSum(s: Surgery, sum: SumPoint, layer: number, inputs: { a: string; 
     s.renameOutput(sum.node, sum.output, h);
     const { nodes, d } = s.deltaNodes(layer, h, inputs, axes);
     nodes.push(makeNode("Add", s.name(`lens/delta.${layer}/Add_residual`), [h, d], [sum.output]));
+    s.residualOperands.set(layer, [h, d]);
     s.at(sum.node).after.push(...nodes);
     return;
   }
@@ -242,10 +245,19 @@ export function insertDeltaHooks(modelBytes: Uint8Array, plan: HookPlan, dims: H
   const hiddenOutputs: HookedGraph["hiddenOutputs"] = [];
   for (const k of exposeLayers) {
     const sum = stream.afterLayer[k]!;
-    const residual = residualTensor(s, sum, k);
-    // An Identity gives the output a stable name, whatever the exporter called the residual tensor.
     const name = s.name(hiddenOutputName(k));
-    s.at(sum.node).after.push(makeNode("Identity", s.name(`lens/hidden.${k}/Identity`), [residual], [name]));
+    if (sum.kind === "add") {
+      // Recompute the residual Add (same op, same operands: the same bits) instead of reading its output:
+      // one more consumer on that Add would stop onnxruntime fusing it with the next norm, and the unfused
+      // kernels round differently, so exposing would change the logits.
+      const operands = s.residualOperands.get(k) ?? [...(sum.node.input ?? [])];
+      s.at(sum.node).after.push(makeNode("Add", s.name(`lens/hidden.${k}/Add`), operands, [name]));
+    } else {
+      // Fused: the node's sum output (added if the exporter left it implicit); an extra output does not
+      // change which kernel runs.
+      const residual = residualTensor(s, sum, k);
+      s.at(sum.node).after.push(makeNode("Identity", s.name(`lens/hidden.${k}/Identity`), [residual], [name]));
+    }
     graph.output = [...(graph.output ?? []), tensorValueInfo(name, stream.elemType, [batch, seq, H])];
     hiddenOutputs.push({ layer: k, name });
   }
