@@ -19,6 +19,13 @@
  * fused node's inputs are unchanged, but onnxruntime's CPU provider rounds fp16 differently once nodes are
  * added (casts around fp16 ops), so there "zero delta = base" holds to fp16 rounding only; the backend runs
  * the unedited session for batches without any delta.
+ *
+ * Exposed hidden states (`lens.hidden.{k}`, [batch, seq, hidden]) carry the stream after the delta. They
+ * are built so that exposing does not change the logits: see the exposure loop below.
+ *
+ * Limits: onnx-proto holds the ONNX 1.10 schema (IR 8); fields added later (e.g. metadata_props on nodes,
+ * function overloads) are dropped when the edited model is re-encoded. Rank must be >= 1 (zeros for rows
+ * without a delta). Unrecognised structures throw GraphStructureError (see residual-stream.ts).
  */
 import {
   decodeModel,
