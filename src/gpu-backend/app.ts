@@ -14,7 +14,10 @@ import {
   NDJSON_CONTENT_TYPE,
   encodeFrame,
 } from "../protocol/backend.js";
-import { QueueFullError } from "./generation/engine.js";
+import { DELTAS_PATH } from "../protocol/delta.js";
+import { deltaRoutes } from "./deltas/routes.js";
+import { toRowDelta } from "./deltas/row-delta.js";
+import { QueueFullError, type RowDelta } from "./generation/engine.js";
 import type { LoadedModel } from "./load.js";
 import { Metrics } from "./metrics.js";
 
@@ -24,11 +27,24 @@ function errorBody(code: BackendErrorCode, message: string): BackendErrorBody {
 
 export function createBackendApp(model: LoadedModel, metrics = new Metrics()) {
   const app = new Hono();
-  const { info, engine, tokenizer } = model;
+  const { info, engine, tokenizer, deltas } = model;
+  app.route(DELTAS_PATH, deltaRoutes(deltas));
 
-  app.get(HEALTH_PATH, (c) => c.json({ ok: true, model: info.id, running: engine.stats.running, queued: engine.stats.queued }));
+  app.get(HEALTH_PATH, (c) =>
+    c.json({
+      ok: true,
+      model: info.id,
+      // What a delta must match to be accepted here.
+      fingerprint: model.fingerprint,
+      hidden_size: info.hiddenSize,
+      num_layers: info.numLayers,
+      deltas: engine.supportsDeltas,
+      running: engine.stats.running,
+      queued: engine.stats.queued,
+    }),
+  );
   app.get(MODELS_PATH, (c) => c.json({ models: [{ id: info.id, created: model.created, owned_by: "lens" }] }));
-  app.get("/metrics", (c) => c.text(metrics.render(engine.stats), 200, { "content-type": "text/plain; version=0.0.4" }));
+  app.get("/metrics", (c) => c.text(metrics.render(engine.stats, deltas.size), 200, { "content-type": "text/plain; version=0.0.4" }));
 
   app.post(GENERATE_PATH, async (c) => {
     let raw: unknown;
@@ -44,7 +60,13 @@ export function createBackendApp(model: LoadedModel, metrics = new Metrics()) {
     }
     const req = parsed.data;
     if (req.model !== info.id) return c.json(errorBody("model_not_found", `this backend serves '${info.id}', not '${req.model}'`), 404);
-    if (req.delta) return c.json(errorBody("delta_not_loaded", `delta '${req.delta.id}' is not loaded here`), 409);
+    let delta: RowDelta | null = null;
+    if (req.delta) {
+      const held = deltas.get(req.delta.id);
+      if (!held) return c.json(errorBody("delta_not_loaded", `delta '${req.delta.id}' is not loaded here`), 409);
+      if (!engine.supportsDeltas) return c.json(errorBody("delta_not_loaded", "this backend runs without delta hooks"), 409);
+      delta = toRowDelta(req.delta.id, req.delta.scale, held.layers);
+    }
 
     let promptIds: number[];
     try {
@@ -82,7 +104,7 @@ export function createBackendApp(model: LoadedModel, metrics = new Metrics()) {
       },
     });
     try {
-      engine.submit({ promptIds, sampling: req.sampling, delta: null, emit, signal: abort.signal });
+      engine.submit({ promptIds, sampling: req.sampling, delta, emit, signal: abort.signal });
     } catch (err) {
       if (err instanceof QueueFullError) {
         metrics.rejected();

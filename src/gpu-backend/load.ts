@@ -5,13 +5,18 @@ import { modelFingerprint } from "./model/fingerprint.js";
 import { type ModelInfo, readModelDir } from "./model/model-dir.js";
 import { Engine, type EngineOptions, type HookedSession } from "./generation/engine.js";
 import { ModelRunner } from "./generation/model-runner.js";
+import { createHookedSession } from "./deltas/hooked-session.js";
+import { DeltaStore } from "./deltas/store.js";
 
 export type ExecutionProvider = "cpu" | "cuda";
 
 export interface LoadOptions extends EngineOptions {
   executionProvider: ExecutionProvider;
-  /** Builds the delta-hooked session, when deltas are supported. */
-  hook?: (info: ModelInfo, sessionOptions: ort.InferenceSession.SessionOptions) => Promise<HookedSession>;
+  /** Builds the delta-hooked session; default: hooks after every layer. `null`: no deltas. */
+  hook?: ((info: ModelInfo, sessionOptions: ort.InferenceSession.SessionOptions) => Promise<HookedSession>) | null;
+  /** Largest delta file accepted, and the bound on all deltas held (decoded, float32). */
+  maxDeltaFileBytes?: number;
+  maxDeltaMemoryBytes?: number;
 }
 
 export interface LoadedModel {
@@ -19,6 +24,7 @@ export interface LoadedModel {
   fingerprint: string;
   tokenizer: ChatTokenizer;
   engine: Engine;
+  deltas: DeltaStore;
   created: number;
 }
 
@@ -33,7 +39,16 @@ export async function loadModel(dir: string, options: LoadOptions): Promise<Load
   const opts = sessionOptions(options.executionProvider);
   const session = await ort.InferenceSession.create(info.onnxPath, opts);
   const base = new ModelRunner(info, session, ModelRunner.kvIsFp16(session, info));
-  const hooked = options.hook ? await options.hook(info, opts) : null;
+  const hook = options.hook === undefined ? createHookedSession : options.hook;
+  const hooked = hook ? await hook(info, opts) : null;
   const engine = new Engine(info, tokenizer, base, hooked, options);
-  return { info, fingerprint: await modelFingerprint(info.onnxPath), tokenizer, engine, created: Math.floor(Date.now() / 1000) };
+  const fingerprint = await modelFingerprint(info.onnxPath);
+  const deltas = new DeltaStore({
+    fingerprint,
+    hiddenSize: info.hiddenSize,
+    numLayers: info.numLayers,
+    maxBytes: options.maxDeltaFileBytes ?? 64 * 2 ** 20,
+    maxDecodedBytes: options.maxDeltaMemoryBytes ?? 512 * 2 ** 20,
+  });
+  return { info, fingerprint, tokenizer, engine, deltas, created: Math.floor(Date.now() / 1000) };
 }

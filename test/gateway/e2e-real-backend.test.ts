@@ -2,7 +2,10 @@
  * End to end: the official openai client -> the gateway in workerd -> the real backend (Node,
  * onnxruntime-node) -> the embedded model. Skipped, with the reason, when the model is absent.
  */
+import { env } from "cloudflare:workers";
 import { beforeAll, describe, expect, it } from "vitest";
+import { forgetActiveDeltas } from "../../src/gateway/services/language-deltas.js";
+import { makeDelta } from "../support/make-delta.js";
 import { backends, newKey, openai, postChat, sseData } from "./helpers.js";
 
 const real = backends["real"];
@@ -61,5 +64,63 @@ describe.skipIf(!real)("end to end on the embedded model (skipped: models/lens-t
     const res = await postChat(key, { model: MODEL, messages: [{ role: "user", content: "a".repeat(4000) }] }, { BACKEND_URLS: real });
     expect(res.status).toBe(400);
     expect(((await res.json()) as { error: { message: string } }).error.message).toMatch(/context/);
+  });
+});
+
+describe.skipIf(!real)("end to end with a delta on one language (skipped: models/lens-tiny-chat absent)", () => {
+  let key: string;
+  const DELTA_ID = "sw-e2e-strong";
+  beforeAll(async () => {
+    key = await newKey("client");
+    const health = (await (await fetch(`${real}/internal/v1/health`)).json()) as { fingerprint: string; hidden_size: number; num_layers: number };
+    const layers = Array.from({ length: health.num_layers }, (_, i) => i);
+    const made = makeDelta({ hiddenSize: health.hidden_size, layers, rank: 8, fingerprint: health.fingerprint, id: DELTA_ID, language: "sw", seed: 77, scale: 2 });
+    const form = new FormData();
+    form.set("manifest", JSON.stringify(made.manifest));
+    form.set("tensors", new Blob([made.bytes]), "delta.safetensors");
+    const put = await fetch(`${real}/internal/v1/deltas/${DELTA_ID}`, { method: "PUT", body: form });
+    expect(put.status).toBe(201);
+    await env.DB.prepare("INSERT INTO language_deltas (language, delta_id, scale, updated_at) VALUES ('sw', ?1, 1, 0)").bind(DELTA_ID).run();
+    // Earlier tests in this isolate cached "no delta for sw"; a change made here is seen at once.
+    forgetActiveDeltas();
+  });
+
+  const ask = async (content: string, headers: Record<string, string> = {}) => {
+    const res = await postChat(key, { model: MODEL, temperature: 0, max_tokens: 24, messages: [{ role: "user", content }] }, { BACKEND_URLS: real }, headers);
+    expect(res.status).toBe(200);
+    const body = (await res.json()) as { choices: Array<{ message: { content: string } }> };
+    return { text: body.choices[0]!.message.content, delta: res.headers.get("x-lens-delta"), language: res.headers.get("x-lens-language") };
+  };
+
+  it("applies the Swahili delta to Swahili requests: the header names it and the text differs from base", async () => {
+    const swahili = "Habari za asubuhi? Naomba unieleze kuhusu mlima Kilimanjaro.";
+    const edited = await ask(swahili);
+    const base = await ask(swahili, { "x-lens-mode": "off" });
+    expect(edited.language).toBe("sw");
+    expect(edited.delta).toBe(DELTA_ID);
+    expect(base.delta).toBe("none");
+    expect(edited.text).not.toBe(base.text);
+  });
+
+  it("leaves another language alone", async () => {
+    const english = "What is the tallest mountain in Africa?";
+    const plain = await ask(english);
+    const base = await ask(english, { "x-lens-mode": "off" });
+    expect(plain.language).toBe("en");
+    expect(plain.delta).toBe("none");
+    expect(plain.text).toBe(base.text);
+  });
+
+  it("streams with the delta too", async () => {
+    const stream = await openai(key, { BACKEND_URLS: real }).chat.completions.create({
+      model: MODEL,
+      temperature: 0,
+      max_tokens: 24,
+      stream: true,
+      messages: [{ role: "user", content: "Habari za asubuhi? Naomba unieleze kuhusu mlima Kilimanjaro." }],
+    });
+    let text = "";
+    for await (const chunk of stream) text += chunk.choices[0]?.delta.content ?? "";
+    expect(text).toBe((await ask("Habari za asubuhi? Naomba unieleze kuhusu mlima Kilimanjaro.")).text);
   });
 });

@@ -89,6 +89,11 @@ export class Engine {
     this.eos = eos;
   }
 
+  /** The unedited model, for callers that compare against it. */
+  get baseRunner(): ModelRunner {
+    return this.base;
+  }
+
   get supportsDeltas(): boolean {
     return this.hooked !== null;
   }
