@@ -3,11 +3,8 @@
  * LENS_API_KEY / LENS_ADMIN_KEY (hashed) as the only keys, starts a backend on BACKEND_PORT unless
  * BACKEND_URLS points elsewhere, starts the gateway under `wrangler dev`, and prints a curl to try.
  */
-import { existsSync } from "node:fs";
 import { type ChildProcess, spawn } from "node:child_process";
-import { join } from "node:path";
 import { ROOT, applyMigrations, registerKeys, startGateway, waitForHttp } from "./local-stack.js";
-import { startTestBackend } from "../test/support/test-backend.js";
 import { HEALTH_PATH, MODELS_PATH, ModelsResponse } from "../src/protocol/backend.js";
 
 function port(name: string, fallback: number): number {
@@ -61,16 +58,9 @@ function spawnBackend(entry: string): ChildProcess {
 }
 
 async function startLocalBackend(): Promise<string> {
-  const entry = join(ROOT, "src/gpu-backend/server.ts");
-  if (existsSync(entry)) {
-    const child = spawnBackend(entry);
-    await waitForHttp(`${backendUrls}${HEALTH_PATH}`, child, 300_000);
-    return "GPU backend (src/gpu-backend)";
-  }
-  // Until the model backend exists, a stand-in that echoes the prompt keeps the stack usable end to end.
-  const echo = await startTestBackend("echo", { port: backendPort, tokenDelayMs: 20 });
-  stoppers.push(echo.close);
-  return "stand-in echo backend (the model backend is not built yet: replies echo the prompt)";
+  const child = spawnBackend("src/gpu-backend/server.ts");
+  await waitForHttp(`${backendUrls}${HEALTH_PATH}`, child, 300_000);
+  return `the backend on port ${backendPort}, model ${process.env["LENS_MODEL_DIR"] || "models/lens-tiny-chat"}`;
 }
 
 async function firstModel(): Promise<string> {
