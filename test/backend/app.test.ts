@@ -1,4 +1,4 @@
-import { describe, expect, it } from "vitest";
+import { beforeAll, describe, expect, it } from "vitest";
 import { GENERATE_PATH, GenerateFrame, MODELS_PATH, ModelsResponse } from "../../src/protocol/backend.js";
 import { createBackendApp } from "../../src/gpu-backend/app.js";
 import { loadModel } from "../../src/gpu-backend/load.js";
@@ -17,9 +17,12 @@ const body = (over: Record<string, unknown> = {}) =>
     ...over,
   });
 
-describe.skipIf(embedded.skip !== null)("backend HTTP API on the embedded model", async () => {
-  const model = await loadModel(embedded.dir, { executionProvider: "cpu", maxBatch: 1, maxQueue: 2 });
-  const app = createBackendApp(model);
+describe.skipIf(embedded.skip !== null)("backend HTTP API on the embedded model", () => {
+  let app: ReturnType<typeof createBackendApp>;
+  beforeAll(async () => {
+    // Loaded here, not in the describe body, which runs even when the suite is skipped.
+    app = createBackendApp(await loadModel(embedded.dir, { executionProvider: "cpu", maxBatch: 1, maxQueue: 2 }));
+  });
   const post = (b: string) => app.request(GENERATE_PATH, { method: "POST", body: b, headers: { "content-type": "application/json" } });
 
   it("lists its model", async () => {
