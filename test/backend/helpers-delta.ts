@@ -1,56 +1,20 @@
 /**
- * Helpers for the delta-hook tests: fp16 <-> fp32 conversion, a seeded generator, one forward pass of a
+ * Helpers for the delta-hook tests: fp16 tensors, a seeded generator, one forward pass of a
  * model directory's graph (edited or not) with onnxruntime-node, and the delta computed independently.
  */
 import { existsSync, readFileSync } from "node:fs";
 import { dirname, join } from "node:path";
 import * as ort from "onnxruntime-node";
 import type { ModelInfo } from "../../src/gpu-backend/model/model-dir";
+import { seededRandom } from "../../src/gpu-backend/generation/sampler.js";
+import { decodeF16, encodeF16, floatToHalfBits } from "../../src/protocol/half.js";
 
 export type FloatKind = "float32" | "float16";
-
-const f32 = new Float32Array(1);
-const u32 = new Uint32Array(f32.buffer);
-
-/** fp32 -> IEEE binary16 bits, round to nearest even (values here are finite and small). */
-export function toHalf(x: number): number {
-  f32[0] = x;
-  const bits = u32[0]!;
-  const sign = (bits >>> 16) & 0x8000;
-  const exp = (bits >>> 23) & 0xff;
-  let mant = bits & 0x7fffff;
-  if (exp === 0xff) return sign | 0x7c00 | (mant ? 0x200 : 0);
-  let e = exp - 127 + 15;
-  if (e >= 0x1f) return sign | 0x7c00;
-  if (e <= 0) {
-    if (e < -10) return sign;
-    mant |= 0x800000;
-    const shift = 14 - e;
-    let half = mant >>> shift;
-    const rem = mant & ((1 << shift) - 1);
-    const mid = 1 << (shift - 1);
-    if (rem > mid || (rem === mid && (half & 1))) half++;
-    return sign | half;
-  }
-  let half = (e << 10) | (mant >>> 13);
-  const rem = mant & 0x1fff;
-  if (rem > 0x1000 || (rem === 0x1000 && (half & 1))) half++;
-  return sign | half;
-}
-
-export function fromHalf(h: number): number {
-  const sign = h & 0x8000 ? -1 : 1;
-  const e = (h >>> 10) & 0x1f;
-  const m = h & 0x3ff;
-  if (e === 0) return sign * m * 2 ** -24;
-  if (e === 0x1f) return m ? NaN : sign * Infinity;
-  return sign * (1 + m / 1024) * 2 ** (e - 15);
-}
 
 /** A tensor of the residual dtype from float values (rounded to fp16 where the model is fp16). */
 export function floatTensor(kind: FloatKind, values: ArrayLike<number>, dims: number[]): ort.Tensor {
   if (kind === "float32") return new ort.Tensor("float32", Float32Array.from(values), dims);
-  return new ort.Tensor("float16", Uint16Array.from(Array.from(values, toHalf)), dims);
+  return new ort.Tensor("float16", Uint16Array.from(Array.from(values, floatToHalfBits)), dims);
 }
 
 /** The float values of an output tensor, whatever its dtype. */
@@ -59,21 +23,15 @@ export function floatValues(t: ort.Tensor): Float64Array {
   if (t.type === "float16") {
     const d = t.data as ArrayLike<number>;
     // onnxruntime-node returns fp16 as Uint16Array bits where Float16Array is missing (Node 20).
-    return d instanceof Uint16Array ? Float64Array.from(d, fromHalf) : Float64Array.from(d);
+    return d instanceof Uint16Array ? Float64Array.from(decodeF16(new Uint8Array(d.buffer, d.byteOffset, d.byteLength))) : Float64Array.from(d);
   }
   throw new Error(`expected a float tensor, got ${t.type}`);
 }
 
 /** Deterministic uniform values in [-1, 1): tests stay reproducible without hard-coded numbers. */
 export function seeded(seed: number): () => number {
-  let s = seed >>> 0;
-  return () => {
-    s = (s + 0x6d2b79f5) >>> 0;
-    let t = s;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 2 ** 31 - 1;
-  };
+  const next = seededRandom(seed);
+  return () => next() * 2 - 1;
 }
 
 export function readBytes(path: string): Uint8Array {
@@ -121,7 +79,7 @@ export interface Delta {
 
 /** Random per-row deltas; scaled to the hidden state's size so the edit is visible but not overflowing fp16. */
 export function randomDelta(rand: () => number, batch: number, hidden: number, rank: number, scale: number, kind: FloatKind): Delta {
-  const q = (x: number) => (kind === "float16" ? fromHalf(toHalf(x)) : Math.fround(x));
+  const q = (x: number) => (kind === "float16" ? (decodeF16(encodeF16([x]))[0] as number) : Math.fround(x));
   const a = Float64Array.from({ length: batch * hidden * rank }, () => q(rand() / Math.sqrt(hidden)));
   const b = Float64Array.from({ length: batch * rank * hidden }, () => q(rand() / Math.sqrt(rank)));
   const bias = Float64Array.from({ length: batch * hidden }, () => q(rand() * scale));

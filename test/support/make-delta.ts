@@ -5,6 +5,7 @@
  */
 import { deltaTensorName, type DeltaLayer, type DeltaManifest } from "../../src/protocol/delta.js";
 import { decodeF16, encodeF16 } from "../../src/protocol/half.js";
+import { seededRandom } from "../../src/gpu-backend/generation/sampler.js";
 import type { Language } from "../../src/protocol/languages.js";
 import { serializeSafetensors, type TensorInput } from "../../src/protocol/safetensors.js";
 
@@ -35,17 +36,8 @@ export interface MadeDelta {
   layers: Map<number, DeltaLayer>;
 }
 
-/** mulberry32: small, seedable, the same sequence in every runtime. */
-export function seededRandom(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+/** The sampler's generator: small, seedable, the same sequence in every runtime. */
+export { seededRandom };
 
 export function makeDelta(o: MakeDeltaOptions): MadeDelta {
   const dtype = o.dtype ?? "float32";
