@@ -156,7 +156,7 @@ export function thinSvd(x: Columns, rows: number, relativeTolerance?: number): T
       u = orthonormalComplement(U, rows);
       completed++;
     }
-    let vj = v[j]!;
+    let vj: Float64Array = v[j]!;
     const sign = signOfLargest(u);
     if (sign < 0) {
       u = scaled(-1, u);
