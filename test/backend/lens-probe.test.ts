@@ -2,7 +2,18 @@
  * Lens probe: the math on synthetic data with a known answer, the SVD it rests on, the closed-form
  * subspace edit, hidden-state collection on real exports, and an end-to-end probe -> artifact -> delta.
  */
-import { describe, expect, it } from "vitest";
+import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { describeResidualStream, insertDeltaHooks } from "../../src/gpu-backend/graph/delta-hooks";
+import { HiddenStateCollector, probePromptIds } from "../../src/gpu-backend/lens/hidden-states";
+import { loadProbe, probe, saveProbe } from "../../src/gpu-backend/lens/probe";
+import { subspaceDelta } from "../../src/gpu-backend/lens/subspace-delta";
+import { ChatTokenizer } from "../../src/gpu-backend/model/chat-tokenizer";
+import { modelFingerprint } from "../../src/gpu-backend/model/fingerprint";
+import { readModelDir } from "../../src/gpu-backend/model/model-dir";
+import { validateDelta } from "../../src/protocol/delta";
 import { dot, norm, orthonormalityError, scaled, thinSvd, type Columns } from "../../src/gpu-backend/lens/linalg";
 import {
   columnsToRowMajor,
@@ -12,7 +23,9 @@ import {
   projectRowMajor,
   subspaceEdit,
 } from "../../src/gpu-backend/lens/probe-math";
-import { seeded } from "./helpers-delta";
+import { deltaFeeds, firstCallFeeds, floatValues, readBytes, seeded, sessionFromBytes } from "./helpers-delta";
+import { lensPromptsSkip, parallelPrompts } from "./lens-prompts";
+import { MODEL_CASES } from "./model-fixtures";
 import { knownLanguages, maxAbsDiff64, projectorDistance, randomOrthonormal, shuffled } from "./lens-synthetic";
 
 const LANGS = ["en", "sw", "zh", "es", "ar"];
@@ -227,4 +240,204 @@ describe("closed-form subspace edit", () => {
     }
     expect(() => subspaceEdit(Ms, probe.rank, sw, Number.NaN, 0)).toThrow(RangeError);
   });
+});
+
+/** One thread per session: the tests share 2 cores with whatever else runs. */
+const SESSION_OPTIONS = { intraOpNumThreads: 1, interOpNumThreads: 1 };
+
+/** Prompts of different lengths and scripts, so a batch needs padding (no data files needed). */
+const MIXED_PROMPTS = [
+  "Hi",
+  "Reverses the value of the argument.",
+  "Kila mtu ana haki ya kuishi.",
+  "对参数值求反。",
+  "Invierte el valor del argumento y devuelve el resultado.",
+];
+
+/** Longer than 64 tokens with either tokenizer, with multi-byte characters near any cut. */
+const LONG_PROMPT = "Kila mtu ana haki ya uhuru wa mawazo — 人人生而自由，在尊严和权利上一律平等。 ".repeat(6);
+
+describe.each(MODEL_CASES)("probe prompts and last-token hidden states on $name", ({ dir, skip }) => {
+  let collector: HiddenStateCollector;
+  let fp16 = false;
+  beforeAll(async () => {
+    if (skip !== null) return;
+    const info = readModelDir(dir);
+    collector = await HiddenStateCollector.create(
+      { info, tokenizer: ChatTokenizer.fromDir(dir) },
+      Array.from({ length: info.numLayers }, (_, l) => l),
+      { batchSize: 3, sessionOptions: SESSION_OPTIONS },
+    );
+    fp16 = describeResidualStream(readBytes(info.onnxPath), { numLayers: info.numLayers, hiddenSize: info.hiddenSize }).dtype === "float16";
+  });
+  afterAll(async () => {
+    await collector?.release();
+  });
+
+  it.skipIf(skip !== null)("keeps the chat frame and the start of the text when cutting to 64 tokens", () => {
+    const tok = collector.tokenizer;
+    const user = (content: string) => tok.promptIds([{ role: "user", content }]);
+    const full = user(LONG_PROMPT);
+    expect(full.length).toBeGreaterThan(64);
+    const cut = probePromptIds(tok, LONG_PROMPT);
+    expect(cut.length).toBeLessThanOrEqual(64);
+    // The longest prefix (in code points) that fits, found here by a plain linear scan.
+    const points = Array.from(LONG_PROMPT);
+    let k = 0;
+    while (k < points.length && user(points.slice(0, k + 1).join("")).length <= 64) k++;
+    expect(k).toBeGreaterThan(0);
+    expect(cut).toEqual(user(points.slice(0, k).join("")));
+    // Same end as the whole prompt (the generation prompt), same start.
+    // (The last 3 tokens are the end of turn and generation prompt with either template.)
+    expect(cut.slice(-3)).toEqual(full.slice(-3));
+    expect(cut.slice(0, 4)).toEqual(full.slice(0, 4));
+    // "head" is the reference's cut: the first 64 tokens.
+    expect(probePromptIds(tok, LONG_PROMPT, { truncation: "head" })).toEqual(full.slice(0, 64));
+    // Short prompts are left alone; a different limit applies.
+    expect(probePromptIds(tok, MIXED_PROMPTS[1]!)).toEqual(user(MIXED_PROMPTS[1]!));
+    expect(probePromptIds(tok, LONG_PROMPT, { maxPromptTokens: 40 }).length).toBeLessThanOrEqual(40);
+  });
+
+  it.skipIf(skip !== null)("batched (left-padded) states equal one-prompt-at-a-time states", async () => {
+    const prompts = [...MIXED_PROMPTS, LONG_PROMPT, MIXED_PROMPTS[1]!];
+    const batched = await collector.collect(prompts);
+    const d = collector.info.hiddenSize;
+    for (const layer of collector.layers) {
+      const rows = batched.byLayer.get(layer)!;
+      const scale = Math.max(...Array.from(rows, Math.abs));
+      // fp32: a few float rounding steps; fp16: a few ulps of the largest value.
+      const tol = (fp16 ? 8 * 2 ** -10 : 1e-5) * scale;
+      for (let i = 0; i < prompts.length; i++) {
+        const alone = (await collector.forward([collector.promptIds(prompts[i]!)])).hidden.get(layer)!;
+        expect(maxAbsDiff64(rows.subarray(i * d, (i + 1) * d), alone)).toBeLessThanOrEqual(tol);
+      }
+      // Different prompts give states further apart than the tolerance (so the comparison above could
+      // fail); the fp16 fixture's random weights keep its states close, hence only a small factor.
+      expect(maxAbsDiff64(rows.subarray(0, d), rows.subarray(d, 2 * d))).toBeGreaterThan(4 * tol);
+    }
+  });
+
+  it.skipIf(skip !== null)("exposing the hidden states leaves the logits as the unedited model gives them", async () => {
+    const { info } = collector;
+    const bytes = readBytes(info.onnxPath);
+    const plain = insertDeltaHooks(bytes, { deltaLayers: [] }, { numLayers: info.numLayers, hiddenSize: info.hiddenSize });
+    const base = await sessionFromBytes(plain.bytes, info.onnxPath, plain.externalData);
+    try {
+      for (const text of [MIXED_PROMPTS[1]!, MIXED_PROMPTS[3]!]) {
+        const ids = collector.promptIds(text);
+        const out = await base.run(firstCallFeeds(info, fp16 ? "float16" : "float32", [ids]));
+        const all = floatValues(out[info.io.logits]!);
+        const vocab = all.length / ids.length;
+        const expected = all.subarray((ids.length - 1) * vocab);
+        const got = (await collector.forward([ids], true)).logits!;
+        const scale = Math.max(...Array.from(expected, Math.abs));
+        expect(maxAbsDiff64(got, expected)).toBeLessThanOrEqual(fp16 ? 4 * 2 ** -10 * scale : 0);
+      }
+    } finally {
+      await base.release();
+    }
+  });
+});
+
+const embedded = MODEL_CASES[0]!;
+const endToEndSkip = embedded.skip ?? lensPromptsSkip;
+
+describe.skipIf(endToEndSkip !== null)("end-to-end probe on the embedded model", () => {
+  const languages = ["en", "sw", "zh", "es"];
+  let work: string;
+  beforeAll(() => {
+    work = mkdtempSync(join(tmpdir(), "lens-probe-"));
+  });
+  afterAll(() => {
+    if (work) rmSync(work, { recursive: true, force: true });
+  });
+
+  it("probes, saves and loads the artifact identically, and makes subspace deltas that validate and edit as designed", async () => {
+    const dir = embedded.dir;
+    const info = readModelDir(dir);
+    const prompts = parallelPrompts("probe", languages, 8);
+    const collector = await HiddenStateCollector.create({ info, tokenizer: ChatTokenizer.fromDir(dir) }, [2, 3], { sessionOptions: SESSION_OPTIONS });
+    try {
+      const p = await probe(collector, prompts, [2, 3], "en");
+      const fingerprint = await modelFingerprint(info.onnxPath);
+      expect(p.baseModel).toEqual({ id: info.id, fingerprint });
+      expect(p.counts).toEqual({ en: 8, sw: 8, zh: 8, es: 8 });
+      expect(p.layers.map((l) => l.layer)).toEqual([2, 3]);
+      const d = info.hiddenSize;
+      for (const l of p.layers) {
+        expect(l.rank).toBe(3);
+        const cols: Columns = Array.from({ length: l.rank }, (_, j) => Float64Array.from({ length: d }, (_, i) => l.M_s[i * l.rank + j]!));
+        expect(orthonormalityError(cols)).toBeLessThan(1e-6);
+        expect(Math.max(...Array.from(l.deltas.en!, Math.abs))).toBe(0);
+        expect(norm(l.deltas.sw!)).toBeGreaterThan(0);
+      }
+      // The means are the means of what the collector gives, computed here independently.
+      const sw = await collector.collect(prompts.sw!);
+      const rows = sw.byLayer.get(3)!;
+      const mean = Float64Array.from({ length: d }, (_, i) => {
+        let s = 0;
+        for (let r = 0; r < sw.count; r++) s += rows[r * d + i]!;
+        return s / sw.count;
+      });
+      const layer3 = p.layers[1]!;
+      expect(maxAbsDiff64(layer3.means.subarray(d, 2 * d), mean)).toBeLessThan(1e-6);
+
+      // Save, load back: identical, bit for bit; no temporary files left behind.
+      const files = saveProbe(p, work);
+      expect(readdirSync(work).sort()).toEqual([`${p.id}.json`, `${p.id}.safetensors`]);
+      const back = loadProbe(work, p.id);
+      expect(back).toEqual(p);
+      for (const [i, l] of back.layers.entries()) {
+        expect(Buffer.from(l.M_s.buffer, l.M_s.byteOffset, l.M_s.byteLength).equals(Buffer.from(p.layers[i]!.M_s.buffer))).toBe(true);
+      }
+      // A tensors file that does not match its manifest is refused.
+      const bytes = readFileSync(files.tensorsPath);
+      bytes[bytes.length - 1]! ^= 1;
+      const other = mkdtempSync(join(tmpdir(), "lens-probe-bad-"));
+      try {
+        writeFileSync(join(other, `${p.id}.safetensors`), bytes);
+        writeFileSync(join(other, `${p.id}.json`), readFileSync(files.manifestPath));
+        expect(() => loadProbe(other, p.id)).toThrow(/does not match/);
+      } finally {
+        rmSync(other, { recursive: true, force: true });
+      }
+
+      // Deltas from the loaded probe validate against the model.
+      const expect_ = { fingerprint, hiddenSize: d, numLayers: info.numLayers, maxBytes: 1 << 24 };
+      const both = subspaceDelta(back, { language: "sw", layers: [2, 3], lambda: 1, alpha: 0.5, dtype: "float16" });
+      const checked = validateDelta(both.bytes, both.manifest, expect_);
+      expect(checked.ok).toBe(true);
+      expect(both.manifest).toMatchObject({ kind: "subspace", language: "sw", layers: [2, 3], rank: 3, method: { lambda: 1, alpha: 0.5, probe: p.id } });
+      expect(validateDelta(both.bytes, { ...both.manifest, base_model: { id: info.id, fingerprint: `sha256:${"0".repeat(64)}` } }, expect_).ok).toBe(false);
+
+      // Applied by the graph's hook at layer 3: lambda = 1, alpha = 0 leaves no M_s component in the
+      // stream there; alpha = 1 leaves exactly Delta_sw.
+      const graph = insertDeltaHooks(readBytes(info.onnxPath), { deltaLayers: [3], exposeHidden: [3] }, { numLayers: info.numLayers, hiddenSize: d });
+      const session = await sessionFromBytes(graph.bytes, info.onnxPath, graph.externalData);
+      try {
+        const ids = collector.promptIds(prompts.sw![0]!);
+        for (const alpha of [0, 1]) {
+          const file = subspaceDelta(back, { language: "sw", layers: [3], lambda: 1, alpha });
+          const decoded = validateDelta(file.bytes, file.manifest, expect_);
+          if (!decoded.ok) throw new Error(decoded.error.message);
+          const edit = decoded.delta.layers.get(3)!;
+          const feeds = {
+            ...firstCallFeeds(info, "float32", [ids]),
+            ...deltaFeeds("float32", graph.deltaInputs[0]!, { rank: edit.rank, a: Float64Array.from(edit.A), b: Float64Array.from(edit.B), bias: Float64Array.from(edit.b) }, 1, d),
+          };
+          const out = await session.run(feeds);
+          const h = floatValues(out[graph.hiddenOutputs[0]!.name]!);
+          const target = alpha === 0 ? new Float64Array(d) : projectRowMajor(layer3.M_s, layer3.rank, layer3.deltas.sw!);
+          for (let t = 0; t < ids.length; t++) {
+            const ht = h.subarray(t * d, (t + 1) * d);
+            expect(maxAbsDiff64(projectRowMajor(layer3.M_s, layer3.rank, ht), target)).toBeLessThan(1e-5 * Math.max(1, ...Array.from(ht, Math.abs)));
+          }
+        }
+      } finally {
+        await session.release();
+      }
+    } finally {
+      await collector.release();
+    }
+  }, 120_000);
 });
