@@ -18,13 +18,14 @@
  *
  * Batching. Prompts run in left-padded batches (attention mask 0 on pads, position ids counting real
  * tokens only, so the last column is every row's last token), shortest first so a batch pads little.
- * Measured on 2 busy CPU cores, 64 probe prompts (51 tokens on average with the embedded model's byte
- * tokenizer, 27 with the fixture's), one thread per session:
- * the embedded fp32 model took 3.3-4.1 ms per prompt in batches of 8 against 3.9-4.3 ms one at a time
- * (calls are short, so the per-call overhead is a good part of the work); the fp16 fixture was the other
- * way round (2.6-3.0 against 1.6-2.1 ms: onnxruntime's CPU fp16 kernels gain nothing from batching and
- * pay for the pads). The default model is fp32, and GPUs are built for batches (not measured here), so the default is 8;
- * pass `batchSize: 1` for fp16 models on CPU. Batched and one-at-a-time states agree to float rounding
+ * Measured on 2 CPU cores busy with other work, 192 probe prompts in 12 languages, one thread per
+ * session, median of 3 rounds: the embedded fp32 model (56 tokens per prompt on average, byte tokenizer)
+ * took 2.6 ms per prompt one at a time, 2.25 in batches of 4, 2.1 in batches of 8 or 16 (calls are short,
+ * so the per-call overhead is a good part of the work); the fp16 fixture (33 tokens) went the other way,
+ * 2.2 ms one at a time against 3.4 in batches of 8 (onnxruntime's CPU fp16 kernels gain nothing from
+ * batching and pay for the pads). With the default thread count both were 2-3x slower on this busy
+ * machine. The default model is fp32 and GPUs are built for batches (not measured here), so the default
+ * is 8; pass `batchSize: 1` for fp16 models on CPU. Batched and one-at-a-time states agree to rounding
  * (the tests check it on both models).
  */
 import { readFileSync } from "node:fs";
