@@ -409,6 +409,8 @@ describe.skipIf(endToEndSkip !== null)("end-to-end probe on the embedded model",
       expect(checked.ok).toBe(true);
       expect(both.manifest).toMatchObject({ kind: "subspace", language: "sw", layers: [2, 3], rank: 3, method: { lambda: 1, alpha: 0.5, probe: p.id } });
       expect(validateDelta(both.bytes, { ...both.manifest, base_model: { id: info.id, fingerprint: `sha256:${"0".repeat(64)}` } }, expect_).ok).toBe(false);
+      expect(() => subspaceDelta(back, { language: "ja", layers: [3], lambda: 1, alpha: 0 })).toThrow(/no "ja"/);
+      expect(() => subspaceDelta(back, { language: "sw", layers: [1], lambda: 1, alpha: 0 })).toThrow(/not probed/);
 
       // Applied by the graph's hook at layer 3: lambda = 1, alpha = 0 leaves no M_s component in the
       // stream there; alpha = 1 leaves exactly Delta_sw.

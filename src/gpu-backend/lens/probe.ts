@@ -23,7 +23,7 @@ import { DeltaId, Fingerprint } from "../../protocol/delta.js";
 import { parseSafetensors, serializeSafetensors, tensorToFloat32, type TensorInput } from "../../protocol/safetensors.js";
 import { modelFingerprint } from "../model/fingerprint.js";
 import { HiddenStateCollector, type CollectorOptions, type LoadedModel, type Truncation, DEFAULT_MAX_PROMPT_TOKENS } from "./hidden-states.js";
-import { columnsToRowMajor, fitLanguageSubspaces, type SubspaceOptions } from "./probe-math.js";
+import { columnsToRowMajor, fitLanguageSubspaces, languageMean, type SubspaceOptions } from "./probe-math.js";
 
 /** One layer of a probe, float32, row-major. */
 export interface ProbeLayer {
@@ -97,19 +97,15 @@ export async function probe(
       counts[lang] = states.count;
       for (const layer of wanted) {
         const rows = states.byLayer.get(layer)!;
-        const sum = new Float64Array(d);
-        for (let r = 0; r < states.count; r++) for (let i = 0; i < d; i++) sum[i]! += rows[r * d + i]!;
-        means.get(layer)![lang] = sum.map((v) => v / states.count);
+        means.get(layer)![lang] = languageMean(Array.from({ length: states.count }, (_, r) => rows.subarray(r * d, (r + 1) * d)), d);
       }
     }
 
-    const subspaceOptions: SubspaceOptions = { central };
-    if (options.rank !== undefined) subspaceOptions.rank = options.rank;
+    const requestedRank = options.rank ?? languages.length - 1;
+    const subspaceOptions: SubspaceOptions = { central, rank: requestedRank };
     if (options.relativeTolerance !== undefined) subspaceOptions.relativeTolerance = options.relativeTolerance;
-    let requestedRank = languages.length - 1;
     const probeLayers: ProbeLayer[] = wanted.map((layer) => {
       const fit = fitLanguageSubspaces(means.get(layer)!, subspaceOptions);
-      requestedRank = fit.requestedRank;
       const deltas: Record<string, Float32Array> = {};
       fit.languages.forEach((lang, l) => (deltas[lang] = Float32Array.from(fit.shifts[l]!)));
       const flatMeans = new Float32Array(languages.length * d);
@@ -277,7 +273,9 @@ export function saveProbe(p: LensProbe, dir: string): ProbeFiles {
 export function loadProbe(dir: string, id: string): LensProbe {
   const files = probeFiles(dir, id);
   const manifest: unknown = JSON.parse(readFileSync(files.manifestPath, "utf8"));
-  return decodeProbe(new Uint8Array(readFileSync(files.tensorsPath)), manifest);
+  const loaded = decodeProbe(new Uint8Array(readFileSync(files.tensorsPath)), manifest);
+  if (loaded.id !== id) throw new Error(`${files.manifestPath} holds probe ${loaded.id}, not ${id}`);
+  return loaded;
 }
 
 /** Same folder, so the rename is atomic; the temporary name is unique to this process and moment. */

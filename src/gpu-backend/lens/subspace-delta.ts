@@ -8,7 +8,7 @@
  * languages span fewer directions), A and B are padded with zero columns, which change nothing.
  */
 import { createHash } from "node:crypto";
-import { deltaTensorName, DeltaId, DeltaManifest, type DeltaDtype } from "../../protocol/delta.js";
+import { deltaTensorName, DeltaManifest, type DeltaDtype } from "../../protocol/delta.js";
 import { isLanguage } from "../../protocol/languages.js";
 import { serializeSafetensors, type TensorInput } from "../../protocol/safetensors.js";
 import type { LensProbe } from "./probe.js";
@@ -57,7 +57,6 @@ export function subspaceDelta(probe: LensProbe, request: SubspaceDeltaRequest): 
     tensors.set(deltaTensorName(l.layer, "b"), { dtype: fileDtype, shape: [d], data: edit.b });
   }
   const id = request.id ?? defaultDeltaId(probe.id, language, layers, lambda, alpha);
-  DeltaId.parse(id);
   const manifest = DeltaManifest.parse({
     id,
     language,
