@@ -14,7 +14,7 @@ Sources (all fetched with ordinary package clients; nothing is downloaded by thi
     published by the UN OHCHR for free reuse). Used ONLY for held-out prompts, never for training.
 
 Usage:
-  /usr/bin/python3 tools/lens-tiny-chat/build_data.py --src SRC --out /tmp/lens-data --heldout data/lens-prompts
+  /usr/bin/python3 tools/lens-tiny-chat/build_data.py --src SRC --out DATA --heldout data/lens-prompts
 Deterministic for a given --seed.
 """
 from __future__ import annotations

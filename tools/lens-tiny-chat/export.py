@@ -1,6 +1,6 @@
 """Export a trained lens-tiny-chat checkpoint to an ONNX Runtime / Hugging Face style folder.
 
-  /usr/bin/python3 tools/lens-tiny-chat/export.py --ckpt /tmp/lens-run/model.pt --out models/lens-tiny-chat
+  /usr/bin/python3 tools/lens-tiny-chat/export.py --ckpt RUN/model.pt --out models/lens-tiny-chat
 
 Writes model.onnx (plain ops, opset 14, fp32, KV cache in/out), genai_config.json (onnxruntime-genai
 layout), config.json (Hugging Face LlamaForCausalLM sizes), tokenizer.json (byte-level BPE, no merges,

@@ -3,9 +3,9 @@
 # prompts, train (about 35-70 minutes on 2 shared CPU cores), export to ONNX, and evaluate.
 # Run from the repository root, as root (apt-get). Never run by CI.
 #
-#   bash tools/lens-tiny-chat/rebuild.sh [WORKDIR]      (WORKDIR defaults to /tmp/lens-tiny-chat-build)
+#   bash tools/lens-tiny-chat/rebuild.sh [WORKDIR]      (WORKDIR: scratch space for sources, data and checkpoints; default under TMPDIR)
 set -euo pipefail
-WORK="${1:-/tmp/lens-tiny-chat-build}"
+WORK="${1:-${TMPDIR:-/tmp}/lens-tiny-chat-build}"
 SEED="${SEED:-1234}"
 STEPS="${STEPS:-1200}"
 PY=/usr/bin/python3   # Debian's python3 sees Debian's torch; a pyenv python3 on PATH does not

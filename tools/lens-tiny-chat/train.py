@@ -1,6 +1,6 @@
 """Train lens-tiny-chat from scratch on the token stream written by build_data.py.
 
-  nice -n 10 /usr/bin/python3 tools/lens-tiny-chat/train.py --data /tmp/lens-data --out /tmp/lens-run
+  nice -n 10 /usr/bin/python3 tools/lens-tiny-chat/train.py --data DATA --out RUN
 
 Deterministic for a given --seed on a given machine/BLAS build (fixed step count, seeded batches).
 Writes OUT/model.pt (weights + config), OUT/train_log.jsonl and OUT/summary.json.
