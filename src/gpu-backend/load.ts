@@ -1,19 +1,21 @@
 /** Loads a model directory into a ready engine: tokenizer, session(s), fingerprint. */
+import { readFileSync } from "node:fs";
 import * as ort from "onnxruntime-node";
+import { describeResidualStream } from "./graph/delta-hooks.js";
 import { ChatTokenizer } from "./model/chat-tokenizer.js";
 import { modelFingerprint } from "./model/fingerprint.js";
 import { type ModelInfo, readModelDir } from "./model/model-dir.js";
-import { Engine, type EngineOptions, type HookedSession } from "./generation/engine.js";
+import { Engine, type EngineOptions, type HookedSessions } from "./generation/engine.js";
 import { ModelRunner } from "./generation/model-runner.js";
-import { createHookedSession } from "./deltas/hooked-session.js";
+import { hookedSessions } from "./deltas/hooked-session.js";
 import { DeltaStore } from "./deltas/store.js";
 
 export type ExecutionProvider = "cpu" | "cuda";
 
 export interface LoadOptions extends EngineOptions {
   executionProvider: ExecutionProvider;
-  /** Builds the delta-hooked session; default: hooks after every layer. `null`: no deltas. */
-  hook?: ((info: ModelInfo, sessionOptions: ort.InferenceSession.SessionOptions) => Promise<HookedSession>) | null;
+  /** Provides delta-hooked sessions; default: one per set of edited layers, built on first use. `null`: no deltas. */
+  hook?: ((info: ModelInfo, sessionOptions: ort.InferenceSession.SessionOptions) => HookedSessions) | null;
   /** Largest delta file accepted, and the bound on all deltas held (decoded, float32). */
   maxDeltaFileBytes?: number;
   maxDeltaMemoryBytes?: number;
@@ -39,8 +41,17 @@ export async function loadModel(dir: string, options: LoadOptions): Promise<Load
   const opts = sessionOptions(options.executionProvider);
   const session = await ort.InferenceSession.create(info.onnxPath, opts);
   const base = new ModelRunner(info, session, ModelRunner.kvIsFp16(session, info));
-  const hook = options.hook === undefined ? createHookedSession : options.hook;
-  const hooked = hook ? await hook(info, opts) : null;
+  const hook = options.hook === undefined ? hookedSessions : options.hook;
+  let hooked = hook ? hook(info, opts) : null;
+  if (hooked && options.hook === undefined) {
+    // Find the residual stream now, so a graph the surgery cannot read fails at load, not per request.
+    try {
+      describeResidualStream(readFileSync(info.onnxPath), { numLayers: info.numLayers, hiddenSize: info.hiddenSize });
+    } catch (err) {
+      console.warn(`deltas disabled for ${info.id}: ${(err as Error).message}`);
+      hooked = null;
+    }
+  }
   const engine = new Engine(info, tokenizer, base, hooked, options);
   const fingerprint = await modelFingerprint(info.onnxPath);
   const deltas = new DeltaStore({

@@ -52,6 +52,44 @@ describe.each(MODEL_CASES)("engine on $name", ({ dir, skip }) => {
     expect(m.engine.stats.rowSteps / m.engine.stats.steps).toBeGreaterThan(1);
   });
 
+  it.skipIf(skip !== null)("lets a request that arrives mid-generation join the running batch at once", async () => {
+    const m = await model(dir);
+    const longAlone = await run(m, "Tell me a long story about the sea.", { max_tokens: 60 });
+    const shortAlone = await run(m, "What is two plus two?", { max_tokens: 6 });
+    const events: string[] = [];
+    let joined: Promise<Result> | undefined;
+    const long = new Promise<Result>((resolve) => {
+      const frames: GenerateFrame[] = [];
+      let texts = 0;
+      m.engine.submit({
+        promptIds: m.tokenizer.promptIds([{ role: "user", content: "Tell me a long story about the sea." }]),
+        sampling: { temperature: 0, top_p: 1, stop: [], max_tokens: 60 },
+        delta: null,
+        signal: new AbortController().signal,
+        emit(frame) {
+          frames.push(frame);
+          if (frame.type === "text" && ++texts === 5) {
+            // The long row is running: a new request arrives now.
+            joined = run(m, "What is two plus two?", { max_tokens: 6 }).then((r) => {
+              events.push("short ended");
+              return r;
+            });
+          }
+          if (frame.type === "end") {
+            events.push("long ended");
+            resolve({ text: frames.map((f) => (f.type === "text" ? f.text : "")).join(""), frames });
+          }
+        },
+      });
+    });
+    const [longTogether] = await Promise.all([long]);
+    const shortTogether = await joined!;
+    expect(longTogether.text).toBe(longAlone.text);
+    expect(shortTogether.text).toBe(shortAlone.text);
+    // Only meaningful when the long reply really outlasts the short one.
+    if (longAlone.frames.length > shortAlone.frames.length + 8) expect(events).toEqual(["short ended", "long ended"]);
+  });
+
   it.skipIf(skip !== null)("ends with finish reason length at max_tokens and counts usage", async () => {
     const m = await model(dir);
     const r = await run(m, "Tell me a long story about the sea.", { max_tokens: 5 });

@@ -1,20 +1,43 @@
 /**
- * The delta-hooked session: the model's graph with the hook h' = h + scale * ((h A) B + b) inserted
- * after every layer (so any delta can name any layers), and the per-batch hook inputs. Rows without
- * a delta, and layers no row edits, get zeros (rank 1), which leave the residual stream as it was.
+ * Delta-hooked sessions: the model's graph with the hook h' = h + scale * ((h A) B + b) inserted
+ * after the given layers, and the per-batch hook inputs. Rows without a delta, and rows whose delta
+ * skips one of the hooked layers, get zeros there (rank 1), which leave the residual stream as it was.
  */
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import * as ort from "onnxruntime-node";
 import { floatToHalfBits } from "../../protocol/half.js";
-import type { HookedSession, RowDelta } from "../generation/engine.js";
+import type { HookedSession, HookedSessions, RowDelta } from "../generation/engine.js";
 import { ModelRunner } from "../generation/model-runner.js";
 import { insertDeltaHooks } from "../graph/delta-hooks.js";
 import type { ModelInfo } from "../model/model-dir.js";
 
-export async function createHookedSession(info: ModelInfo, options: ort.InferenceSession.SessionOptions): Promise<HookedSession> {
-  const layers = Array.from({ length: info.numLayers }, (_, l) => l);
-  const graph = insertDeltaHooks(readFileSync(info.onnxPath), { deltaLayers: layers }, { numLayers: info.numLayers, hiddenSize: info.hiddenSize });
+/** Sessions kept at once; each distinct set of edited layers in use needs one. */
+const MAX_SESSIONS = 4;
+
+export function hookedSessions(info: ModelInfo, options: ort.InferenceSession.SessionOptions): HookedSessions {
+  const sessions = new Map<string, Promise<HookedSession>>();
+  return {
+    forLayers(layers) {
+      const key = layers.join(",");
+      let session = sessions.get(key);
+      if (!session) {
+        if (sessions.size >= MAX_SESSIONS) sessions.delete(sessions.keys().next().value as string);
+        session = createHookedSession(info, options, layers);
+        session.catch(() => sessions.delete(key));
+        sessions.set(key, session);
+      }
+      return session;
+    },
+  };
+}
+
+export async function createHookedSession(
+  info: ModelInfo,
+  options: ort.InferenceSession.SessionOptions,
+  layers: readonly number[] = Array.from({ length: info.numLayers }, (_, l) => l),
+): Promise<HookedSession> {
+  const graph = insertDeltaHooks(readFileSync(info.onnxPath), { deltaLayers: [...layers] }, { numLayers: info.numLayers, hiddenSize: info.hiddenSize });
   const externalData = graph.externalData.map((path) => ({ path, data: readFileSync(join(info.dir, path)) }));
   const session = await ort.InferenceSession.create(graph.bytes, { ...options, ...(externalData.length ? { externalData } : {}) });
   const runner = new ModelRunner(info, session, ModelRunner.kvIsFp16(session, info));

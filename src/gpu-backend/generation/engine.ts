@@ -28,6 +28,14 @@ export interface HookedSession {
   feeds(deltas: ReadonlyArray<RowDelta | null>): Record<string, ort.Tensor>;
 }
 
+/**
+ * Hooked sessions by the set of layers they edit: a batch runs the session whose hooks sit exactly
+ * on the layers its deltas use, so unused layers cost nothing.
+ */
+export interface HookedSessions {
+  forLayers(layers: readonly number[]): Promise<HookedSession>;
+}
+
 export interface GenerationJob {
   promptIds: number[];
   sampling: SamplingParams;
@@ -38,6 +46,9 @@ export interface GenerationJob {
 }
 
 export class QueueFullError extends Error {}
+
+/** Most prompt tokens (rows x longest prompt) prefilled in one pass. */
+const PREFILL_TOKEN_BUDGET = 8192;
 
 export interface EngineOptions {
   maxBatch: number;
@@ -78,7 +89,7 @@ export class Engine {
     private readonly info: ModelInfo,
     private readonly tokenizer: ChatTokenizer,
     private readonly base: ModelRunner,
-    private readonly hooked: HookedSession | null,
+    private readonly hooked: HookedSessions | null,
     private readonly options: EngineOptions,
   ) {
     this.kv = emptyKv(base.shape, 0);
@@ -111,7 +122,7 @@ export class Engine {
     try {
       while (this.queue.length > 0 || this.rows.length > 0) {
         this.dropFinished();
-        if (this.queue.length > 0 && this.rows.length < this.options.maxBatch) await this.admit(this.queue.shift() as GenerationJob);
+        if (this.queue.length > 0 && this.rows.length < this.options.maxBatch) await this.admit(this.takeWaiting());
         this.stats.queued = this.queue.length;
         this.dropFinished();
         if (this.rows.length > 0) await this.decodeStep();
@@ -124,16 +135,36 @@ export class Engine {
     }
   }
 
-  private runnerFor(deltas: ReadonlyArray<RowDelta | null>): { runner: ModelRunner; feeds?: Record<string, ort.Tensor> } {
-    if (this.hooked && deltas.some((d) => d !== null)) return { runner: this.hooked.runner, feeds: this.hooked.feeds(deltas) };
-    return { runner: this.base };
+  private async runnerFor(deltas: ReadonlyArray<RowDelta | null>): Promise<{ runner: ModelRunner; feeds?: Record<string, ort.Tensor> }> {
+    if (!this.hooked || deltas.every((d) => d === null)) return { runner: this.base };
+    const layers = new Set<number>();
+    for (const d of deltas) if (d) for (const l of d.layers.keys()) layers.add(l);
+    const hooked = await this.hooked.forLayers([...layers].sort((a, b) => a - b));
+    return { runner: hooked.runner, feeds: hooked.feeds(deltas) };
   }
 
-  private async admit(job: GenerationJob): Promise<void> {
-    if (job.signal.aborted) return;
+  /**
+   * Waiting jobs to prefill together: as many as the batch has room for, within a token budget so
+   * that one long prefill does not stall the running rows for long.
+   */
+  private takeWaiting(): GenerationJob[] {
+    const room = this.options.maxBatch - this.rows.length;
+    const taken: GenerationJob[] = [];
+    let longest = 0;
+    while (this.queue.length > 0 && taken.length < room) {
+      const next = this.queue[0] as GenerationJob;
+      const len = Math.max(longest, next.promptIds.length);
+      if (taken.length > 0 && len * (taken.length + 1) > PREFILL_TOKEN_BUDGET) break;
+      longest = len;
+      taken.push(this.queue.shift() as GenerationJob);
+    }
+    return taken;
+  }
+
+  private newRow(job: GenerationJob): Row {
     const s = job.sampling;
     const room = this.info.contextLength - job.promptIds.length;
-    const row: Row = {
+    return {
       job,
       tokens: [...job.promptIds],
       nextPosition: job.promptIds.length,
@@ -145,21 +176,28 @@ export class Engine {
       pendingToken: -1,
       done: false,
     };
+  }
+
+  /** Prefills the jobs' prompts in one pass (left-padded), then joins them to the running batch. */
+  private async admit(jobs: GenerationJob[]): Promise<void> {
+    const rows = jobs.filter((j) => !j.signal.aborted).map((j) => this.newRow(j));
+    if (rows.length === 0) return;
     try {
-      const { runner, feeds } = this.runnerFor([job.delta]);
+      const { runner, feeds } = await this.runnerFor(rows.map((r) => r.job.delta));
       const out = await runner.step({
-        kv: emptyKv(this.base.shape, 1),
-        tokens: [job.promptIds],
-        positions: [0],
+        kv: emptyKv(this.base.shape, rows.length),
+        tokens: rows.map((r) => r.job.promptIds),
+        positions: rows.map(() => 0),
         ...(feeds ? { extraFeeds: feeds } : {}),
       });
-      this.accept(row, out.logits, 0, out.vocab);
-      if (row.done) return;
-      this.kv = concatRows(this.base.shape, this.kv, out.kv);
-      this.rows.push(row);
+      rows.forEach((row, i) => this.accept(row, out.logits, i, out.vocab));
+      const live = rows.map((r, i) => (r.done ? -1 : i)).filter((i) => i >= 0);
+      if (live.length === 0) return;
+      this.kv = concatRows(this.base.shape, this.kv, selectRows(this.base.shape, out.kv, live));
+      for (const i of live) this.rows.push(rows[i] as Row);
       this.stats.running = this.rows.length;
     } catch (err) {
-      this.fail(row, err);
+      for (const row of rows) this.fail(row, err);
     }
   }
 
@@ -167,7 +205,7 @@ export class Engine {
     const rows = this.rows;
     const deltas = rows.map((r) => r.job.delta);
     try {
-      const { runner, feeds } = this.runnerFor(deltas);
+      const { runner, feeds } = await this.runnerFor(deltas);
       const out = await runner.step({
         kv: this.kv,
         tokens: rows.map((r) => [r.pendingToken]),

@@ -10,9 +10,12 @@ import { type KvArray, type KvBatch, type KvShape } from "./kv-batch.js";
 export interface StepInput {
   /** The rows' cache so far (its rows are the batch's rows). */
   kv: KvBatch;
-  /** New tokens per row; every row the same count. */
+  /**
+   * New tokens per row. Rows may differ in length: shorter rows are padded on the left (masked
+   * out), so prompts of different lengths can be prefilled in one pass.
+   */
   tokens: number[][];
-  /** Position of each row's first new token. */
+  /** Position of each row's first real new token. */
   positions: number[];
   /** Extra inputs (the delta hooks' A, B, bias) when the session is the hooked one. */
   extraFeeds?: Record<string, ort.Tensor>;
@@ -53,24 +56,27 @@ export class ModelRunner {
   async step(input: StepInput, extraOutputs: string[] = []): Promise<StepOutput> {
     const { info, shape } = this;
     const rows = input.tokens.length;
-    const seq = input.tokens[0]?.length ?? 0;
+    const seq = Math.max(0, ...input.tokens.map((t) => t.length));
     if (rows !== input.kv.rows) throw new Error(`step: ${rows} token rows for a cache of ${input.kv.rows}`);
     const past = input.kv.length;
     const total = past + seq;
 
     const ids = new BigInt64Array(rows * seq);
     const positions = new BigInt64Array(rows * seq);
-    const mask = new BigInt64Array(rows * total);
+    // The mask is built once as bytes (cheap) and converted in one pass: BigInt per element is slow.
+    const maskBytes = new Uint8Array(rows * total);
     for (let r = 0; r < rows; r++) {
       const toks = input.tokens[r] as number[];
-      if (toks.length !== seq) throw new Error("step: rows with different token counts");
-      for (let s = 0; s < seq; s++) {
-        ids[r * seq + s] = BigInt(toks[s] as number);
-        positions[r * seq + s] = BigInt((input.positions[r] as number) + s);
+      const pad = seq - toks.length;
+      const start = input.positions[r] as number;
+      for (let s = 0; s < toks.length; s++) {
+        ids[r * seq + pad + s] = BigInt(toks[s] as number);
+        positions[r * seq + pad + s] = BigInt(start + s);
       }
-      for (let c = 0; c < past; c++) mask[r * total + c] = BigInt(input.kv.mask[r * past + c] as number);
-      for (let c = past; c < total; c++) mask[r * total + c] = 1n;
+      maskBytes.set(input.kv.mask.subarray(r * past, (r + 1) * past), r * total);
+      maskBytes.fill(1, r * total + past + pad, (r + 1) * total);
     }
+    const mask = BigInt64Array.from(maskBytes, (b) => (b ? 1n : 0n));
     const kvType = shape.fp16 ? "float16" : "float32";
     const feeds: Record<string, ort.Tensor> = {
       [info.io.inputIds]: new ort.Tensor("int64", ids, [rows, seq]),
@@ -99,7 +105,7 @@ export class ModelRunner {
       kv.keys.push(out[info.io.presentKey(l)]?.data as KvArray);
       kv.values.push(out[info.io.presentValue(l)]?.data as KvArray);
     }
-    for (let i = 0; i < mask.length; i++) kv.mask[i] = Number(mask[i]);
+    kv.mask.set(maskBytes);
     const extra: Record<string, ort.Tensor> = {};
     for (const name of extraOutputs) if (out[name]) extra[name] = out[name];
     return { logits, vocab, kv, extra };
