@@ -1,0 +1,66 @@
+/**
+ * Seeded randomness and the starting point of adapter training.
+ *
+ * Start: B = 0 and b = 0, so the edit starts as the identity (the first losses are the unedited model's)
+ * and, as in LoRA, A only starts to move once B has; A is not zero (with A = 0 and B = 0 neither would
+ * get a gradient).
+ *   "probe":  A's first min(rank, r_s) columns are M_s's columns (the directions where languages
+ *             differ, which the push and retain terms act on), any further columns random N(0, 1/d), and
+ *             every entry gets seeded noise N(0, (noise)^2 / d) so the seed always matters.
+ *   "random": every entry N(0, 1/d) (columns of about unit norm).
+ */
+import type { AdapterParams } from "./losses.js";
+
+/** mulberry32: a small, fast 32-bit generator; the same seed gives the same sequence everywhere. */
+export function seededUniform(seed: number): () => number {
+  if (!Number.isInteger(seed)) throw new RangeError(`seed must be an integer, got ${seed}`);
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+/** Standard normal draws (Box-Muller on the uniform generator, one value per pair of draws). */
+export function seededNormal(seed: number): () => number {
+  const u = seededUniform(seed);
+  return () => {
+    const u1 = 1 - u(); // (0, 1]: log stays finite
+    const u2 = u();
+    return Math.sqrt(-2 * Math.log(u1)) * Math.cos(2 * Math.PI * u2);
+  };
+}
+
+export type AdapterInit = "probe" | "random";
+
+export interface InitOptions {
+  hiddenSize: number;
+  rank: number;
+  seed: number;
+  init: AdapterInit;
+  /** M_s row-major [hiddenSize x basisRank] (used by "probe"). */
+  basis: ArrayLike<number>;
+  basisRank: number;
+  /** Noise on A for "probe", in units of 1/sqrt(d) (default 0.01). */
+  noise?: number;
+}
+
+export function initialParams(o: InitOptions): AdapterParams {
+  const d = o.hiddenSize;
+  const r = o.rank;
+  const normal = seededNormal(o.seed);
+  const unit = 1 / Math.sqrt(d);
+  const A = new Float64Array(d * r);
+  const fromBasis = o.init === "probe" ? Math.min(r, o.basisRank) : 0;
+  const noise = (o.noise ?? 0.01) * unit;
+  for (let i = 0; i < d; i++) {
+    for (let j = 0; j < r; j++) {
+      const z = normal();
+      A[i * r + j] = j < fromBasis ? o.basis[i * o.basisRank + j]! + noise * z : unit * z;
+    }
+  }
+  return { rank: r, A, B: new Float64Array(r * d), b: new Float64Array(d) };
+}
