@@ -12,7 +12,7 @@
  */
 import { type ChildProcess, spawn } from "node:child_process";
 import { Agent, request } from "node:http";
-import { mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { mkdtempSync, readFileSync, readdirSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { performance } from "node:perf_hooks";
@@ -153,8 +153,10 @@ async function startMiniflareGateway(backendUrl: string, outdir: string): Promis
   });
   const url = await mf.ready;
   const db = await mf.getD1Database("DB");
-  for (const stmt of readFileSync(join(ROOT, "migrations/0001_api_keys.sql"), "utf8").replace(/--.*$/gm, "").split(";")) {
-    if (stmt.trim()) await db.prepare(stmt).run();
+  for (const file of readdirSync(join(ROOT, "migrations")).filter((f) => f.endsWith(".sql")).sort()) {
+    for (const stmt of readFileSync(join(ROOT, "migrations", file), "utf8").replace(/--.*$/gm, "").split(";")) {
+      if (stmt.trim()) await db.prepare(stmt).run();
+    }
   }
   await db
     .prepare("INSERT INTO api_keys (id, key_hash, key_prefix, scope, created_at) VALUES ('key_bench', ?1, 'lens-bench-c', 'client', 0)")

@@ -47,3 +47,30 @@ describe("a language's active delta", () => {
     expect(sent.map((r) => r.delta)).toEqual(["missing-fr-2", null]);
   });
 });
+
+describe("when the delta registry cannot be read", () => {
+  it("serves the base model instead of failing", async () => {
+    // Verify the key once against the real D1, so that auth is served from the isolate's cache.
+    const warm = await postChat(key, { model: TEST_MODEL, messages: [{ role: "user", content: "hello there friend" }] });
+    expect(warm.status).toBe(200);
+    const brokenDb = {
+      prepare() {
+        throw new Error("D1 is unavailable");
+      },
+    } as unknown as D1Database;
+    const { default: worker } = await import("../../src/gateway/index.js");
+    const { backends } = await import("./helpers.js");
+    const { createExecutionContext } = await import("cloudflare:test");
+    const res = await worker.fetch(
+      new Request("http://gateway.test/v1/chat/completions", {
+        method: "POST",
+        headers: { authorization: `Bearer ${key}`, "content-type": "application/json", "x-lens-language": "de" },
+        body: JSON.stringify({ model: TEST_MODEL, messages: [{ role: "user", content: "Guten Morgen, wie geht es dir heute?" }] }),
+      }),
+      { ...env, DB: brokenDb, BACKEND_URLS: backends["echo"] },
+      createExecutionContext(),
+    );
+    expect(res.status).toBe(200);
+    expect(res.headers.get("x-lens-delta")).toBe("none");
+  });
+});

@@ -10,10 +10,17 @@ const cache = new Map<string, { delta: DeltaRef | null; until: number }>();
 export async function activeDelta(db: D1Database, language: string, now = Date.now()): Promise<DeltaRef | null> {
   const hit = cache.get(language);
   if (hit && hit.until > now) return hit.delta;
-  const row = await db
-    .prepare("SELECT delta_id, scale FROM language_deltas WHERE language = ?1")
-    .bind(language)
-    .first<{ delta_id: string; scale: number }>();
+  let row: { delta_id: string; scale: number } | null;
+  try {
+    row = await db
+      .prepare("SELECT delta_id, scale FROM language_deltas WHERE language = ?1")
+      .bind(language)
+      .first<{ delta_id: string; scale: number }>();
+  } catch (err) {
+    // A delta must never fail a request: without the registry, the base model answers.
+    console.error("reading language_deltas failed; serving without a delta", err);
+    return null;
+  }
   const delta = row ? { id: row.delta_id, scale: row.scale } : null;
   cache.set(language, { delta, until: now + CACHE_MS });
   return delta;
