@@ -1,10 +1,10 @@
 import type { Context } from "hono";
-import type { SamplingParams } from "../../protocol/backend.js";
 import { ChatCompletionRequest } from "../../protocol/openai.js";
 import { type GatewayEnv, gatewayConfig } from "../env.js";
 import { chooseLanguage, parseLensMode } from "../language/choose.js";
 import { parseJsonBody, validate } from "../openai/parse-request.js";
 import { collectCompletion, streamCompletion } from "../openai/responses.js";
+import { samplingOf } from "../openai/sampling.js";
 import { activeDelta } from "../services/language-deltas.js";
 import { routeChat } from "../services/routing.js";
 
@@ -15,18 +15,10 @@ export async function chatCompletions(c: Context<GatewayEnv>): Promise<Response>
   c.header("x-lens-language", language);
   const wanted = mode === "off" || language === "und" ? null : await activeDelta(c.env.DB, language);
 
-  const stop = body.stop == null ? [] : typeof body.stop === "string" ? [body.stop] : body.stop;
-  const sampling: SamplingParams = {
-    temperature: body.temperature ?? 1,
-    top_p: body.top_p ?? 1,
-    stop,
-    ...(body.max_completion_tokens ?? body.max_tokens ? { max_tokens: (body.max_completion_tokens ?? body.max_tokens) as number } : {}),
-    ...(body.seed != null ? { seed: body.seed } : {}),
-  };
   const requestId = c.get("requestId");
   const { generation, delta } = await routeChat(
     gatewayConfig(c.env),
-    { requestId, model: body.model, messages: body.messages, sampling, language, delta: wanted },
+    { requestId, model: body.model, messages: body.messages, sampling: samplingOf(body), language, delta: wanted },
     (p) => c.executionCtx.waitUntil(p),
   );
   c.header("x-lens-delta", delta ? delta.id : "none");
