@@ -128,6 +128,8 @@ interface WorkOutput {
 const newJobId = () => `job-${Date.now().toString(36)}-${randomBytes(4).toString("hex")}`;
 const nowIso = () => new Date().toISOString();
 const toJson = (x: unknown) => JSON.parse(JSON.stringify(x)) as Record<string, never>;
+/** Milliseconds to 0.1. */
+const ms = (x: number) => Math.round(x * 10) / 10;
 
 export class LensJobRunner {
   readonly dir: string;
@@ -340,9 +342,11 @@ export class LensJobRunner {
       // A cancel that arrived while synchronous work ran is honoured here: nothing is written.
       signal.throwIfAborted();
       job.record.progress = { ...(job.record.progress ?? { done: 0, total: 0 }), stage: "writing" };
+      const w0 = performance.now();
       const artifact = this.writeArtifact(job, out.artifact);
+      const timings = { ...(out.result["timings_ms"] as Record<string, number> | undefined), write: ms(performance.now() - w0) };
       job.record.artifact = artifact;
-      job.record.result = toJson({ ...out.result, ...(out.after ? out.after() : {}) });
+      job.record.result = toJson({ ...out.result, ...(out.after ? out.after() : {}), timings_ms: timings });
       this.finish(job, "succeeded", null);
     } catch (err) {
       this.removePartial(job.record.id);
@@ -434,7 +438,7 @@ export class LensJobRunner {
         layers: p.layers.map((l) => l.layer),
         ranks: Object.fromEntries(p.layers.map((l) => [String(l.layer), l.rank])),
         prompts_per_language: p.counts,
-        timings_ms: { session: sessionMs, collect: collectMs, math: probeMs - collectMs, encode: encodeMs },
+        timings_ms: { session: ms(sessionMs), collect: ms(collectMs), math: ms(probeMs - collectMs), encode: ms(encodeMs) },
       },
     };
   }
@@ -486,7 +490,7 @@ export class LensJobRunner {
         prompts: trained.prompts,
         loss_initial: first.total,
         loss_final: last.total,
-        timings_ms: { states: trained.timings.statesMs, train: trained.timings.trainMs, encode: encodeMs },
+        timings_ms: { states: ms(trained.timings.statesMs), train: ms(trained.timings.trainMs), encode: ms(encodeMs) },
       },
       after: () => this.maybeLoad(r.load, file),
     };
