@@ -7,7 +7,9 @@ import { readFileSync } from "node:fs";
 import { parseArgs } from "node:util";
 import { LANGUAGES } from "../src/protocol/languages.js";
 import type { LensJobRecord, LensJobRequestInput } from "../src/protocol/lens-jobs.js";
-import { defaultJobsDir, LensJobError, LensJobRunner, type EvaluateFn } from "../src/gpu-backend/lens/jobs.js";
+import { defaultJobsDir, LensJobError, LensJobRunner, type JobModel } from "../src/gpu-backend/lens/jobs.js";
+import { lensEvaluator } from "../src/gpu-backend/lens/jobs-eval.js";
+import { loadModel } from "../src/gpu-backend/load.js";
 import { ChatTokenizer } from "../src/gpu-backend/model/chat-tokenizer.js";
 import { modelFingerprint } from "../src/gpu-backend/model/fingerprint.js";
 import { readModelDir } from "../src/gpu-backend/model/model-dir.js";
@@ -22,7 +24,7 @@ commands
   probe      find the language subspaces: a probe artifact (<id>.safetensors + <id>.json)
   subspace   a closed-form subspace delta from a probe (A = M_s, B = -lambda M_s^T, b = alpha Delta)
   train      a trained adapter delta at the model's last layer (Lens losses, full-batch Adam)
-  eval       evaluate a delta on the held-out eval prompts (when this build has an evaluator)
+  eval       evaluate a delta against the base model on the held-out eval prompts (fidelity, drift, bits/byte)
 
 common options
   --model <dir>           model directory (default models/lens-tiny-chat)
@@ -56,6 +58,7 @@ subspace
 eval
   --delta <ref>           a train or subspace job id (or the delta id it made) in the same --out
   --per-language <n>      prompts of the held-out eval split (default 50)
+  --max-tokens <n>        greedy reply length for the fidelity figure (default 48)
 
 examples
   npm run lens -- probe --languages en,es,zh,ja --per-language 100
@@ -91,6 +94,7 @@ const { values, positionals } = parseArgs({
     lambda: { type: "string" },
     dtype: { type: "string" },
     delta: { type: "string" },
+    "max-tokens": { type: "string" },
   },
 });
 
@@ -111,14 +115,20 @@ const list = (raw: string | undefined) => (raw === undefined ? undefined : raw.s
 const defined = <T extends object>(o: T): T => Object.fromEntries(Object.entries(o).filter(([, v]) => v !== undefined)) as T;
 
 async function main(): Promise<number> {
-  const info = readModelDir(values.model);
-  const tokenizer = ChatTokenizer.fromDir(info.dir);
-  const fingerprint = await modelFingerprint(info.onnxPath);
+  // Eval generates replies through the engine, so it loads the whole model; the others need less.
+  const model: JobModel =
+    command === "eval"
+      ? await loadModel(values.model, { executionProvider: "cpu", maxBatch: 16, maxQueue: 4096 })
+      : await (async () => {
+          const info = readModelDir(values.model);
+          return { info, tokenizer: ChatTokenizer.fromDir(info.dir), fingerprint: await modelFingerprint(info.onnxPath) };
+        })();
+  const { info } = model;
   const threads = num("threads") ?? 1;
   const batchSize = num("batch-size");
-  const evaluate = await loadEvaluator();
+  const evaluate = command === "eval" ? lensEvaluator() : null;
   const runner = new LensJobRunner(
-    { info, tokenizer, fingerprint },
+    model,
     defined({
       dir: values.out ?? defaultJobsDir(),
       sessionOptions: { intraOpNumThreads: threads, interOpNumThreads: 1 },
@@ -172,7 +182,7 @@ async function main(): Promise<number> {
       }) as LensJobRequestInput;
       break;
     case "eval":
-      request = defined({ kind: "eval", delta: values.delta, per_language: num("per-language") }) as LensJobRequestInput;
+      request = defined({ kind: "eval", delta: values.delta, per_language: num("per-language"), max_tokens: num("max-tokens") }) as LensJobRequestInput;
       break;
     default:
       process.stderr.write(`unknown command '${command}'\n\n${HELP}`);
@@ -230,11 +240,6 @@ async function main(): Promise<number> {
   process.stderr.write(`  manifest  ${dir}/${a.manifest}\n  record    ${dir}/job.json\n`);
   if (record.result) process.stderr.write(`  result    ${JSON.stringify(record.result)}\n`);
   return 0;
-}
-
-/** The evaluator, when this build has one (eval jobs are refused otherwise). */
-async function loadEvaluator(): Promise<EvaluateFn | null> {
-  return null;
 }
 
 main().then(

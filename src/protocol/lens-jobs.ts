@@ -113,6 +113,8 @@ export const EvalJobRequest = z
     delta: DeltaRef,
     /** Prompts of the held-out `eval` split per language. */
     per_language: z.number().int().positive().max(MAX_PROMPTS_PER_LANGUAGE).default(50),
+    /** Greedy reply length for the fidelity figure (default 48). */
+    max_tokens: z.number().int().positive().max(1024).optional(),
   })
   .strict();
 

@@ -41,6 +41,7 @@ describe.skipIf(skip !== null)("Lens jobs through the routes, on the embedded mo
   let app: Hono;
   let runner: LensJobRunner;
   let probeJob: LensJobRecord;
+  let trainJob: LensJobRecord;
 
   const req = (path: string, init?: RequestInit) => app.request(`${LENS_PATH}${path}`, init);
   const post = (body: unknown) =>
@@ -69,7 +70,7 @@ describe.skipIf(skip !== null)("Lens jobs through the routes, on the embedded mo
     jobsDir = join(root, "jobs");
     model = await loadModel(embedded.dir, { executionProvider: "cpu", maxBatch: 1, maxQueue: 2 });
     app = createBackendApp(model);
-    runner = mountLensRoutes(app, model, { dir: jobsDir, sessionOptions: SESSION_OPTIONS, evaluate: null });
+    runner = mountLensRoutes(app, model, { dir: jobsDir, sessionOptions: SESSION_OPTIONS });
   });
   afterAll(async () => {
     await runner?.close();
@@ -126,7 +127,33 @@ describe.skipIf(skip !== null)("Lens jobs through the routes, on the embedded mo
     expect(checked.ok).toBe(true);
     expect(manifest).toMatchObject({ kind: "adapter", language: "es", rank: 2, method: { steps: 20, seed: 3, probe: probeJob.artifact!.id } });
     expect(model.deltas.has(r.artifact!.id)).toBe(true);
+    trainJob = r;
   });
+
+  it("evaluates the trained delta on held-out prompts; the report is the artifact", async () => {
+    const id = await submit({ kind: "eval", delta: trainJob.id, per_language: 3, max_tokens: 6 });
+    const r = await settle(id);
+    expect(r.state, JSON.stringify(r.error)).toBe("succeeded");
+    expect(r.artifact).toMatchObject({ kind: "report", id, tensors: null });
+    expect(r.result).toMatchObject({ delta_id: trainJob.artifact!.id, language: "es", prompts: 3 });
+    const res = await req(`/jobs/${id}/artifact`);
+    expect(res.status).toBe(200);
+    expect(res.headers.get("content-type")).toMatch(/json/);
+    const report = (await res.json()) as {
+      delta_id: string;
+      evaluation: { language: string; base: { fidelity: { prompts: number }; alignment: { layer: number } | null }; deltas: Record<string, { id: string; drift: { klLast: number } }> };
+    };
+    expect(report.delta_id).toBe(trainJob.artifact!.id);
+    expect(report.evaluation.language).toBe("es");
+    expect(report.evaluation.base.fidelity.prompts).toBe(3);
+    // The delta's probe is held here, so the alignment figures are in, at the edited layer.
+    expect(report.evaluation.base.alignment?.layer).toBe(3);
+    expect(report.evaluation.deltas["delta"]!.id).toBe(trainJob.artifact!.id);
+    expect(report.evaluation.deltas["delta"]!.drift.klLast).toBeGreaterThanOrEqual(0);
+    // A probe is not a delta.
+    const bad = await post({ kind: "eval", delta: probeJob.id });
+    expect(bad.status).toBe(404);
+  }, 120_000);
 
   it("cancels a running train job: it ends cancelled with no artifact and no files but its record", async () => {
     const id = await submit({ kind: "train", probe: probeJob.id, language: "zh", rank: 2, steps: 4000, per_language: 150 });
@@ -252,7 +279,6 @@ describe.skipIf(skip !== null)("Lens jobs through the routes, on the embedded mo
       [{ kind: "train", probe: probeJob.id, language: "es", steps: -1 }, 400, /steps/],
       [{ kind: "train", probe: "job-zzzzzz-00000000", language: "es" }, 404, /no probe/],
       [{ kind: "subspace", probe: probeJob.id, language: "es", layers: [3], lambda: "1", alpha: 0 }, 400, /lambda/],
-      [{ kind: "eval", delta: probeJob.id }, 501, /not available/],
     ];
     const before = readdirSync(jobsDir).length;
     for (const [body, status, message] of cases) {
@@ -263,5 +289,21 @@ describe.skipIf(skip !== null)("Lens jobs through the routes, on the embedded mo
     }
     // Refused requests made no job folders.
     expect(readdirSync(jobsDir).length).toBe(before);
+  });
+
+  it("refuses eval jobs with 501 where no evaluator is set up", async () => {
+    const dir = join(root, "no-eval");
+    const app3 = new Hono();
+    const runner3 = mountLensRoutes(app3, model, { dir, evaluate: null });
+    try {
+      const res = await app3.request(`${LENS_PATH}/jobs`, { method: "POST", body: JSON.stringify({ kind: "eval", delta: trainJob.id }), headers: { "content-type": "application/json" } });
+      expect(res.status).toBe(501);
+      const e = await errorOf(res);
+      expect(e.code).toBe("not_available");
+      expect(e.message).toMatch(/not available/);
+      expect(readdirSync(dir)).toEqual([]);
+    } finally {
+      await runner3.close();
+    }
   });
 });

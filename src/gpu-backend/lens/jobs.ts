@@ -44,6 +44,7 @@ import {
   type TrainJobRequest,
 } from "../../protocol/lens-jobs.js";
 import type { PutResult } from "../deltas/store.js";
+import type { Engine } from "../generation/engine.js";
 import type { ChatTokenizer } from "../model/chat-tokenizer.js";
 import type { ModelInfo } from "../model/model-dir.js";
 import { adapterDelta } from "./adapter-delta.js";
@@ -61,12 +62,16 @@ export interface JobModel {
   fingerprint: string;
   /** Where train / subspace jobs with `load: true` put their delta. */
   deltas?: { put(bytes: Uint8Array, manifest: unknown): PutResult };
+  /** The generation engine (eval jobs generate replies through it). */
+  engine?: Engine;
 }
 
 export interface EvalContext {
   model: JobModel;
   request: EvalJobRequest;
   delta: DeltaFile;
+  /** The probe the delta was made from, when a probe job here made it (for the alignment figures). */
+  probe: LensProbe | null;
   promptsFile: string;
   signal: AbortSignal;
   progress: (p: LensJobProgress) => void;
@@ -192,7 +197,7 @@ export class LensJobRunner {
     this.log(`${id} ${request.kind} queued`);
     if (request.kind === "subspace") {
       // Inline: the work is synchronous and short, so it does not wait behind a long job.
-      void this.execute(job);
+      this.execute(job).catch((err: unknown) => this.log(`${id}: ${(err as Error).message}`));
     } else {
       this.queue.push(id);
       queueMicrotask(() => this.pump());
@@ -323,10 +328,12 @@ export class LensJobRunner {
     if (id === undefined) return;
     const job = this.jobs.get(id);
     if (!job || job.record.state !== "queued") return this.pump();
-    this.current = this.execute(job).finally(() => {
-      this.current = null;
-      this.pump();
-    });
+    this.current = this.execute(job)
+      .catch((err: unknown) => this.log(`${id}: ${(err as Error).message}`))
+      .finally(() => {
+        this.current = null;
+        this.pump();
+      });
   }
 
   private async execute(job: Job): Promise<void> {
@@ -523,10 +530,17 @@ export class LensJobRunner {
       bytes: new Uint8Array(readFileSync(tensors.path)),
       manifest: JSON.parse(readFileSync(manifest.path, "utf8")) as DeltaFile["manifest"],
     };
+    const probeId = (delta.manifest.method as Record<string, unknown>)["probe"];
+    const probeJob =
+      typeof probeId === "string" && DeltaId.safeParse(probeId).success
+        ? [...this.jobs.values()].find((j) => j.record.kind === "probe" && j.record.state === "succeeded" && j.record.artifact?.id === probeId)
+        : undefined;
+    const probe = probeJob ? loadProbe(this.jobDir(probeJob.record.id), probeJob.record.artifact!.id) : null;
     const report = await evaluate({
       model: this.model,
       request: r,
       delta,
+      probe,
       promptsFile: this.promptsFile,
       signal,
       progress: (p) => this.progress(job, p),
@@ -534,7 +548,7 @@ export class LensJobRunner {
     });
     return {
       artifact: { kind: "report", id: job.record.id, tensors: null, manifest: { delta_id: delta.manifest.id, ...report } },
-      result: { delta_id: delta.manifest.id },
+      result: { delta_id: delta.manifest.id, ...(typeof report["summary"] === "object" && report["summary"] !== null ? (report["summary"] as Record<string, unknown>) : {}) },
     };
   }
 

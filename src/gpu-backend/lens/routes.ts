@@ -11,7 +11,7 @@
  *
  * Errors: { error: { code, message } }, code one of LensJobErrorCode: 400 invalid_request (a bad body,
  * id or parameter), 404 not_found, 409 conflict (already finished; a source job that failed),
- * 501 not_available (eval jobs without an evaluator). Ids are checked against their patterns before
+ * 501 not_available (eval jobs where no evaluator is set up). Ids are checked against their patterns before
  * anything else happens.
  */
 import { readFileSync } from "node:fs";
@@ -20,6 +20,7 @@ import { bodyLimit } from "hono/body-limit";
 import type { ContentfulStatusCode } from "hono/utils/http-status";
 import { ArtifactPart, JobId, LENS_PATH, type LensJobErrorBody, type LensJobErrorCode } from "../../protocol/lens-jobs.js";
 import { LensJobError, LensJobRunner, type JobModel, type LensJobRunnerOptions } from "./jobs.js";
+import { lensEvaluator } from "./jobs-eval.js";
 
 /** Job requests are small (explicit prompt lists at most). */
 const MAX_BODY_BYTES = 8 * 2 ** 20;
@@ -130,10 +131,12 @@ export interface MountLensOptions extends LensJobRunnerOptions {
 /**
  * Mounts the job routes at LENS_PATH on the backend app and returns the runner (close it on shutdown:
  * `await runner.close()`). `model` is what loadModel returns; trained deltas with `load: true` go into
- * its delta store.
+ * its delta store, and eval jobs generate through its engine (pass `evaluate: null` to refuse them).
  */
 export function mountLensRoutes(app: Hono, model: JobModel, options: MountLensOptions = {}): LensJobRunner {
   const { runner: given, ...runnerOptions } = options;
+  // Eval jobs need the generation engine: on by default where the model has one.
+  if (runnerOptions.evaluate === undefined && model.engine) runnerOptions.evaluate = lensEvaluator();
   const runner = given ?? new LensJobRunner(model, runnerOptions);
   app.route(LENS_PATH, lensRoutes(model, runner));
   return runner;
