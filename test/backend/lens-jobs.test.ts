@@ -208,6 +208,11 @@ describe.skipIf(skip !== null)("Lens jobs through the routes, on the embedded mo
     writeFileSync(join(crashedDir, JOB_FILE), JSON.stringify(running));
     writeFileSync(join(crashedDir, "probe-half.safetensors"), new Uint8Array(100));
     writeFileSync(join(crashedDir, `probe-half.json.tmp-1-2-abc`), "{");
+    // A job still queued when the process stopped: it runs after the restart.
+    const queuedId = "job-zzzzzz-0000abcd";
+    mkdirSync(join(jobsDir, queuedId));
+    const queuedRequest = { kind: "probe", languages: ["en", "es"], layers: [3], prompts: "probe", per_language: 2, central: "en" };
+    writeFileSync(join(jobsDir, queuedId, JOB_FILE), JSON.stringify({ ...running, id: queuedId, state: "queued", started_at: null, progress: null, request: queuedRequest }));
     // A folder cut off before its first record, and a folder that is not a job's (left alone).
     mkdirSync(join(jobsDir, "job-zzzzzz-00000001"));
     mkdirSync(join(jobsDir, "not-a-job"));
@@ -228,6 +233,9 @@ describe.skipIf(skip !== null)("Lens jobs through the routes, on the embedded mo
       const art = await app2.request(`${LENS_PATH}/jobs/${probeJob.id}/artifact`);
       expect(art.status).toBe(200);
       expect(createHash("sha256").update(new Uint8Array(await art.arrayBuffer())).digest("hex")).toBe(probeJob.artifact!.sha256);
+      const requeued = await runner2.wait(queuedId);
+      expect(requeued.state, JSON.stringify(requeued.error)).toBe("succeeded");
+      expect(requeued.result).toMatchObject({ prompts_per_language: { en: 2, es: 2 } });
       // A failed probe cannot feed a train job.
       const bad = await app2.request(`${LENS_PATH}/jobs`, {
         method: "POST",
