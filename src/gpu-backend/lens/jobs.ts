@@ -118,6 +118,8 @@ export class LensJobError extends Error {
 }
 
 interface Job {
+  /** Order of arrival in this process (ties of created_at, which has millisecond resolution). */
+  seq: number;
   record: LensJobRecord;
   request: LensJobRequest;
   controller?: AbortController;
@@ -144,6 +146,7 @@ export class LensJobRunner {
   private current: Promise<void> | null = null;
   private readonly waiters = new Map<string, Array<(r: LensJobRecord) => void>>();
   private closed = false;
+  private seq = 0;
   private readonly sessionOptions: ort.InferenceSession.SessionOptions;
 
   constructor(
@@ -190,7 +193,7 @@ export class LensJobRunner {
       artifact: null,
       result: null,
     };
-    const job: Job = { record, request };
+    const job: Job = { seq: this.seq++, record, request };
     mkdirSync(this.jobDir(id), { recursive: true });
     this.jobs.set(id, job);
     this.persist(job);
@@ -214,7 +217,9 @@ export class LensJobRunner {
 
   /** Every job, newest first. */
   list(): LensJobRecord[] {
-    return [...this.jobs.values()].map((j) => structuredClone(j.record)).sort((a, b) => (a.created_at < b.created_at ? 1 : a.created_at > b.created_at ? -1 : a.id < b.id ? 1 : -1));
+    return [...this.jobs.values()]
+      .sort((a, b) => (a.record.created_at < b.record.created_at ? 1 : a.record.created_at > b.record.created_at ? -1 : b.seq - a.seq))
+      .map((j) => structuredClone(j.record));
   }
 
   /**
@@ -622,7 +627,7 @@ export class LensJobRunner {
         this.log(`skipping ${name}: its record cannot be read (${(err as Error).message})`);
         continue;
       }
-      const job: Job = { record, request };
+      const job: Job = { seq: 0, record, request };
       if (record.state === "running") {
         this.removePartial(name);
         record.state = "failed";
@@ -641,6 +646,7 @@ export class LensJobRunner {
     }
     found.sort((a, b) => (a.record.created_at < b.record.created_at ? -1 : a.record.created_at > b.record.created_at ? 1 : 0));
     for (const job of found) {
+      job.seq = this.seq++;
       this.jobs.set(job.record.id, job);
       if (job.record.state === "queued") this.queue.push(job.record.id);
     }
