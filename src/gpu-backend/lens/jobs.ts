@@ -268,7 +268,7 @@ export class LensJobRunner {
   async close(): Promise<void> {
     this.closed = true;
     this.queue.length = 0;
-    for (const job of this.jobs.values()) if (job.record.state === "running") job.controller?.abort(new LensJobError("conflict", "the runner is closing"));
+    for (const job of this.jobs.values()) if (job.record.state === "running") job.controller?.abort(new LensJobError("conflict", "cancelled: the runner closed"));
     await this.current;
   }
 
@@ -363,7 +363,7 @@ export class LensJobRunner {
     } catch (err) {
       this.removePartial(job.record.id);
       job.record.artifact = null;
-      if (signal.aborted) this.finish(job, "cancelled", { message: "cancelled" });
+      if (signal.aborted) this.finish(job, "cancelled", { message: signal.reason instanceof LensJobError ? signal.reason.message : "cancelled" });
       else this.finish(job, "failed", { message: (err as Error)?.message ?? String(err) });
     } finally {
       delete job.controller;
