@@ -1,11 +1,12 @@
 /**
  * The GPU backend as a process: `node --import tsx src/gpu-backend/server.ts`.
  *   BACKEND_PORT (8788), LENS_MODEL_DIR (models/lens-tiny-chat), LENS_EXECUTION_PROVIDER (cpu|cuda),
- *   LENS_MAX_BATCH (32), LENS_MAX_QUEUE (256)
+ *   LENS_MAX_BATCH (32), LENS_MAX_QUEUE (256), LENS_JOBS_DIR (.lens/jobs: Lens job records and artifacts)
  */
 import { fileURLToPath } from "node:url";
 import { serve } from "@hono/node-server";
 import { createBackendApp } from "./app.js";
+import { mountLensRoutes } from "./lens/routes.js";
 import { type ExecutionProvider, loadModel } from "./load.js";
 
 const DEFAULT_MODEL_DIR = fileURLToPath(new URL("../../models/lens-tiny-chat", import.meta.url));
@@ -28,9 +29,12 @@ const model = await loadModel(modelDir, {
   maxBatch: intEnv("LENS_MAX_BATCH", 32),
   maxQueue: intEnv("LENS_MAX_QUEUE", 256),
 });
-const server = serve({ fetch: createBackendApp(model).fetch, port, hostname: process.env["BACKEND_HOST"] || "127.0.0.1" }, (addr) => {
+const app = createBackendApp(model);
+// Lens probe / train / eval jobs at /internal/v1/lens; their records survive a restart.
+const lensJobs = mountLensRoutes(app, model, {});
+const server = serve({ fetch: app.fetch, port, hostname: process.env["BACKEND_HOST"] || "127.0.0.1" }, (addr) => {
   console.log(`lens backend: serving ${model.info.id} (${model.info.numLayers} layers, hidden ${model.info.hiddenSize}) on http://127.0.0.1:${addr.port} [${ep}]`);
 });
-const stop = () => server.close(() => process.exit(0));
+const stop = () => server.close(() => void lensJobs.close().finally(() => process.exit(0)));
 process.on("SIGTERM", stop);
 process.on("SIGINT", stop);
