@@ -12,6 +12,7 @@
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import * as ort from "onnxruntime-node";
+import { leftPaddedFeeds } from "./left-padded-feeds.js";
 import type { DeltaLayer } from "../../protocol/delta.js";
 import { decodeF16, floatToHalfBits } from "../../protocol/half.js";
 import { ModelRunner } from "../generation/model-runner.js";
@@ -90,32 +91,7 @@ export class ForwardPasses {
     const layers = delta ? [...delta.keys()].sort((a, b) => a - b) : [];
     const g = await this.graph(layers);
     const T = Math.max(...rows.map((r) => r.length));
-    const ids = new BigInt64Array(n * T);
-    const mask = new BigInt64Array(n * T);
-    const positions = new BigInt64Array(n * T);
-    const pad = BigInt(info.padTokenId ?? info.eosTokenIds[0] ?? 0);
-    rows.forEach((row, r) => {
-      const offset = T - row.length;
-      for (let t = 0; t < T; t++) {
-        const real = t >= offset;
-        ids[r * T + t] = real ? BigInt(row[t - offset]!) : pad;
-        mask[r * T + t] = real ? 1n : 0n;
-        positions[r * T + t] = real ? BigInt(t - offset) : 0n;
-      }
-    });
-    const feeds: Record<string, ort.Tensor> = {
-      [info.io.inputIds]: new ort.Tensor("int64", ids, [n, T]),
-      [info.io.attentionMask]: new ort.Tensor("int64", mask, [n, T]),
-    };
-    if (info.io.positionIds && g.session.inputNames.includes(info.io.positionIds)) {
-      feeds[info.io.positionIds] = new ort.Tensor("int64", positions, [n, T]);
-    }
-    const kvDims = [n, info.numKvHeads, 0, info.headSize];
-    for (let l = 0; l < info.numLayers; l++) {
-      for (const name of [info.io.pastKey(l), info.io.pastValue(l)]) {
-        feeds[name] = g.kvFp16 ? new ort.Tensor("float16", new Uint16Array(0), kvDims) : new ort.Tensor("float32", new Float32Array(0), kvDims);
-      }
-    }
+    const feeds: Record<string, ort.Tensor> = leftPaddedFeeds(info, g.session.inputNames, rows, g.kvFp16);
     const d = info.hiddenSize;
     for (const input of g.deltaInputs) {
       const e = delta!.get(input.layer)!;

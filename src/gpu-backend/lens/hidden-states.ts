@@ -31,6 +31,7 @@
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import * as ort from "onnxruntime-node";
+import { leftPaddedFeeds } from "./left-padded-feeds.js";
 import type { BackendMessage } from "../../protocol/backend.js";
 import { decodeF16 } from "../../protocol/half.js";
 import { ModelRunner } from "../generation/model-runner.js";
@@ -177,32 +178,7 @@ export class HiddenStateCollector {
     if (n === 0) return { hidden: new Map(this.layers.map((l) => [l, new Float32Array(0)])) };
     const T = Math.max(...rows.map((r) => r.length));
     if (rows.some((r) => r.length === 0)) throw new RangeError("an empty prompt has no last token");
-    const ids = new BigInt64Array(n * T);
-    const mask = new BigInt64Array(n * T);
-    const positions = new BigInt64Array(n * T);
-    const pad = BigInt(info.padTokenId ?? info.eosTokenIds[0] ?? 0);
-    rows.forEach((row, r) => {
-      const offset = T - row.length;
-      for (let t = 0; t < T; t++) {
-        const real = t >= offset;
-        ids[r * T + t] = real ? BigInt(row[t - offset]!) : pad;
-        mask[r * T + t] = real ? 1n : 0n;
-        positions[r * T + t] = real ? BigInt(t - offset) : 0n;
-      }
-    });
-    const feeds: Record<string, ort.Tensor> = {
-      [info.io.inputIds]: new ort.Tensor("int64", ids, [n, T]),
-      [info.io.attentionMask]: new ort.Tensor("int64", mask, [n, T]),
-    };
-    if (info.io.positionIds && this.session.inputNames.includes(info.io.positionIds)) {
-      feeds[info.io.positionIds] = new ort.Tensor("int64", positions, [n, T]);
-    }
-    const kvDims = [n, info.numKvHeads, 0, info.headSize];
-    for (let l = 0; l < info.numLayers; l++) {
-      for (const name of [info.io.pastKey(l), info.io.pastValue(l)]) {
-        feeds[name] = this.kvFp16 ? new ort.Tensor("float16", new Uint16Array(0), kvDims) : new ort.Tensor("float32", new Float32Array(0), kvDims);
-      }
-    }
+    const feeds: Record<string, ort.Tensor> = leftPaddedFeeds(info, this.session.inputNames, rows, this.kvFp16);
     const fetches = [...this.hiddenNames.values()];
     if (withLogits) fetches.push(info.io.logits);
     const out = await this.session.run(feeds, fetches);

@@ -9,19 +9,13 @@
  *             every entry gets seeded noise N(0, (noise)^2 / d) so the seed always matters.
  *   "random": every entry N(0, 1/d) (columns of about unit norm).
  */
+import { seededRandom } from "../generation/sampler.js";
 import type { AdapterParams } from "./losses.js";
 
-/** mulberry32: a small, fast 32-bit generator; the same seed gives the same sequence everywhere. */
+/** The sampler's seeded generator (mulberry32), with the seed checked: the same seed gives the same sequence everywhere. */
 export function seededUniform(seed: number): () => number {
   if (!Number.isInteger(seed)) throw new RangeError(`seed must be an integer, got ${seed}`);
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
+  return seededRandom(seed);
 }
 
 /** Standard normal draws (Box-Muller on the uniform generator, one value per pair of draws). */

@@ -17,6 +17,7 @@
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import * as ort from "onnxruntime-node";
+import { leftPaddedFeeds } from "./left-padded-feeds.js";
 import { decodeF16 } from "../../protocol/half.js";
 import { ModelRunner } from "../generation/model-runner.js";
 import { insertDeltaHooks } from "../graph/delta-hooks.js";
@@ -119,32 +120,7 @@ export class PositionStateReader {
     const n = rows.length;
     if (rows.some((r) => r.length === 0)) throw new RangeError("an empty prompt has no last token");
     const T = Math.max(...rows.map((r) => r.length));
-    const ids = new BigInt64Array(n * T);
-    const mask = new BigInt64Array(n * T);
-    const positions = new BigInt64Array(n * T);
-    const pad = BigInt(info.padTokenId ?? info.eosTokenIds[0] ?? 0);
-    rows.forEach((row, r) => {
-      const offset = T - row.length;
-      for (let t = 0; t < T; t++) {
-        const real = t >= offset;
-        ids[r * T + t] = real ? BigInt(row[t - offset]!) : pad;
-        mask[r * T + t] = real ? 1n : 0n;
-        positions[r * T + t] = real ? BigInt(t - offset) : 0n;
-      }
-    });
-    const feeds: Record<string, ort.Tensor> = {
-      [info.io.inputIds]: new ort.Tensor("int64", ids, [n, T]),
-      [info.io.attentionMask]: new ort.Tensor("int64", mask, [n, T]),
-    };
-    if (info.io.positionIds && this.session.inputNames.includes(info.io.positionIds)) {
-      feeds[info.io.positionIds] = new ort.Tensor("int64", positions, [n, T]);
-    }
-    const kvDims = [n, info.numKvHeads, 0, info.headSize];
-    for (let l = 0; l < info.numLayers; l++) {
-      for (const name of [info.io.pastKey(l), info.io.pastValue(l)]) {
-        feeds[name] = this.kvFp16 ? new ort.Tensor("float16", new Uint16Array(0), kvDims) : new ort.Tensor("float32", new Float32Array(0), kvDims);
-      }
-    }
+    const feeds: Record<string, ort.Tensor> = leftPaddedFeeds(info, this.session.inputNames, rows, this.kvFp16);
     const out = await this.session.run(feeds, [this.hiddenName]);
     const h = floatData(out[this.hiddenName]!);
     const d = info.hiddenSize;
