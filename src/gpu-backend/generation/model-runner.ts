@@ -4,7 +4,7 @@
  */
 import * as ort from "onnxruntime-node";
 import type { ModelInfo } from "../model/model-dir.js";
-import { decodeF16 } from "../../protocol/half.js";
+import { floatData } from "../model/float-tensor.js";
 import { type KvArray, type KvBatch, type KvShape } from "./kv-batch.js";
 
 export interface StepInput {
@@ -29,8 +29,6 @@ export interface StepOutput {
   /** Extra outputs requested by name (e.g. exposed hidden states), as returned. */
   extra: Record<string, ort.Tensor>;
 }
-
-const asBytes = (a: Uint16Array) => new Uint8Array(a.buffer, a.byteOffset, a.byteLength);
 
 export class ModelRunner {
   readonly shape: KvShape;
@@ -96,7 +94,7 @@ export class ModelRunner {
     const logitsTensor = out[info.io.logits];
     if (!logitsTensor) throw new Error(`the model has no output '${info.io.logits}'`);
     const vocab = logitsTensor.dims[2] as number;
-    const all = logitsTensor.type === "float16" ? decodeF16(asBytes(logitsTensor.data as Uint16Array)) : (logitsTensor.data as Float32Array);
+    const all = floatData(logitsTensor);
     const logits = new Float32Array(rows * vocab);
     for (let r = 0; r < rows; r++) logits.set(all.subarray((r * seq + seq - 1) * vocab, (r * seq + seq) * vocab), r * vocab);
 

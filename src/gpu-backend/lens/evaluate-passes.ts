@@ -13,8 +13,9 @@ import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import * as ort from "onnxruntime-node";
 import { leftPaddedFeeds } from "./left-padded-feeds.js";
+import { floatData } from "../model/float-tensor.js";
 import type { DeltaLayer } from "../../protocol/delta.js";
-import { decodeF16, floatToHalfBits } from "../../protocol/half.js";
+import { floatToHalfBits } from "../../protocol/half.js";
 import { ModelRunner } from "../generation/model-runner.js";
 import { insertDeltaHooks } from "../graph/delta-hooks.js";
 import type { ModelInfo } from "../model/model-dir.js";
@@ -145,15 +146,6 @@ export class ForwardPasses {
   }
 }
 
-/** A float output as float32 (onnxruntime-node returns fp16 as raw Uint16 bits). */
-function floatData(t: ort.Tensor): Float32Array {
-  if (t.type === "float32") return t.data as Float32Array;
-  if (t.type === "float16") {
-    const d = t.data as ArrayLike<number>;
-    return d instanceof Uint16Array ? decodeF16(new Uint8Array(d.buffer, d.byteOffset, d.byteLength)) : Float32Array.from(d);
-  }
-  throw new Error(`expected a float output, got ${t.type}`);
-}
 
 /** log-softmax of logits[offset .. offset + V) in float64. */
 export function logSoftmax(logits: ArrayLike<number>, offset: number, V: number): Float64Array {

@@ -32,8 +32,8 @@ import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import * as ort from "onnxruntime-node";
 import { leftPaddedFeeds } from "./left-padded-feeds.js";
+import { floatData } from "../model/float-tensor.js";
 import type { BackendMessage } from "../../protocol/backend.js";
-import { decodeF16 } from "../../protocol/half.js";
 import { ModelRunner } from "../generation/model-runner.js";
 import { insertDeltaHooks } from "../graph/delta-hooks.js";
 import { ChatTokenizer } from "../model/chat-tokenizer.js";
@@ -205,12 +205,3 @@ function lastPositions(all: Float32Array, rows: number, T: number, width: number
   return out;
 }
 
-/** A float output as float32, whatever its dtype (onnxruntime-node returns fp16 as raw Uint16 bits on Node 20). */
-function floatData(t: ort.Tensor): Float32Array {
-  if (t.type === "float32") return t.data as Float32Array;
-  if (t.type === "float16") {
-    const d = t.data as ArrayLike<number>;
-    return d instanceof Uint16Array ? decodeF16(new Uint8Array(d.buffer, d.byteOffset, d.byteLength)) : Float32Array.from(d);
-  }
-  throw new Error(`expected a float output, got ${t.type}`);
-}

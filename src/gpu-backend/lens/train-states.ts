@@ -18,7 +18,7 @@ import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import * as ort from "onnxruntime-node";
 import { leftPaddedFeeds } from "./left-padded-feeds.js";
-import { decodeF16 } from "../../protocol/half.js";
+import { floatData } from "../model/float-tensor.js";
 import { ModelRunner } from "../generation/model-runner.js";
 import { insertDeltaHooks } from "../graph/delta-hooks.js";
 import { ChatTokenizer } from "../model/chat-tokenizer.js";
@@ -142,12 +142,3 @@ export class PositionStateReader {
   }
 }
 
-/** A float output as float32, whatever its dtype (onnxruntime-node returns fp16 as raw Uint16 bits). */
-function floatData(t: ort.Tensor): Float32Array {
-  if (t.type === "float32") return t.data as Float32Array;
-  if (t.type === "float16") {
-    const d = t.data as ArrayLike<number>;
-    return d instanceof Uint16Array ? decodeF16(new Uint8Array(d.buffer, d.byteOffset, d.byteLength)) : Float32Array.from(d);
-  }
-  throw new Error(`expected a float output, got ${t.type}`);
-}
