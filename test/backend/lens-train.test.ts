@@ -9,7 +9,7 @@ import { HiddenStateCollector } from "../../src/gpu-backend/lens/hidden-states";
 import { adapterDelta } from "../../src/gpu-backend/lens/adapter-delta";
 import { lensLoss, lossTerm, LOSS_TERMS, type AdapterParams, type LensLossProblem, type LossTerm } from "../../src/gpu-backend/lens/losses";
 import { probe as runProbe, type LensProbe, type ProbeLayer } from "../../src/gpu-backend/lens/probe";
-import { fitAdapter, lossProblem, trainAdapter, type FitResult, type StepReport, type TrainedAdapter } from "../../src/gpu-backend/lens/train";
+import { fitAdapter, fitAdapterYielding, lossProblem, trainAdapter, type FitResult, type StepReport, type TrainedAdapter } from "../../src/gpu-backend/lens/train";
 import { Adam } from "../../src/gpu-backend/lens/train-adam";
 import { initialParams } from "../../src/gpu-backend/lens/train-init";
 import { PositionStateReader, type PromptStates } from "../../src/gpu-backend/lens/train-states";
@@ -330,6 +330,25 @@ describe("training on synthetic data with a known optimum", () => {
     for (const k of ["A", "B", "b"] as const) expect(Buffer.from(a[k].buffer).equals(Buffer.from(b[k].buffer))).toBe(true);
     expect(a.losses).toEqual(b.losses);
     expect(Buffer.from(a.A.buffer).equals(Buffer.from(c.A.buffer))).toBe(false);
+  });
+
+  it("trains in slices that let the event loop run: same bits as in one go, and a cancel lands mid-training", async () => {
+    const q = problemOf(x, 0.8, 1, 1);
+    const whole = fitAdapter(q, { rank: 3, steps: 400, seed: 4 });
+    let ticks = 0;
+    const timer = setInterval(() => ticks++, 1);
+    const sliced = await fitAdapterYielding(q, { rank: 3, steps: 400, seed: 4 }, 1);
+    clearInterval(timer);
+    for (const k of ["A", "B", "b"] as const) expect(Buffer.from(sliced[k].buffer).equals(Buffer.from(whole[k].buffer))).toBe(true);
+    // Only meaningful if the run lasted long enough for a 1 ms timer to be due.
+    if (sliced.trainMs > 20) expect(ticks).toBeGreaterThan(0);
+    const controller = new AbortController();
+    let steps = 0;
+    setTimeout(() => controller.abort(), 5);
+    await expect(
+      fitAdapterYielding(q, { rank: 3, steps: 200_000, seed: 4, signal: controller.signal, onStep: () => steps++ }, 1),
+    ).rejects.toThrow(/abort/i);
+    expect(steps).toBeLessThan(200_000);
   });
 
   it("the start is the unedited model: B = 0, b = 0, A on M_s (\"probe\") or random (\"random\")", () => {

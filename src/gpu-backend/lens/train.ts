@@ -130,6 +130,32 @@ export function resolveSettings(o: FitOptions): TrainSettings {
 
 /** Full-batch Adam on a loss problem: the part of training that needs no model. */
 export function fitAdapter(problem: LensLossProblem, options: FitOptions): FitResult {
+  const steps = fitSteps(problem, options);
+  let next = steps.next();
+  while (!next.done) next = steps.next();
+  return next.value;
+}
+
+/**
+ * The same, giving the event loop a turn every `sliceMs`: on the backend, training then neither
+ * pauses generation and HTTP for its whole length nor delays a cancel until it ends.
+ */
+export async function fitAdapterYielding(problem: LensLossProblem, options: FitOptions, sliceMs = 10): Promise<FitResult> {
+  const steps = fitSteps(problem, options);
+  let sliceStart = performance.now();
+  let next = steps.next();
+  while (!next.done) {
+    if (performance.now() - sliceStart > sliceMs) {
+      await new Promise((resolve) => setImmediate(resolve));
+      sliceStart = performance.now();
+    }
+    next = steps.next();
+  }
+  return next.value;
+}
+
+/** The training loop, one step per iteration. */
+function* fitSteps(problem: LensLossProblem, options: FitOptions): Generator<void, FitResult> {
   const settings = resolveSettings(options);
   const d = problem.hiddenSize;
   if (settings.rank > d) throw new RangeError(`rank ${settings.rank} exceeds the hidden size ${d}`);
@@ -152,6 +178,7 @@ export function fitAdapter(problem: LensLossProblem, options: FitOptions): FitRe
     losses.push(values);
     options.onStep?.({ step, steps: settings.steps, lr, losses: values });
     adam.step([params.A, params.B, params.b], [grad.A, grad.B, grad.b], lr);
+    yield;
   }
   const rounded = { rank: settings.rank, A: Float32Array.from(params.A), B: Float32Array.from(params.B), b: Float32Array.from(params.b) };
   const final = lensLoss(asFloat64(rounded), problem);
@@ -265,7 +292,7 @@ export async function trainAdapter(o: TrainAdapterOptions): Promise<TrainedAdapt
     const statesMs = performance.now() - started;
     const settings = resolveSettings(o);
     const problem = lossProblem(centralStates, targetStates, probeLayer, language, settings);
-    const fit = fitAdapter(problem, o);
+    const fit = await fitAdapterYielding(problem, o);
     return {
       ...fit,
       language,
