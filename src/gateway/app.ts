@@ -1,7 +1,9 @@
 import { Hono } from "hono";
 import type { GatewayEnv } from "./env.js";
 import { GatewayError, toGatewayError } from "./errors.js";
+import { deleteAdapterHandler, getAdapterHandler, limitUpload, listAdaptersHandler, uploadAdapterHandler } from "./handlers/admin-adapters.js";
 import { createApiKey, listApiKeys, revokeApiKey } from "./handlers/admin-keys.js";
+import { listLanguagesHandler, rollbackLanguageHandler, setLanguageHandler } from "./handlers/admin-languages.js";
 import { chatCompletions } from "./handlers/chat-completions.js";
 import { listModels } from "./handlers/models.js";
 import { requireKey } from "./middleware/auth.js";
@@ -22,6 +24,13 @@ export function createApp(): Hono<GatewayEnv> {
   app.post("/admin/keys", limitBody(), createApiKey);
   app.get("/admin/keys", listApiKeys);
   app.delete("/admin/keys/:id", revokeApiKey);
+  app.post("/admin/adapters", limitUpload(), uploadAdapterHandler);
+  app.get("/admin/adapters", listAdaptersHandler);
+  app.get("/admin/adapters/:id", getAdapterHandler);
+  app.delete("/admin/adapters/:id", deleteAdapterHandler);
+  app.get("/admin/languages", listLanguagesHandler);
+  app.put("/admin/languages/:lang", limitBody(), setLanguageHandler);
+  app.post("/admin/languages/:lang/rollback", rollbackLanguageHandler);
 
   app.notFound((c) => {
     const err = new GatewayError(404, "invalid_request_error", `Unknown request URL: ${c.req.method} ${new URL(c.req.url).pathname}.`, "unknown_url");

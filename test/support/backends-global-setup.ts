@@ -52,7 +52,10 @@ export default async function setup(project: TestProject) {
   const echoC = await startTestBackend("echo", { models: ["lens-test-echo", "lens-test-other"] });
   // A slow one, to watch a stream while it runs and to see a client's disconnect reach the backend.
   const slow = await startTestBackend("echo", { tokenDelayMs: 100 });
-  started.push(echoB, echoC, slow);
+  // One that holds only the deltas the gateway uploads to it (PUT /internal/v1/deltas/:id).
+  const strict = await startTestBackend("echo", { strictDeltas: true });
+  started.push(echoB, echoC, slow, strict);
+  urls["strict"] = strict.url;
   urls["slow"] = slow.url;
   urls["echoB"] = echoB.url;
   urls["echoC"] = echoC.url;

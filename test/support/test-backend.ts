@@ -1,7 +1,9 @@
 /**
  * A small stand-in GPU backend that speaks the internal protocol (validated with the shared
  * schemas) and echoes the last user message word by word. It holds every delta except those whose
- * id starts with "missing-", which it answers with `delta_not_loaded`. Each instance has one behaviour, so a
+ * id starts with "missing-", which it answers with `delta_not_loaded`, unless such a delta was uploaded with
+ * `PUT /internal/v1/deltas/:id` (checked with the shared validator against the model shape its health
+ * reports); with `strictDeltas` it holds only uploaded deltas. Each instance has one behaviour, so a
  * test or benchmark can put a healthy, a hanging or a dying backend behind the gateway.
  */
 import type { AddressInfo } from "node:net";
@@ -18,7 +20,12 @@ import {
   NDJSON_CONTENT_TYPE,
   encodeFrame,
 } from "../../src/protocol/backend.js";
+import { DELTAS_PATH, type DeltaErrorBody, type DeltaManifest, validateDelta } from "../../src/protocol/delta.js";
 import { type LoggedRequest, TEST_MODEL, echoReply, echoTokens } from "./echo.js";
+import { TEST_FINGERPRINT } from "./make-delta.js";
+
+/** The model shape every stand-in reports on its health route (what uploaded deltas must match). */
+export const TEST_MODEL_SHAPE = { fingerprint: TEST_FINGERPRINT, hidden_size: 8, num_layers: 4 } as const;
 
 export type Behaviour =
   | "echo" // a healthy backend
@@ -37,6 +44,8 @@ export interface TestBackendOptions {
   defaultMaxTokens?: number;
   /** Port to listen on (default: any free port). */
   port?: number;
+  /** Hold only deltas uploaded with PUT; any other delta id is refused with delta_not_loaded. */
+  strictDeltas?: boolean;
 }
 
 
@@ -56,7 +65,27 @@ export async function startTestBackend(behaviour: Behaviour, options: TestBacken
   const hanging = new Set<() => void>();
   const app = new Hono<{ Bindings: { incoming: IncomingMessage; outgoing: ServerResponse } }>();
 
-  app.get(HEALTH_PATH, (c) => c.json({ ok: true }));
+  const held = new Map<string, DeltaManifest>();
+  app.get(HEALTH_PATH, (c) => c.json({ ok: true, model: models[0], ...TEST_MODEL_SHAPE }));
+  app.put(`${DELTAS_PATH}/:id`, async (c) => {
+    const fail = (code: DeltaErrorBody["error"]["code"], message: string, status: 400 | 409 = 400) =>
+      c.json({ error: { code, message } } satisfies DeltaErrorBody, status);
+    const form = await c.req.formData().catch(() => null);
+    const manifestField = form?.get("manifest");
+    const tensors = form?.get("tensors");
+    if (typeof manifestField !== "string" || !tensors || typeof tensors === "string") return fail("bad_request", "manifest and tensors are required");
+    const result = validateDelta(new Uint8Array(await tensors.arrayBuffer()), JSON.parse(manifestField), {
+      fingerprint: TEST_MODEL_SHAPE.fingerprint,
+      hiddenSize: TEST_MODEL_SHAPE.hidden_size,
+      numLayers: TEST_MODEL_SHAPE.num_layers,
+      maxBytes: 1 << 24,
+    });
+    if (!result.ok) return fail(result.error.code, result.error.message, result.error.code === "fingerprint_mismatch" ? 409 : 400);
+    if (result.delta.manifest.id !== c.req.param("id")) return fail("id_mismatch", "path id differs from manifest.id");
+    held.set(result.delta.manifest.id, result.delta.manifest);
+    return c.json(result.delta.manifest, 201);
+  });
+  app.get(DELTAS_PATH, (c) => c.json({ deltas: [...held.values()] }));
   app.get(MODELS_PATH, (c) => c.json({ models: models.map((id) => ({ id, created: 1_700_000_000, owned_by: "lens-test" })) }));
   app.get("/__log", (c) => c.json(log));
   app.post("/__reset", (c) => {
@@ -89,7 +118,7 @@ export async function startTestBackend(behaviour: Behaviour, options: TestBacken
       const body: BackendErrorBody = { error: { code: "model_not_found", message: `model '${req.model}' is not served here` } };
       return c.json(body, 404);
     }
-    if (req.delta?.id.startsWith("missing-")) {
+    if (req.delta && !held.has(req.delta.id) && (options.strictDeltas || req.delta.id.startsWith("missing-"))) {
       const body: BackendErrorBody = { error: { code: "delta_not_loaded", message: `delta '${req.delta.id}' is not loaded here` } };
       return c.json(body, 409);
     }

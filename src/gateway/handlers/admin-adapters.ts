@@ -1,0 +1,76 @@
+import type { Context, MiddlewareHandler } from "hono";
+import { bodyLimit } from "hono/body-limit";
+import { type GatewayBindings, type GatewayEnv, gatewayConfig } from "../env.js";
+import { GatewayError, notFound } from "../errors.js";
+import { badUpload, deleteAdapter, getAdapter, listAdapters, uploadAdapter } from "../services/adapters.js";
+
+/** Cap on an uploaded safetensors file; MAX_ADAPTER_BYTES overrides it. */
+export const DEFAULT_MAX_ADAPTER_BYTES = 64 * 1024 * 1024;
+/** Room for the manifest field and multipart framing on top of the file cap. */
+const MULTIPART_OVERHEAD_BYTES = 1 << 20;
+
+function maxAdapterBytes(env: GatewayBindings): number {
+  const raw = (env as GatewayBindings & { MAX_ADAPTER_BYTES?: string }).MAX_ADAPTER_BYTES;
+  const n = raw === undefined ? NaN : Number(raw);
+  return Number.isInteger(n) && n > 0 ? n : DEFAULT_MAX_ADAPTER_BYTES;
+}
+
+/** Refuses an oversized upload while reading it, before multipart parsing buffers it all. */
+export const limitUpload = (): MiddlewareHandler<GatewayEnv> => (c, next) => {
+  const maxSize = maxAdapterBytes(c.env) + MULTIPART_OVERHEAD_BYTES;
+  return bodyLimit({
+    maxSize,
+    onError: () => {
+      throw new GatewayError(413, "invalid_request_error", `The upload is larger than the limit of ${maxSize} bytes.`, "too_large", "tensors");
+    },
+  })(c, next);
+};
+
+/** POST /admin/adapters: multipart/form-data with `manifest` (JSON text) and `tensors` (safetensors file). */
+export async function uploadAdapterHandler(c: Context<GatewayEnv>): Promise<Response> {
+  const type = c.req.header("content-type") ?? "";
+  if (!type.toLowerCase().startsWith("multipart/form-data")) {
+    throw badUpload("expected multipart/form-data with fields manifest (JSON text) and tensors (safetensors file)");
+  }
+  let form: FormData;
+  try {
+    form = await c.req.formData();
+  } catch (err) {
+    if (err instanceof GatewayError) throw err;
+    throw badUpload("the body is not valid multipart/form-data");
+  }
+  const manifestField = form.get("manifest");
+  const tensorsField = form.get("tensors");
+  if (typeof manifestField !== "string") throw badUpload("field manifest (JSON text) is missing");
+  if (tensorsField === null || typeof tensorsField === "string") throw badUpload("field tensors (safetensors file) is missing or not a file");
+  let manifest: unknown;
+  try {
+    manifest = JSON.parse(manifestField);
+  } catch {
+    throw new GatewayError(400, "invalid_request_error", "The delta was refused (manifest_invalid): manifest is not valid JSON.", "manifest_invalid", "manifest");
+  }
+  const bytes = new Uint8Array(await tensorsField.arrayBuffer());
+  const { adapter, created } = await uploadAdapter(gatewayConfig(c.env), c.env.DB, c.env.ADAPTERS, {
+    bytes,
+    manifest,
+    createdBy: c.get("keyId"),
+    maxBytes: maxAdapterBytes(c.env),
+  });
+  return c.json(adapter, created ? 201 : 200);
+}
+
+export async function listAdaptersHandler(c: Context<GatewayEnv>): Promise<Response> {
+  return c.json({ object: "list", data: await listAdapters(c.env.DB) });
+}
+
+export async function getAdapterHandler(c: Context<GatewayEnv>): Promise<Response> {
+  const id = c.req.param("id") ?? "";
+  const adapter = await getAdapter(c.env.DB, id);
+  if (!adapter) throw notFound(`No adapter with id '${id}'.`, "adapter_not_found");
+  return c.json(adapter);
+}
+
+export async function deleteAdapterHandler(c: Context<GatewayEnv>): Promise<Response> {
+  const adapter = await deleteAdapter(c.env.DB, c.env.ADAPTERS, c.req.param("id") ?? "");
+  return c.json({ id: adapter.id, object: "adapter", deleted: true });
+}
