@@ -245,3 +245,51 @@ describe("admin checks", () => {
     expect((await admin_("DELETE", "/admin/adapters/ad_nope")).status).toBe(404);
   });
 });
+
+describe("a backend without the active delta", () => {
+  const strict = { BACKEND_URLS: backends["strict"]! };
+
+  async function chatOnStrict(language: string, content: string) {
+    const res = await postChat(client, { model: TEST_MODEL, messages: [{ role: "user", content }] }, strict, { "x-lens-language": language });
+    expect(res.status).toBe(200);
+    const body = (await res.json()) as { choices: { message: { content: string } }[] };
+    expect(body.choices[0]?.message.content).toBe(`You said: ${content}`);
+    const id = res.headers.get("x-request-id")!;
+    return { header: res.headers.get("x-lens-delta"), sent: (await backendLog("strict")).filter((r) => r.request_id === id).map((r) => r.delta) };
+  }
+
+  async function held(): Promise<DeltaManifest[]> {
+    return ((await (await fetch(`${backends["strict"]}/internal/v1/deltas`)).json()) as { deltas: DeltaManifest[] }).deltas;
+  }
+
+  it("gets it from R2, and the retried request carries it", async () => {
+    const d = delta("hi-sync-1", 81, "hi");
+    const res = await upload(d, strict);
+    expect(res.status).toBe(201);
+    const id = ((await res.json()) as { id: string }).id;
+    expect((await admin_("PUT", "/admin/languages/hi", JSON.stringify({ adapter: id }))).status).toBe(200);
+    expect((await held()).map((m) => m.id)).not.toContain("hi-sync-1");
+
+    expect(await chatOnStrict("hi", "namaste dosto")).toEqual({ header: "hi-sync-1", sent: ["hi-sync-1", "hi-sync-1"] });
+    expect((await held()).find((m) => m.id === "hi-sync-1")).toEqual(d.manifest);
+    // Held now: the next request goes through at once.
+    expect(await chatOnStrict("hi", "namaste phir se")).toEqual({ header: "hi-sync-1", sent: ["hi-sync-1"] });
+  });
+
+  it("serves the base model when the delta has no adapter row", async () => {
+    await env.DB.prepare("INSERT INTO language_deltas (language, delta_id, scale, updated_at) VALUES ('th', 'th-orphan-1', 1, 0)").run();
+    const { forgetActiveDeltas } = await import("../../src/gateway/services/language-deltas.js");
+    forgetActiveDeltas();
+    expect(await chatOnStrict("th", "sawasdee krap")).toEqual({ header: "none", sent: ["th-orphan-1", null] });
+    expect((await held()).map((m) => m.id)).not.toContain("th-orphan-1");
+  });
+
+  it("serves the base model when the blob is gone from R2", async () => {
+    const d = delta("bn-sync-1", 91, "bn");
+    const row = (await (await upload(d, strict)).json()) as { id: string; r2_key: string };
+    await env.ADAPTERS.delete(row.r2_key);
+    expect((await admin_("PUT", "/admin/languages/bn", JSON.stringify({ adapter: row.id }))).status).toBe(200);
+    expect(await chatOnStrict("bn", "nomoskar bondhu")).toEqual({ header: "none", sent: ["bn-sync-1", null] });
+    expect((await held()).map((m) => m.id)).not.toContain("bn-sync-1");
+  });
+});

@@ -7,6 +7,7 @@ import { GatewayError, noBackend, notFound } from "../errors.js";
 import { preferenceOrder } from "./backends/affinity.js";
 import { backendsFor } from "./backends/catalog.js";
 import { type OpenGeneration, openGeneration } from "./backends/client.js";
+import { type DeltaSource, retryWithDelta } from "./delta-sync.js";
 
 export interface RouteInput {
   requestId: string;
@@ -27,6 +28,7 @@ export async function routeChat(
   config: GatewayConfig,
   input: RouteInput,
   waitUntil?: (p: Promise<unknown>) => void,
+  deltas?: DeltaSource,
 ): Promise<RoutedChat> {
   if (config.backendUrls.length === 0) throw noBackend("No backends are configured (BACKEND_URLS is empty).");
   const { catalog, backends } = await backendsFor(config, input.model, waitUntil);
@@ -48,6 +50,9 @@ export async function routeChat(
   } catch (err) {
     // A delta must never fail a request: without it, the base model answers (and the headers say so).
     if (!(input.delta && err instanceof GatewayError && err.code === "delta_not_loaded")) throw err;
+    // The backend lacks it: send it from R2 and retry there once.
+    const retried = await retryWithDelta(config, deltas, request, backends, input.language);
+    if (retried) return { generation: retried, delta: input.delta };
     return { generation: await openGeneration(config, { ...request, delta: null }, order), delta: null };
   }
 }

@@ -1,0 +1,85 @@
+/**
+ * Sends a backend a delta it does not hold: the adapter row names the blob, R2 has the bytes, and
+ * the backend's `PUT /internal/v1/deltas/:id` takes them as multipart (manifest + tensors). Then the
+ * generation is opened again, once, on that same backend.
+ */
+import { env as workerEnv } from "cloudflare:workers";
+import type { GenerateRequest } from "../../protocol/backend.js";
+import { DELTAS_PATH } from "../../protocol/delta.js";
+import type { LanguageOrUnd } from "../../protocol/languages.js";
+import type { GatewayBindings, GatewayConfig } from "../env.js";
+import { adapterByDeltaId } from "./adapters.js";
+import { preferenceOrder } from "./backends/affinity.js";
+import { type OpenGeneration, openGeneration } from "./backends/client.js";
+
+/** Where deltas are read from: the adapter registry (D1) and its blobs (R2). */
+export interface DeltaSource {
+  db: D1Database;
+  bucket: R2Bucket;
+}
+
+/** The worker's own bindings, for callers that do not pass a source. */
+export function defaultDeltaSource(): DeltaSource | null {
+  const e = workerEnv as Partial<GatewayBindings> | undefined;
+  return e?.DB && e.ADAPTERS ? { db: e.DB, bucket: e.ADAPTERS } : null;
+}
+
+// Concurrent requests that miss the same delta on the same backend share one upload.
+const inFlight = new Map<string, Promise<boolean>>();
+
+/** Uploads delta `deltaId` from R2 to `backend`; true when the backend accepted it. */
+export function pushDelta(config: GatewayConfig, source: DeltaSource, backend: string, deltaId: string): Promise<boolean> {
+  const key = `${backend}\n${deltaId}`;
+  let pending = inFlight.get(key);
+  if (!pending) {
+    pending = upload(config, source, backend, deltaId)
+      .catch((err: unknown) => {
+        console.error(`sending delta ${deltaId} to ${backend} failed`, err);
+        return false;
+      })
+      .finally(() => inFlight.delete(key));
+    inFlight.set(key, pending);
+  }
+  return pending;
+}
+
+async function upload(config: GatewayConfig, source: DeltaSource, backend: string, deltaId: string): Promise<boolean> {
+  const adapter = await adapterByDeltaId(source.db, deltaId);
+  if (!adapter) return false;
+  const blob = await source.bucket.get(adapter.r2_key);
+  if (!blob) return false;
+  const form = new FormData();
+  form.set("manifest", JSON.stringify(adapter.manifest));
+  form.set("tensors", new File([await blob.arrayBuffer()], `${deltaId}.safetensors`, { type: "application/octet-stream" }));
+  const res = await fetch(`${backend}${DELTAS_PATH}/${encodeURIComponent(deltaId)}`, {
+    method: "PUT",
+    body: form,
+    signal: AbortSignal.timeout(config.backendTimeoutMs),
+  });
+  await res.body?.cancel();
+  return res.ok;
+}
+
+/**
+ * After a `delta_not_loaded` refusal: sends the delta to the backend that refused (the first live
+ * one in the language's order; one that could not be reached was marked down) and retries there
+ * once. null when anything fails, so that the caller serves the base model. Without a given source
+ * the worker's own bindings are used.
+ */
+export async function retryWithDelta(
+  config: GatewayConfig,
+  given: DeltaSource | undefined,
+  request: GenerateRequest,
+  backends: readonly string[],
+  language: LanguageOrUnd,
+): Promise<OpenGeneration | null> {
+  const target = preferenceOrder(backends, language)[0];
+  const source = given ?? defaultDeltaSource();
+  if (!source || !request.delta || target === undefined) return null;
+  if (!(await pushDelta(config, source, target, request.delta.id))) return null;
+  try {
+    return await openGeneration(config, request, [target]);
+  } catch {
+    return null;
+  }
+}
