@@ -54,7 +54,8 @@ export async function modelShape(config: GatewayConfig, model: string, now = Dat
     const hit = cache.get(key);
     if (hit && hit.until > now) return hit.shape;
     const shape = await askHealth(url, timeout);
-    if (shape) {
+    // A backend describing another model says nothing about this one.
+    if (shape && shape.model === model) {
       cache.set(key, { shape, until: now + HEALTH_CACHE_MS });
       return shape;
     }
