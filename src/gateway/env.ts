@@ -6,6 +6,7 @@ export interface GatewayBindings {
   BACKEND_TIMEOUT_MS?: string;
   BACKEND_IDLE_TIMEOUT_MS?: string;
   MAX_BODY_BYTES?: string;
+  MAX_ADAPTER_BYTES?: string;
 }
 
 export interface GatewayConfig {
@@ -15,6 +16,8 @@ export interface GatewayConfig {
   /** Longest silence between two frames once a backend is streaming. */
   backendIdleTimeoutMs: number;
   maxBodyBytes: number;
+  /** Largest adapter (safetensors) file an upload may carry. */
+  maxAdapterBytes: number;
 }
 
 export interface GatewayVariables {
@@ -49,6 +52,7 @@ export function gatewayConfig(env: GatewayBindings): GatewayConfig {
       backendTimeoutMs: positiveInt(env.BACKEND_TIMEOUT_MS, 30_000, "BACKEND_TIMEOUT_MS"),
       backendIdleTimeoutMs: positiveInt(env.BACKEND_IDLE_TIMEOUT_MS, 30_000, "BACKEND_IDLE_TIMEOUT_MS"),
       maxBodyBytes: positiveInt(env.MAX_BODY_BYTES, 1_048_576, "MAX_BODY_BYTES"),
+      maxAdapterBytes: positiveInt(env.MAX_ADAPTER_BYTES, 64 * 1024 * 1024, "MAX_ADAPTER_BYTES"),
     };
     configCache.set(env, config);
   }

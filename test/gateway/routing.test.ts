@@ -84,6 +84,7 @@ const config = (over: Partial<GatewayConfig> = {}): GatewayConfig => ({
   backendTimeoutMs: 2_000,
   backendIdleTimeoutMs: 2_000,
   maxBodyBytes: 1_000_000,
+  maxAdapterBytes: 1_000_000,
   ...over,
 });
 const generateRequest = (id: string) => ({

@@ -4,16 +4,10 @@ import { type GatewayBindings, type GatewayEnv, gatewayConfig } from "../env.js"
 import { GatewayError, notFound } from "../errors.js";
 import { badUpload, deleteAdapter, getAdapter, listAdapters, uploadAdapter } from "../services/adapters.js";
 
-/** Cap on an uploaded safetensors file; MAX_ADAPTER_BYTES overrides it. */
-export const DEFAULT_MAX_ADAPTER_BYTES = 64 * 1024 * 1024;
 /** Room for the manifest field and multipart framing on top of the file cap. */
 const MULTIPART_OVERHEAD_BYTES = 1 << 20;
 
-function maxAdapterBytes(env: GatewayBindings): number {
-  const raw = (env as GatewayBindings & { MAX_ADAPTER_BYTES?: string }).MAX_ADAPTER_BYTES;
-  const n = raw === undefined ? NaN : Number(raw);
-  return Number.isInteger(n) && n > 0 ? n : DEFAULT_MAX_ADAPTER_BYTES;
-}
+const maxAdapterBytes = (env: GatewayBindings) => gatewayConfig(env).maxAdapterBytes;
 
 /** Refuses an oversized upload while reading it, before multipart parsing buffers it all. */
 export const limitUpload = (): MiddlewareHandler<GatewayEnv> => (c, next) => {

@@ -19,6 +19,7 @@ export async function chatCompletions(c: Context<GatewayEnv>): Promise<Response>
   const { generation, delta } = await routeChat(
     gatewayConfig(c.env),
     { requestId, model: body.model, messages: body.messages, sampling: samplingOf(body), language, delta: wanted },
+    { db: c.env.DB, bucket: c.env.ADAPTERS },
     (p) => c.executionCtx.waitUntil(p),
   );
   c.header("x-lens-delta", delta ? delta.id : "none");

@@ -3,11 +3,10 @@
  * the backend's `PUT /internal/v1/deltas/:id` takes them as multipart (manifest + tensors). Then the
  * generation is opened again, once, on that same backend.
  */
-import { env as workerEnv } from "cloudflare:workers";
 import type { GenerateRequest } from "../../protocol/backend.js";
 import { DELTAS_PATH } from "../../protocol/delta.js";
 import type { LanguageOrUnd } from "../../protocol/languages.js";
-import type { GatewayBindings, GatewayConfig } from "../env.js";
+import type { GatewayConfig } from "../env.js";
 import { adapterByDeltaId } from "./adapters.js";
 import { preferenceOrder } from "./backends/affinity.js";
 import { type OpenGeneration, openGeneration } from "./backends/client.js";
@@ -16,12 +15,6 @@ import { type OpenGeneration, openGeneration } from "./backends/client.js";
 export interface DeltaSource {
   db: D1Database;
   bucket: R2Bucket;
-}
-
-/** The worker's own bindings, for callers that do not pass a source. */
-export function defaultDeltaSource(): DeltaSource | null {
-  const e = workerEnv as Partial<GatewayBindings> | undefined;
-  return e?.DB && e.ADAPTERS ? { db: e.DB, bucket: e.ADAPTERS } : null;
 }
 
 // Concurrent requests that miss the same delta on the same backend share one upload.
@@ -63,19 +56,17 @@ async function upload(config: GatewayConfig, source: DeltaSource, backend: strin
 /**
  * After a `delta_not_loaded` refusal: sends the delta to the backend that refused (the first live
  * one in the language's order; one that could not be reached was marked down) and retries there
- * once. null when anything fails, so that the caller serves the base model. Without a given source
- * the worker's own bindings are used.
+ * once. null when anything fails, so that the caller serves the base model.
  */
 export async function retryWithDelta(
   config: GatewayConfig,
-  given: DeltaSource | undefined,
+  source: DeltaSource,
   request: GenerateRequest,
   backends: readonly string[],
   language: LanguageOrUnd,
 ): Promise<OpenGeneration | null> {
   const target = preferenceOrder(backends, language)[0];
-  const source = given ?? defaultDeltaSource();
-  if (!source || !request.delta || target === undefined) return null;
+  if (!request.delta || target === undefined) return null;
   if (!(await pushDelta(config, source, target, request.delta.id))) return null;
   try {
     return await openGeneration(config, request, [target]);

@@ -27,8 +27,8 @@ export interface RoutedChat {
 export async function routeChat(
   config: GatewayConfig,
   input: RouteInput,
+  deltas: DeltaSource,
   waitUntil?: (p: Promise<unknown>) => void,
-  deltas?: DeltaSource,
 ): Promise<RoutedChat> {
   if (config.backendUrls.length === 0) throw noBackend("No backends are configured (BACKEND_URLS is empty).");
   const { catalog, backends } = await backendsFor(config, input.model, waitUntil);
