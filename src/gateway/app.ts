@@ -5,6 +5,7 @@ import { deleteAdapterHandler, getAdapterHandler, limitUpload, listAdaptersHandl
 import { createApiKey, listApiKeys, revokeApiKey } from "./handlers/admin-keys.js";
 import { listLanguagesHandler, rollbackLanguageHandler, setLanguageHandler } from "./handlers/admin-languages.js";
 import { chatCompletions } from "./handlers/chat-completions.js";
+import { feedbackHandler } from "./handlers/feedback.js";
 import { listModels } from "./handlers/models.js";
 import { requireKey } from "./middleware/auth.js";
 import { limitBody } from "./middleware/body-limit.js";
@@ -19,6 +20,7 @@ export function createApp(): Hono<GatewayEnv> {
   app.use("/v1/*", requireKey("client"));
   app.post("/v1/chat/completions", limitBody(), chatCompletions);
   app.get("/v1/models", listModels);
+  app.post("/v1/feedback", limitBody(), feedbackHandler);
 
   app.use("/admin/*", requireKey("admin"));
   app.post("/admin/keys", limitBody(), createApiKey);

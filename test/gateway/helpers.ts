@@ -1,5 +1,5 @@
 /** Drives the gateway inside workerd with per-test bindings, and the official openai client on top. */
-import { createExecutionContext } from "cloudflare:test";
+import { createExecutionContext, waitOnExecutionContext } from "cloudflare:test";
 import { env } from "cloudflare:workers";
 import OpenAI from "openai";
 import { inject } from "vitest";
@@ -20,6 +20,32 @@ export function gatewayFetch(overrides: Overrides = {}) {
     const request = new Request(input, init);
     return worker.fetch(request, bindings, createExecutionContext());
   };
+}
+
+/** Like gatewayFetch, keeping each request's context: `settle()` waits for their waitUntil work. */
+export function trackedGatewayFetch(overrides: Overrides = {}) {
+  const bindings = { ...env, BACKEND_URLS: backends["echo"], ...overrides } as GatewayBindings;
+  const contexts: ExecutionContext[] = [];
+  const fetch = async (input: RequestInfo | URL, init?: RequestInit): Promise<Response> => {
+    const ctx = createExecutionContext();
+    contexts.push(ctx);
+    return worker.fetch(new Request(input, init), bindings, ctx);
+  };
+  const settle = async () => {
+    for (const ctx of contexts) await waitOnExecutionContext(ctx);
+  };
+  return { fetch, settle };
+}
+
+/** POST /v1/chat/completions through a tracked fetch. */
+export async function postChatTracked(key: string, body: unknown, overrides: Overrides = {}, headers: Record<string, string> = {}) {
+  const { fetch, settle } = trackedGatewayFetch(overrides);
+  const res = await fetch("http://gateway.test/v1/chat/completions", {
+    method: "POST",
+    headers: { authorization: `Bearer ${key}`, "content-type": "application/json", ...headers },
+    body: typeof body === "string" ? body : JSON.stringify(body),
+  });
+  return { res, settle };
 }
 
 export async function newKey(scope: "client" | "admin" = "client"): Promise<string> {

@@ -1,36 +1,57 @@
 import type { Context } from "hono";
 import { ChatCompletionRequest } from "../../protocol/openai.js";
 import { type GatewayEnv, gatewayConfig } from "../env.js";
+import { toGatewayError } from "../errors.js";
 import { chooseLanguage, parseLensMode } from "../language/choose.js";
 import { parseJsonBody, validate } from "../openai/parse-request.js";
 import { collectCompletion, streamCompletion } from "../openai/responses.js";
 import { samplingOf } from "../openai/sampling.js";
 import { activeDelta } from "../services/language-deltas.js";
+import { RequestRecorder } from "../services/request-records.js";
 import { routeChat } from "../services/routing.js";
 
 export async function chatCompletions(c: Context<GatewayEnv>): Promise<Response> {
+  const requestId = c.get("requestId");
+  const waitUntil = (p: Promise<unknown>) => c.executionCtx.waitUntil(p);
+  const record = new RequestRecorder(c.env.DB, waitUntil, requestId, c.get("keyId"));
+  try {
+    return await answer(c, record, waitUntil);
+  } catch (err) {
+    record.fail(toGatewayError(err).status);
+    throw err;
+  }
+}
+
+async function answer(c: Context<GatewayEnv>, record: RequestRecorder, waitUntil: (p: Promise<unknown>) => void): Promise<Response> {
   const body = validate(ChatCompletionRequest, parseJsonBody(await c.req.text()));
+  record.model = body.model;
+  record.stream = body.stream === true;
   const mode = parseLensMode(c.req.header("x-lens-mode"));
   const { language } = chooseLanguage(body.messages, c.req.header("x-lens-language"));
+  record.language = language;
   c.header("x-lens-language", language);
   const wanted = mode === "off" || language === "und" ? null : await activeDelta(c.env.DB, language);
 
-  const requestId = c.get("requestId");
+  const requestId = record.id;
   const { generation, delta } = await routeChat(
     gatewayConfig(c.env),
     { requestId, model: body.model, messages: body.messages, sampling: samplingOf(body), language, delta: wanted },
     { db: c.env.DB, bucket: c.env.ADAPTERS },
-    (p) => c.executionCtx.waitUntil(p),
+    waitUntil,
   );
   c.header("x-lens-delta", delta ? delta.id : "none");
+  record.deltaId = delta ? delta.id : null;
+  record.model = generation.start.model;
+  record.promptTokens = generation.start.prompt_tokens;
   const meta = {
     id: `chatcmpl-${requestId}`,
     created: Math.floor(Date.now() / 1000),
     model: generation.start.model,
     includeUsage: body.stream_options?.include_usage === true,
   };
-  if (!body.stream) return c.json(await collectCompletion(generation, meta));
+  const onFinish = record.finish.bind(record);
+  if (!body.stream) return c.json(await collectCompletion(generation, meta, (s) => onFinish(s)));
   c.header("content-type", "text/event-stream; charset=utf-8");
   c.header("cache-control", "no-cache");
-  return c.body(streamCompletion(generation, meta));
+  return c.body(streamCompletion(generation, meta, (s) => onFinish(s)));
 }

@@ -6,6 +6,10 @@
 import type { ChatCompletion, ChatCompletionUsage } from "../../protocol/openai.js";
 import { BackendProtocolError, BackendReportedError, midStreamError } from "../services/backends/errors.js";
 import type { OpenGeneration } from "../services/backends/client.js";
+import type { CompletionSummary } from "../services/request-records.js";
+
+/** Called once when the answer is finished (ended, failed, or the client went away). */
+export type OnFinish = (summary: CompletionSummary) => void;
 
 export interface CompletionMeta {
   id: string;
@@ -18,14 +22,18 @@ function usageOf(u: { prompt_tokens: number; completion_tokens: number }): ChatC
   return { prompt_tokens: u.prompt_tokens, completion_tokens: u.completion_tokens, total_tokens: u.prompt_tokens + u.completion_tokens };
 }
 
-export async function collectCompletion(gen: OpenGeneration, meta: CompletionMeta): Promise<ChatCompletion> {
+export async function collectCompletion(gen: OpenGeneration, meta: CompletionMeta, onFinish: OnFinish = () => {}): Promise<ChatCompletion> {
   const parts: string[] = [];
+  let firstContentAt: number | null = null;
   try {
     for (;;) {
       const frame = await gen.frames.next();
       if (frame === null) throw new BackendProtocolError("the stream ended before its end frame");
-      if (frame.type === "text") parts.push(frame.text);
-      else if (frame.type === "end") {
+      if (frame.type === "text") {
+        if (firstContentAt === null && frame.text !== "") firstContentAt = Date.now();
+        parts.push(frame.text);
+      } else if (frame.type === "end") {
+        onFinish({ finishReason: frame.finish_reason, text: parts.join(""), completionTokens: frame.usage.completion_tokens, firstContentAt });
         return {
           id: meta.id,
           object: "chat.completion",
@@ -45,19 +53,25 @@ export async function collectCompletion(gen: OpenGeneration, meta: CompletionMet
     }
   } catch (err) {
     gen.frames.cancel();
-    throw midStreamError(err);
+    const e = midStreamError(err);
+    onFinish({ finishReason: "error", text: parts.join(""), completionTokens: null, firstContentAt, status: e.status });
+    throw e;
   }
 }
 
 const encoder = new TextEncoder();
 
-export function streamCompletion(gen: OpenGeneration, meta: CompletionMeta): ReadableStream<Uint8Array> {
+export function streamCompletion(gen: OpenGeneration, meta: CompletionMeta, onFinish: OnFinish = () => {}): ReadableStream<Uint8Array> {
   // Every chunk shares this prefix; building it once keeps the per-token cost to one string concat.
   const prefix = `data: {"id":${JSON.stringify(meta.id)},"object":"chat.completion.chunk","created":${meta.created},"model":${JSON.stringify(meta.model)},"system_fingerprint":null,"choices":[`;
   const usageNull = meta.includeUsage ? `,"usage":null` : "";
   const chunk = (delta: string, finish: string) =>
     `${prefix}{"index":0,"delta":${delta},"logprobs":null,"finish_reason":${finish}}]${usageNull}}\n\n`;
   let closed = false;
+  const parts: string[] = [];
+  let firstContentAt: number | null = null;
+  const finish = (finishReason: CompletionSummary["finishReason"], completionTokens: number | null) =>
+    onFinish({ finishReason, text: parts.join(""), completionTokens, firstContentAt });
 
   return new ReadableStream<Uint8Array>({
     start(controller) {
@@ -70,7 +84,11 @@ export function streamCompletion(gen: OpenGeneration, meta: CompletionMeta): Rea
         if (frame === null) throw new BackendProtocolError("the stream ended before its end frame");
         switch (frame.type) {
           case "text":
-            if (frame.text !== "") send(chunk(`{"content":${JSON.stringify(frame.text)}}`, "null"));
+            if (frame.text !== "") {
+              if (firstContentAt === null) firstContentAt = Date.now();
+              parts.push(frame.text);
+              send(chunk(`{"content":${JSON.stringify(frame.text)}}`, "null"));
+            }
             return;
           case "start":
             throw new BackendProtocolError("a second start frame");
@@ -84,6 +102,7 @@ export function streamCompletion(gen: OpenGeneration, meta: CompletionMeta): Rea
             send(tail + "data: [DONE]\n\n");
             closed = true;
             controller.close();
+            finish(frame.finish_reason, frame.usage.completion_tokens);
             return;
           }
         }
@@ -92,11 +111,16 @@ export function streamCompletion(gen: OpenGeneration, meta: CompletionMeta): Rea
         closed = true;
         send(`data: ${JSON.stringify(midStreamError(err).body())}\n\n`);
         controller.close();
+        finish("error", null);
       }
     },
     cancel() {
       // The client went away: stop the backend's generation too.
-      if (!closed) gen.frames.cancel("client disconnected");
+      if (!closed) {
+        closed = true;
+        gen.frames.cancel("client disconnected");
+        finish("disconnected", null);
+      }
     },
   });
 }

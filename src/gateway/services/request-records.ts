@@ -1,0 +1,132 @@
+/**
+ * Per-request records: one `requests` row per chat request, written once its answer is finished
+ * (ended, failed, or the client went away), off the response path through `waitUntil`.
+ */
+import { detectLanguage } from "../language/detect.js";
+
+export type RecordFinish = "stop" | "length" | "error" | "disconnected";
+
+/** What a response builder reports when its answer is finished. */
+export interface CompletionSummary {
+  finishReason: RecordFinish;
+  /** The reply text sent (so far). */
+  text: string;
+  completionTokens: number | null;
+  /** Date.now() when the first content was sent; null when none was. */
+  firstContentAt: number | null;
+  /** The HTTP status, when it is not the one the recorder assumes (an error before the body). */
+  status?: number;
+}
+
+export interface RequestRecordRow {
+  id: string;
+  key_id: string;
+  language: string;
+  experiment_id: string | null;
+  arm: string | null;
+  delta_id: string | null;
+  model: string;
+  status: number;
+  ttft_ms: number | null;
+  total_ms: number;
+  prompt_tokens: number | null;
+  completion_tokens: number | null;
+  finish_reason: RecordFinish;
+  reply_language: string | null;
+  language_match: number | null;
+  stream: number;
+  created_at: number;
+  feedback_score: number | null;
+  feedback_at: number | null;
+}
+
+/** Collects what a chat request learns along the way and writes its row exactly once. */
+export class RequestRecorder {
+  language = "und";
+  experimentId: string | null = null;
+  arm: string | null = null;
+  deltaId: string | null = null;
+  model = "";
+  promptTokens: number | null = null;
+  stream = false;
+  private done = false;
+
+  constructor(
+    private readonly db: D1Database,
+    private readonly waitUntil: (p: Promise<unknown>) => void,
+    readonly id: string,
+    readonly keyId: string,
+    readonly startedAt = Date.now(),
+  ) {}
+
+  get finished(): boolean {
+    return this.done;
+  }
+
+  /** Records a finished answer; later calls are ignored. */
+  finish(summary: CompletionSummary, status = 200): void {
+    if (this.done) return;
+    this.done = true;
+    const now = Date.now();
+    const replyLanguage = summary.text.trim() === "" ? null : detectLanguage(summary.text);
+    const row: Omit<RequestRecordRow, "feedback_score" | "feedback_at"> = {
+      id: this.id,
+      key_id: this.keyId,
+      language: this.language,
+      experiment_id: this.experimentId,
+      arm: this.arm,
+      delta_id: this.deltaId,
+      model: this.model,
+      status: summary.status ?? status,
+      ttft_ms: summary.firstContentAt === null ? null : summary.firstContentAt - this.startedAt,
+      total_ms: now - this.startedAt,
+      prompt_tokens: this.promptTokens,
+      completion_tokens: summary.completionTokens,
+      finish_reason: summary.finishReason,
+      reply_language: replyLanguage,
+      language_match: replyLanguage === null || replyLanguage === "und" || this.language === "und" ? null : replyLanguage === this.language ? 1 : 0,
+      stream: this.stream ? 1 : 0,
+      created_at: Math.floor(this.startedAt / 1000),
+    };
+    this.waitUntil(writeRequestRecord(this.db, row));
+  }
+
+  /** Records a request that failed before any answer body (status from the error). */
+  fail(status: number): void {
+    this.finish({ finishReason: "error", text: "", completionTokens: null, firstContentAt: null, status });
+  }
+}
+
+/** Writes one row; a record must never fail a request, so errors are logged only. */
+export async function writeRequestRecord(db: D1Database, r: Omit<RequestRecordRow, "feedback_score" | "feedback_at">): Promise<void> {
+  try {
+    // A caller may reuse its x-request-id: the first answer keeps the row.
+    await db
+      .prepare(
+        `INSERT INTO requests (id, key_id, language, experiment_id, arm, delta_id, model, status, ttft_ms, total_ms,
+           prompt_tokens, completion_tokens, finish_reason, reply_language, language_match, stream, created_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)
+         ON CONFLICT(id) DO NOTHING`,
+      )
+      .bind(
+        r.id, r.key_id, r.language, r.experiment_id, r.arm, r.delta_id, r.model, r.status, r.ttft_ms, r.total_ms,
+        r.prompt_tokens, r.completion_tokens, r.finish_reason, r.reply_language, r.language_match, r.stream, r.created_at,
+      )
+      .run();
+  } catch (err) {
+    console.error("writing the request record failed", err);
+  }
+}
+
+export async function getRequestRecord(db: D1Database, id: string): Promise<RequestRecordRow | null> {
+  return db.prepare("SELECT * FROM requests WHERE id = ?1").bind(id).first<RequestRecordRow>();
+}
+
+/** Sets (or replaces) the feedback on a request made with `keyId`; false when there is none. */
+export async function attachFeedback(db: D1Database, keyId: string, requestId: string, score: number, now = Date.now()): Promise<boolean> {
+  const res = await db
+    .prepare("UPDATE requests SET feedback_score = ?3, feedback_at = ?4 WHERE id = ?1 AND key_id = ?2")
+    .bind(requestId, keyId, score, Math.floor(now / 1000))
+    .run();
+  return res.meta.changes === 1;
+}
