@@ -2,6 +2,14 @@ import { Hono } from "hono";
 import type { GatewayEnv } from "./env.js";
 import { GatewayError, toGatewayError } from "./errors.js";
 import { deleteAdapterHandler, getAdapterHandler, limitUpload, listAdaptersHandler, uploadAdapterHandler } from "./handlers/admin-adapters.js";
+import {
+  createExperimentHandler,
+  experimentResultsHandler,
+  experimentStateHandler,
+  getExperimentHandler,
+  listExperimentsHandler,
+  promoteExperimentHandler,
+} from "./handlers/admin-experiments.js";
 import { createApiKey, listApiKeys, revokeApiKey } from "./handlers/admin-keys.js";
 import { listLanguagesHandler, rollbackLanguageHandler, setLanguageHandler } from "./handlers/admin-languages.js";
 import { chatCompletions } from "./handlers/chat-completions.js";
@@ -33,6 +41,14 @@ export function createApp(): Hono<GatewayEnv> {
   app.get("/admin/languages", listLanguagesHandler);
   app.put("/admin/languages/:lang", limitBody(), setLanguageHandler);
   app.post("/admin/languages/:lang/rollback", rollbackLanguageHandler);
+  app.post("/admin/experiments", limitBody(), createExperimentHandler);
+  app.get("/admin/experiments", listExperimentsHandler);
+  app.get("/admin/experiments/:id", getExperimentHandler);
+  app.get("/admin/experiments/:id/results", experimentResultsHandler);
+  app.post("/admin/experiments/:id/pause", experimentStateHandler("pause"));
+  app.post("/admin/experiments/:id/resume", experimentStateHandler("resume"));
+  app.post("/admin/experiments/:id/stop", experimentStateHandler("stop"));
+  app.post("/admin/experiments/:id/promote", limitBody(), promoteExperimentHandler);
 
   app.notFound((c) => {
     const err = new GatewayError(404, "invalid_request_error", `Unknown request URL: ${c.req.method} ${new URL(c.req.url).pathname}.`, "unknown_url");

@@ -1,0 +1,104 @@
+/** Statistics for experiment results: pure functions over numbers. */
+
+/** 97.5th percentile of the standard normal: a 95% two-sided interval is ±Z95 standard errors. */
+export const Z95 = 1.959963984540054;
+
+export function mean(values: readonly number[]): number | null {
+  if (values.length === 0) return null;
+  return values.reduce((s, v) => s + v, 0) / values.length;
+}
+
+/** Nearest-rank percentile (p in (0, 100]): the smallest value with at least p% of values at or below it. */
+export function percentile(values: readonly number[], p: number): number | null {
+  if (values.length === 0) return null;
+  const sorted = [...values].sort((a, b) => a - b);
+  const rank = Math.max(1, Math.ceil((p / 100) * sorted.length));
+  return sorted[rank - 1]!;
+}
+
+/** The standard normal CDF (Abramowitz & Stegun 7.1.26 erf; absolute error under 1.5e-7). */
+export function normalCdf(z: number): number {
+  const x = Math.abs(z) / Math.SQRT2;
+  const t = 1 / (1 + 0.3275911 * x);
+  const erf = 1 - ((((1.061405429 * t - 1.453152027) * t + 1.421413741) * t - 0.284496736) * t + 0.254829592) * t * Math.exp(-x * x);
+  return z >= 0 ? 0.5 * (1 + erf) : 0.5 * (1 - erf);
+}
+
+export interface ProportionDiff {
+  /** p1 - p2 */
+  diff: number;
+  /** 95% confidence interval of the difference (unpooled normal approximation). */
+  ci95: [number, number];
+  /** Two-sided p-value of the two-proportion z-test (pooled standard error); null when undefined. */
+  p_value: number | null;
+  z: number | null;
+}
+
+/** Compares x1/n1 with x2/n2; null when either sample is empty. */
+export function compareProportions(x1: number, n1: number, x2: number, n2: number): ProportionDiff | null {
+  if (n1 <= 0 || n2 <= 0) return null;
+  const p1 = x1 / n1;
+  const p2 = x2 / n2;
+  const diff = p1 - p2;
+  const se = Math.sqrt((p1 * (1 - p1)) / n1 + (p2 * (1 - p2)) / n2);
+  const pooled = (x1 + x2) / (n1 + n2);
+  const se0 = Math.sqrt(pooled * (1 - pooled) * (1 / n1 + 1 / n2));
+  const z = se0 > 0 ? diff / se0 : null;
+  return {
+    diff,
+    ci95: [diff - Z95 * se, diff + Z95 * se],
+    z,
+    p_value: z === null ? null : 2 * (1 - normalCdf(Math.abs(z))),
+  };
+}
+
+export interface ResultRow {
+  arm: string | null;
+  total_ms: number;
+  language_match: number | null;
+  feedback_score: number | null;
+}
+
+export interface ArmResult {
+  arm: string;
+  requests: number;
+  fidelity: { matched: number; measured: number; rate: number | null };
+  latency: { mean_ms: number | null; p95_ms: number | null };
+  feedback: { count: number; rate: number | null; mean_score: number | null };
+  vs_control: { fidelity: ProportionDiff | null; feedback_rate: ProportionDiff | null } | null;
+}
+
+/** The control arm: the one named "control", else the first. */
+export function controlArm(arms: readonly string[]): string {
+  return arms.includes("control") ? "control" : arms[0]!;
+}
+
+/** Per-arm results over the experiment's request rows, each arm compared with the control. */
+export function summarizeArms(arms: readonly string[], rows: readonly ResultRow[]): ArmResult[] {
+  const control = controlArm(arms);
+  const base = arms.map((arm) => {
+    const mine = rows.filter((r) => r.arm === arm);
+    const measured = mine.filter((r) => r.language_match !== null);
+    const matched = measured.filter((r) => r.language_match === 1).length;
+    const scores = mine.filter((r) => r.feedback_score !== null).map((r) => r.feedback_score!);
+    const times = mine.map((r) => r.total_ms);
+    return {
+      arm,
+      requests: mine.length,
+      fidelity: { matched, measured: measured.length, rate: measured.length ? matched / measured.length : null },
+      latency: { mean_ms: mean(times), p95_ms: percentile(times, 95) },
+      feedback: { count: scores.length, rate: mine.length ? scores.length / mine.length : null, mean_score: mean(scores) },
+    };
+  });
+  const c = base.find((b) => b.arm === control)!;
+  return base.map((b) => ({
+    ...b,
+    vs_control:
+      b.arm === control
+        ? null
+        : {
+            fidelity: compareProportions(b.fidelity.matched, b.fidelity.measured, c.fidelity.matched, c.fidelity.measured),
+            feedback_rate: compareProportions(b.feedback.count, b.requests, c.feedback.count, c.requests),
+          },
+  }));
+}
