@@ -6,8 +6,7 @@ import { chooseLanguage, parseLensMode } from "../language/choose.js";
 import { parseJsonBody, validate } from "../openai/parse-request.js";
 import { collectCompletion, streamCompletion } from "../openai/responses.js";
 import { samplingOf } from "../openai/sampling.js";
-import { assignment } from "../services/experiments.js";
-import { activeDelta } from "../services/language-deltas.js";
+import { chooseDelta } from "../services/delta-choice.js";
 import { RequestRecorder } from "../services/request-records.js";
 import { routeChat } from "../services/routing.js";
 
@@ -31,14 +30,12 @@ async function answer(c: Context<GatewayEnv>, record: RequestRecorder, waitUntil
   const { language } = chooseLanguage(body.messages, c.req.header("x-lens-language"));
   record.language = language;
   c.header("x-lens-language", language);
-  // A running experiment in the language decides the delta (its arm's; null: base model).
-  const assigned = mode === "off" || language === "und" ? null : await assignment(c.env.DB, language, body.user ?? record.keyId);
+  const { delta: wanted, assigned } = await chooseDelta(c.env.DB, language, mode, body.user ?? record.keyId);
   if (assigned) {
     c.header("x-lens-arm", assigned.arm);
     record.experimentId = assigned.experimentId;
     record.arm = assigned.arm;
   }
-  const wanted = mode === "off" || language === "und" ? null : assigned ? assigned.delta : await activeDelta(c.env.DB, language);
 
   const requestId = record.id;
   const { generation, delta } = await routeChat(
