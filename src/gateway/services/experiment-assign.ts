@@ -2,21 +2,7 @@
  * Sticky arm assignment: the same experiment and subject (the request's `user`, else the API key id)
  * always land in the same arm, whatever the retries, fallbacks or isolate. Pure.
  */
-
-/** FNV-1a over the UTF-16 code units, then murmur3's finalizer to spread nearby inputs. */
-export function hash32(text: string): number {
-  let h = 0x811c9dc5;
-  for (let i = 0; i < text.length; i++) {
-    h ^= text.charCodeAt(i);
-    h = Math.imul(h, 0x01000193);
-  }
-  h ^= h >>> 16;
-  h = Math.imul(h, 0x85ebca6b);
-  h ^= h >>> 13;
-  h = Math.imul(h, 0xc2b2ae35);
-  h ^= h >>> 16;
-  return h >>> 0;
-}
+import { hash32 } from "./hash.js";
 
 /** A point in [0, totalWeight) for this experiment and subject. */
 export function assignmentPoint(experimentId: string, subject: string, totalWeight: number): number {
