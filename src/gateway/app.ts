@@ -11,6 +11,7 @@ import {
   promoteExperimentHandler,
 } from "./handlers/admin-experiments.js";
 import { createApiKey, listApiKeys, revokeApiKey } from "./handlers/admin-keys.js";
+import { cancelLensJobHandler, getLensJobHandler, registerLensJobHandler, submitLensJobHandler } from "./handlers/admin-lens-jobs.js";
 import { listLanguagesHandler, rollbackLanguageHandler, setLanguageHandler } from "./handlers/admin-languages.js";
 import { chatCompletions } from "./handlers/chat-completions.js";
 import { feedbackHandler } from "./handlers/feedback.js";
@@ -49,6 +50,10 @@ export function createApp(): Hono<GatewayEnv> {
   app.post("/admin/experiments/:id/resume", experimentStateHandler("resume"));
   app.post("/admin/experiments/:id/stop", experimentStateHandler("stop"));
   app.post("/admin/experiments/:id/promote", limitBody(), promoteExperimentHandler);
+  app.post("/admin/lens/jobs", limitBody(), submitLensJobHandler);
+  app.get("/admin/lens/jobs/:id", getLensJobHandler);
+  app.delete("/admin/lens/jobs/:id", cancelLensJobHandler);
+  app.post("/admin/lens/jobs/:id/register", registerLensJobHandler);
 
   app.notFound((c) => {
     const err = new GatewayError(404, "invalid_request_error", `Unknown request URL: ${c.req.method} ${new URL(c.req.url).pathname}.`, "unknown_url");

@@ -6,10 +6,11 @@
  * reports); with `strictDeltas` it holds only uploaded deltas. Each instance has one behaviour, so a
  * test or benchmark can put a healthy, a hanging or a dying backend behind the gateway.
  */
+import { createHash, randomBytes } from "node:crypto";
 import type { AddressInfo } from "node:net";
 import type { IncomingMessage, ServerResponse } from "node:http";
 import { serve } from "@hono/node-server";
-import { Hono } from "hono";
+import { type Context, Hono } from "hono";
 import {
   type BackendErrorBody,
   GENERATE_PATH,
@@ -21,8 +22,9 @@ import {
   encodeFrame,
 } from "../../src/protocol/backend.js";
 import { DELTAS_PATH, type DeltaErrorBody, type DeltaManifest, validateDelta } from "../../src/protocol/delta.js";
+import { JOB_ID_PATTERN, LENS_PATH, type LensJobRecord, LensJobRequest } from "../../src/protocol/lens-jobs.js";
 import { type LoggedRequest, TEST_MODEL, echoReply, echoTokens } from "./echo.js";
-import { TEST_FINGERPRINT } from "./make-delta.js";
+import { TEST_FINGERPRINT, makeDelta } from "./make-delta.js";
 
 /** The model shape every stand-in reports on its health route (what uploaded deltas must match). */
 export const TEST_MODEL_SHAPE = { fingerprint: TEST_FINGERPRINT, hidden_size: 8, num_layers: 4 } as const;
@@ -57,6 +59,83 @@ export interface TestBackend {
 
 export { type LoggedRequest, TEST_MODEL, echoReply, echoTokens };
 
+/**
+ * Minimal Lens job routes: every job "succeeds" at once; train and subspace jobs leave a small delta
+ * (made with makeDelta for TEST_MODEL_SHAPE, id = the job id), probe and eval jobs only a result.
+ */
+function mountLensJobs(app: Hono<any>, model: string): void {
+  const jobs = new Map<string, { record: LensJobRecord; tensors?: Uint8Array; manifest?: string }>();
+  const fail = (c: Context, code: string, message: string, status: 400 | 404 | 409) => c.json({ error: { code, message } }, status);
+  let seed = 100;
+  app.post(`${LENS_PATH}/jobs`, async (c) => {
+    const parsed = LensJobRequest.safeParse(await c.req.json().catch(() => null));
+    if (!parsed.success) return fail(c, "invalid_request", parsed.error.issues[0]?.message ?? "invalid", 400);
+    const req = parsed.data;
+    const id = `job-${Date.now().toString(36)}-${randomBytes(4).toString("hex")}`;
+    const now = new Date().toISOString();
+    const record: LensJobRecord = {
+      id,
+      kind: req.kind,
+      state: "succeeded",
+      request: JSON.parse(JSON.stringify(req)) as LensJobRecord["request"],
+      created_at: now,
+      started_at: now,
+      finished_at: now,
+      progress: { stage: "done", done: 1, total: 1 },
+      error: null,
+      artifact: null,
+      result: { stand_in: true },
+    };
+    const entry: { record: LensJobRecord; tensors?: Uint8Array; manifest?: string } = { record };
+    if (req.kind === "train" || req.kind === "subspace") {
+      const d = makeDelta({
+        hiddenSize: TEST_MODEL_SHAPE.hidden_size,
+        layers: [1, 2],
+        rank: 2,
+        id,
+        language: req.language,
+        kind: req.kind === "train" ? "adapter" : "subspace",
+        seed: seed++,
+      });
+      d.manifest.base_model.id = model;
+      entry.tensors = d.bytes;
+      entry.manifest = JSON.stringify(d.manifest);
+      record.artifact = {
+        kind: "delta",
+        id,
+        tensors: `${id}.safetensors`,
+        manifest: `${id}.json`,
+        bytes: d.bytes.byteLength,
+        sha256: createHash("sha256").update(d.bytes).digest("hex"),
+      };
+    }
+    jobs.set(id, entry);
+    return c.json({ id, state: record.state }, 202);
+  });
+  const lookup = (c: Context) => {
+    const id = c.req.param("id") ?? "";
+    if (!JOB_ID_PATTERN.test(id)) return { error: fail(c, "invalid_request", `invalid job id ${JSON.stringify(id)}`, 400) };
+    const job = jobs.get(id);
+    return job ? { job } : { error: fail(c, "not_found", `no job ${id}`, 404) };
+  };
+  app.get(`${LENS_PATH}/jobs/:id`, (c) => {
+    const found = lookup(c);
+    return found.job ? c.json(found.job.record) : found.error;
+  });
+  app.delete(`${LENS_PATH}/jobs/:id`, (c) => {
+    const found = lookup(c);
+    return found.job ? fail(c, "conflict", `job ${found.job.record.id} has already finished`, 409) : found.error;
+  });
+  app.get(`${LENS_PATH}/jobs/:id/artifact`, (c) => {
+    const found = lookup(c);
+    if (!found.job) return found.error;
+    if (!found.job.tensors || !found.job.manifest) return fail(c, "not_found", "this job left no delta", 404);
+    return c.req.query("part") === "manifest"
+      ? c.body(found.job.manifest, 200, { "content-type": "application/json" })
+      : c.body(new Uint8Array(found.job.tensors), 200, { "content-type": "application/octet-stream" });
+  });
+}
+
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 export async function startTestBackend(behaviour: Behaviour, options: TestBackendOptions = {}): Promise<TestBackend> {
@@ -87,6 +166,7 @@ export async function startTestBackend(behaviour: Behaviour, options: TestBacken
   });
   app.get(DELTAS_PATH, (c) => c.json({ deltas: [...held.values()] }));
   app.get(MODELS_PATH, (c) => c.json({ models: models.map((id) => ({ id, created: 1_700_000_000, owned_by: "lens-test" })) }));
+  mountLensJobs(app, models[0] ?? TEST_MODEL);
   app.get("/__log", (c) => c.json(log));
   app.post("/__reset", (c) => {
     log.length = 0;
