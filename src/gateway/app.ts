@@ -10,6 +10,7 @@ import {
   listExperimentsHandler,
   promoteExperimentHandler,
 } from "./handlers/admin-experiments.js";
+import { adminPageHandler } from "./handlers/admin-page.js";
 import { createApiKey, listApiKeys, revokeApiKey } from "./handlers/admin-keys.js";
 import { cancelLensJobHandler, getLensJobHandler, registerLensJobHandler, submitLensJobHandler } from "./handlers/admin-lens-jobs.js";
 import { listLanguagesHandler, rollbackLanguageHandler, setLanguageHandler } from "./handlers/admin-languages.js";
@@ -31,6 +32,8 @@ export function createApp(): Hono<GatewayEnv> {
   app.get("/v1/models", listModels);
   app.post("/v1/feedback", limitBody(), feedbackHandler);
 
+  // The page itself is static and holds no data; it calls the admin API below with the key.
+  app.get("/admin", adminPageHandler);
   app.use("/admin/*", requireKey("admin"));
   app.post("/admin/keys", limitBody(), createApiKey);
   app.get("/admin/keys", listApiKeys);
