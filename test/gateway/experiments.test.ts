@@ -158,6 +158,12 @@ describe("experiments through the admin API and chat", () => {
     expect(((await (await admin_("POST", `/admin/experiments/${otherId}/stop`)).json()) as Experiment).state).toBe("stopped");
     expect((await admin_("POST", `/admin/experiments/${otherId}/stop`)).status).toBe(409);
     expect(((await (await admin_("POST", `/admin/experiments/${experiment.id}/resume`)).json()) as Experiment).state).toBe("running");
+
+    // An adapter that is an arm of an experiment not yet stopped cannot be deleted.
+    const refused = await admin_("DELETE", `/admin/adapters/${swAdapter}`);
+    expect(refused.status).toBe(409);
+    expect(await errorCode(refused)).toBe("adapter_in_experiment");
+    expect((await admin_("GET", `/admin/adapters/${swAdapter}`)).status).toBe(200);
   });
 
   const swText = "Habari yako rafiki, unaweza kunisaidia kuandika barua kwa mwalimu wangu leo?";

@@ -204,6 +204,10 @@ function deltaIdTaken(deltaId: string, adapterId: string): GatewayError {
 }
 
 /** Deletes an adapter that no language has active; its blobs go when no other row needs them. */
+/** An experiment not yet stopped with an arm on adapter ?1 (arms are JSON: [{ delta: adapter id, ... }]). */
+const USED_BY_EXPERIMENT =
+  "e.state != 'stopped' AND EXISTS (SELECT 1 FROM json_each(e.arms) a WHERE json_extract(a.value, '$.delta') = ?1)";
+
 export async function deleteAdapter(db: D1Database, bucket: R2Bucket, id: string): Promise<AdapterRow> {
   const adapter = await getAdapter(db, id);
   if (!adapter) throw notFound(`No adapter with id '${id}'.`, "adapter_not_found");
@@ -215,9 +219,16 @@ export async function deleteAdapter(db: D1Database, bucket: R2Bucket, id: string
     const langs = active.results.map((r) => r.language).join(", ");
     throw new GatewayError(409, "invalid_request_error", `Adapter ${id} is active for ${langs}; activate another adapter (or none) first.`, "adapter_active");
   }
+  const inExperiment = await db.prepare(`SELECT e.id FROM experiments e WHERE ${USED_BY_EXPERIMENT} LIMIT 1`).bind(adapter.id).first<{ id: string }>();
+  if (inExperiment) {
+    throw new GatewayError(409, "invalid_request_error", `Adapter ${id} is an arm of experiment ${inExperiment.id}; stop the experiment first.`, "adapter_in_experiment");
+  }
   // The guard is in the statement itself, so an activation racing this delete cannot be orphaned.
   const res = await db
-    .prepare("DELETE FROM adapters WHERE id = ?1 AND NOT EXISTS (SELECT 1 FROM language_deltas WHERE delta_id = ?2 OR adapter_id = ?1)")
+    .prepare(
+      "DELETE FROM adapters WHERE id = ?1 AND NOT EXISTS (SELECT 1 FROM language_deltas WHERE delta_id = ?2 OR adapter_id = ?1)" +
+        ` AND NOT EXISTS (SELECT 1 FROM experiments e WHERE ${USED_BY_EXPERIMENT})`,
+    )
     .bind(adapter.id, adapter.delta_id)
     .run();
   if (res.meta.changes !== 1) {
