@@ -33,7 +33,8 @@ export async function collectCompletion(gen: OpenGeneration, meta: CompletionMet
         if (firstContentAt === null && frame.text !== "") firstContentAt = Date.now();
         parts.push(frame.text);
       } else if (frame.type === "end") {
-        onFinish({ finishReason: frame.finish_reason, text: parts.join(""), completionTokens: frame.usage.completion_tokens, firstContentAt });
+        const content = parts.join("");
+        onFinish({ finishReason: frame.finish_reason, text: content, completionTokens: frame.usage.completion_tokens, firstContentAt });
         return {
           id: meta.id,
           object: "chat.completion",
@@ -41,7 +42,7 @@ export async function collectCompletion(gen: OpenGeneration, meta: CompletionMet
           model: meta.model,
           system_fingerprint: null,
           choices: [
-            { index: 0, message: { role: "assistant", content: parts.join(""), refusal: null }, logprobs: null, finish_reason: frame.finish_reason },
+            { index: 0, message: { role: "assistant", content, refusal: null }, logprobs: null, finish_reason: frame.finish_reason },
           ],
           usage: usageOf(frame.usage),
         };
