@@ -3,7 +3,7 @@
  * registration, and a `wrangler dev` gateway process that is ready when this resolves.
  */
 import { type ChildProcess, spawn, spawnSync } from "node:child_process";
-import { createHash } from "node:crypto";
+import { createHash, randomBytes } from "node:crypto";
 import { createServer } from "node:net";
 import { fileURLToPath } from "node:url";
 
@@ -20,6 +20,11 @@ export function wrangler(args: string[], persistTo?: string): string {
 
 export function applyMigrations(persistTo?: string): void {
   wrangler(["d1", "migrations", "apply", "DB", "--local"], persistTo);
+}
+
+/** The backends' shared secret for a local stack: LENS_BACKEND_SECRET when set, else a fresh random one. */
+export function backendSecret(): string {
+  return process.env["LENS_BACKEND_SECRET"] || randomBytes(24).toString("hex");
 }
 
 export const sha256 = (text: string) => createHash("sha256").update(text).digest("hex");

@@ -2,10 +2,11 @@
  * `npm start`: the whole local stack. Applies the D1 migrations to the local database, registers
  * LENS_API_KEY / LENS_ADMIN_KEY (hashed) as the only keys, starts a backend on BACKEND_PORT unless
  * BACKEND_URLS points elsewhere, starts the gateway under `wrangler dev`, and prints a curl to try.
+ * Both sides share LENS_BACKEND_SECRET (a random one per run when unset; set it for external backends).
  */
 import { type ChildProcess, spawn } from "node:child_process";
-import { ROOT, applyMigrations, registerKeys, startGateway, waitForHttp } from "./local-stack.js";
-import { HEALTH_PATH, MODELS_PATH, ModelsResponse } from "../src/protocol/backend.js";
+import { ROOT, applyMigrations, backendSecret, registerKeys, startGateway, waitForHttp } from "./local-stack.js";
+import { LIVE_PATH, MODELS_PATH, ModelsResponse, backendAuthorization } from "../src/protocol/backend.js";
 
 function port(name: string, fallback: number): number {
   const raw = process.env[name];
@@ -21,6 +22,8 @@ const clientKey = process.env["LENS_API_KEY"] || "lens-local-client-key";
 const adminKey = process.env["LENS_ADMIN_KEY"] || "lens-local-admin-key";
 const externalBackends = process.env["BACKEND_URLS"];
 const backendUrls = externalBackends || `http://127.0.0.1:${backendPort}`;
+// The gateway sends it on every internal call; a local backend gets the same one.
+const secret = backendSecret();
 
 const stoppers: Array<() => Promise<void>> = [];
 let stopping = false;
@@ -37,7 +40,7 @@ process.on("SIGTERM", () => void shutdown(0));
 function spawnBackend(entry: string): ChildProcess {
   const child = spawn(process.execPath, ["--import", "tsx", entry], {
     cwd: ROOT,
-    env: { ...process.env, BACKEND_PORT: String(backendPort) },
+    env: { ...process.env, BACKEND_PORT: String(backendPort), LENS_BACKEND_SECRET: secret },
     stdio: "inherit",
   });
   stoppers.push(
@@ -59,14 +62,14 @@ function spawnBackend(entry: string): ChildProcess {
 
 async function startLocalBackend(): Promise<string> {
   const child = spawnBackend("src/gpu-backend/server.ts");
-  await waitForHttp(`${backendUrls}${HEALTH_PATH}`, child, 300_000);
+  await waitForHttp(`${backendUrls}${LIVE_PATH}`, child, 300_000);
   return `the backend on port ${backendPort}, model ${process.env["LENS_MODEL_DIR"] || "models/lens-tiny-chat"}`;
 }
 
 async function firstModel(): Promise<string> {
   try {
     const first = backendUrls.split(",")[0]?.trim().replace(/\/+$/, "");
-    const res = await fetch(`${first}${MODELS_PATH}`);
+    const res = await fetch(`${first}${MODELS_PATH}`, { headers: { authorization: backendAuthorization(secret) } });
     const parsed = ModelsResponse.safeParse(await res.json());
     if (parsed.success && parsed.data.models[0]) return parsed.data.models[0].id;
   } catch {
@@ -81,7 +84,7 @@ async function main(): Promise<void> {
   registerKeys({ client: clientKey, admin: adminKey });
   const backendKind = externalBackends ? `backends at ${externalBackends}` : await startLocalBackend();
 
-  const gateway = await startGateway({ port: gatewayPort, vars: { BACKEND_URLS: backendUrls }, quiet: true });
+  const gateway = await startGateway({ port: gatewayPort, vars: { BACKEND_URLS: backendUrls, BACKEND_SECRET: secret }, quiet: true });
   stoppers.push(gateway.stop);
   gateway.child.once("exit", (code) => {
     if (!stopping) {

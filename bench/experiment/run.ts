@@ -10,9 +10,9 @@ import { type ChildProcess, spawn } from "node:child_process";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { HEALTH_PATH } from "../../src/protocol/backend.js";
+import { LIVE_PATH } from "../../src/protocol/backend.js";
 import { splitPrompts } from "../../src/gpu-backend/lens/jobs-prompts.js";
-import { ROOT, applyMigrations, freePort, registerKeys, startGateway, waitForHttp } from "../../scripts/local-stack.js";
+import { ROOT, applyMigrations, backendSecret, freePort, registerKeys, startGateway, waitForHttp } from "../../scripts/local-stack.js";
 
 const LANGUAGE = "fr";
 const REQUESTS = Number(process.env["EXPERIMENT_REQUESTS"] ?? 300);
@@ -23,17 +23,18 @@ async function main(): Promise<void> {
   const state = mkdtempSync(join(tmpdir(), "lens-experiment-"));
   const backendPort = await freePort();
   const backendUrl = `http://127.0.0.1:${backendPort}`;
+  const secret = backendSecret();
   const backend: ChildProcess = spawn(process.execPath, ["--import", "tsx", "src/gpu-backend/server.ts"], {
     cwd: ROOT,
-    env: { ...process.env, BACKEND_PORT: String(backendPort), LENS_JOBS_DIR: join(state, "jobs") },
+    env: { ...process.env, BACKEND_PORT: String(backendPort), LENS_JOBS_DIR: join(state, "jobs"), LENS_BACKEND_SECRET: secret },
     stdio: ["ignore", "ignore", "inherit"],
   });
   let stopGateway: (() => Promise<void>) | undefined;
   try {
-    await waitForHttp(`${backendUrl}${HEALTH_PATH}`, backend, 120_000);
+    await waitForHttp(`${backendUrl}${LIVE_PATH}`, backend, 120_000);
     applyMigrations(state);
     registerKeys({ client: CLIENT, admin: ADMIN }, state);
-    const gateway = await startGateway({ port: await freePort(), vars: { BACKEND_URLS: backendUrl }, persistTo: state, quiet: true });
+    const gateway = await startGateway({ port: await freePort(), vars: { BACKEND_URLS: backendUrl, BACKEND_SECRET: secret }, persistTo: state, quiet: true });
     stopGateway = gateway.stop;
     const admin = async (method: string, path: string, body?: unknown) => {
       const res = await fetch(`${gateway.url}${path}`, {

@@ -1,4 +1,6 @@
 /** Bindings the gateway gets from wrangler.toml (vars, D1, R2) and the config derived from them. */
+import { backendAuthorization } from "../protocol/backend.js";
+
 export interface GatewayBindings {
   DB: D1Database;
   ADAPTERS: R2Bucket;
@@ -7,6 +9,8 @@ export interface GatewayBindings {
   BACKEND_IDLE_TIMEOUT_MS?: string;
   MAX_BODY_BYTES?: string;
   MAX_ADAPTER_BYTES?: string;
+  /** The backends' shared secret (a Workers secret in production: `wrangler secret put BACKEND_SECRET`). */
+  BACKEND_SECRET?: string;
 }
 
 export interface GatewayConfig {
@@ -18,6 +22,8 @@ export interface GatewayConfig {
   maxBodyBytes: number;
   /** Largest adapter (safetensors) file an upload may carry. */
   maxAdapterBytes: number;
+  /** Headers every call to a backend carries: the shared secret, when one is configured. */
+  backendHeaders: Readonly<Record<string, string>>;
 }
 
 export interface GatewayVariables {
@@ -53,6 +59,7 @@ export function gatewayConfig(env: GatewayBindings): GatewayConfig {
       backendIdleTimeoutMs: positiveInt(env.BACKEND_IDLE_TIMEOUT_MS, 30_000, "BACKEND_IDLE_TIMEOUT_MS"),
       maxBodyBytes: positiveInt(env.MAX_BODY_BYTES, 1_048_576, "MAX_BODY_BYTES"),
       maxAdapterBytes: positiveInt(env.MAX_ADAPTER_BYTES, 64 * 1024 * 1024, "MAX_ADAPTER_BYTES"),
+      backendHeaders: env.BACKEND_SECRET ? { authorization: backendAuthorization(env.BACKEND_SECRET) } : {},
     };
     configCache.set(env, config);
   }

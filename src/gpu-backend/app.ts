@@ -10,6 +10,7 @@ import {
   type GenerateFrame,
   GenerateRequest,
   HEALTH_PATH,
+  LIVE_PATH,
   MODELS_PATH,
   NDJSON_CONTENT_TYPE,
   encodeFrame,
@@ -20,14 +21,28 @@ import { toRowDelta } from "./deltas/row-delta.js";
 import { QueueFullError, type RowDelta } from "./generation/engine.js";
 import type { LoadedModel } from "./load.js";
 import { Metrics } from "./metrics.js";
+import { requireSharedSecret } from "./shared-secret.js";
+
+export interface BackendAppOptions {
+  metrics?: Metrics;
+  /**
+   * The secret the gateway sends (`LENS_BACKEND_SECRET`). The server process refuses to start
+   * without one; only in-process tests leave it out.
+   */
+  secret?: string;
+}
 
 function errorBody(code: BackendErrorCode, message: string): BackendErrorBody {
   return { error: { code, message } };
 }
 
-export function createBackendApp(model: LoadedModel, metrics = new Metrics()) {
+export function createBackendApp(model: LoadedModel, options: BackendAppOptions = {}) {
   const app = new Hono();
+  const metrics = options.metrics ?? new Metrics();
   const { info, engine, tokenizer, deltas } = model;
+  // First, so that it guards every route registered after it too (Lens jobs are mounted later).
+  if (options.secret !== undefined) app.use("*", requireSharedSecret(options.secret));
+  app.get(LIVE_PATH, (c) => c.json({ ok: true }));
   app.route(DELTAS_PATH, deltaRoutes(deltas));
 
   app.get(HEALTH_PATH, (c) =>

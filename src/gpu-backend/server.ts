@@ -1,11 +1,13 @@
 /**
  * The GPU backend as a process: `node --import tsx src/gpu-backend/server.ts`.
  *   BACKEND_PORT (8788), LENS_MODEL_DIR (models/lens-tiny-chat), LENS_EXECUTION_PROVIDER (cpu|cuda),
- *   LENS_MAX_BATCH (32), LENS_MAX_QUEUE (256), LENS_JOBS_DIR (.lens/jobs: Lens job records and artifacts)
+ *   LENS_MAX_BATCH (32), LENS_MAX_QUEUE (256), LENS_JOBS_DIR (.lens/jobs: Lens job records and artifacts),
+ *   LENS_BACKEND_SECRET (required, >= 16 characters: the bearer token the gateway sends as BACKEND_SECRET)
  */
 import { fileURLToPath } from "node:url";
 import { serve } from "@hono/node-server";
 import { createBackendApp } from "./app.js";
+import { MIN_SECRET_LENGTH } from "./shared-secret.js";
 import { mountLensRoutes } from "./lens/routes.js";
 import { type ExecutionProvider, loadModel } from "./load.js";
 
@@ -24,12 +26,19 @@ const modelDir = process.env["LENS_MODEL_DIR"] || DEFAULT_MODEL_DIR;
 const ep = (process.env["LENS_EXECUTION_PROVIDER"] || "cpu") as ExecutionProvider;
 if (ep !== "cpu" && ep !== "cuda") throw new Error(`LENS_EXECUTION_PROVIDER must be cpu or cuda, got '${ep}'`);
 
+// Checked before the model loads, so that a misconfigured deployment fails in milliseconds.
+const secret = process.env["LENS_BACKEND_SECRET"] ?? "";
+if (secret.length < MIN_SECRET_LENGTH) {
+  console.error(`lens backend: set LENS_BACKEND_SECRET (at least ${MIN_SECRET_LENGTH} characters) to the secret the gateway sends as BACKEND_SECRET; the internal API refuses every caller without it.`);
+  process.exit(2);
+}
+
 const model = await loadModel(modelDir, {
   executionProvider: ep,
   maxBatch: intEnv("LENS_MAX_BATCH", 32),
   maxQueue: intEnv("LENS_MAX_QUEUE", 256),
 });
-const app = createBackendApp(model);
+const app = createBackendApp(model, { secret });
 // Lens probe / train / eval jobs at /internal/v1/lens; their records survive a restart.
 const lensJobs = mountLensRoutes(app, model, {});
 const server = serve({ fetch: app.fetch, port, hostname: process.env["BACKEND_HOST"] || "127.0.0.1" }, (addr) => {

@@ -15,6 +15,16 @@ export const GENERATE_PATH = "/internal/v1/generate";
 export const MODELS_PATH = "/internal/v1/models";
 export const HEALTH_PATH = "/internal/v1/health";
 export const NDJSON_CONTENT_TYPE = "application/x-ndjson";
+/** Unauthenticated liveness probe: says only that the process answers. Every other route needs the secret. */
+export const LIVE_PATH = "/livez";
+
+/**
+ * Every call to the internal API carries the deployment's shared secret as a bearer token; a backend
+ * answers 401 `unauthorized` without it. The value is never logged or echoed by either side.
+ */
+export function backendAuthorization(secret: string): string {
+  return `Bearer ${secret}`;
+}
 
 export const BackendMessage = z.object({
   role: z.enum(["system", "user", "assistant"]),
@@ -68,6 +78,8 @@ export const BackendErrorCode = z.enum([
   "delta_not_loaded",
   "overloaded",
   "cancelled",
+  /** The caller did not present the shared secret. */
+  "unauthorized",
   "internal",
 ]);
 export type BackendErrorCode = z.infer<typeof BackendErrorCode>;

@@ -5,6 +5,8 @@ import { createKey } from "../../src/gateway/services/api-keys.js";
 import { blobKey, manifestKey } from "../../src/gateway/services/adapters.js";
 import { makeDelta, rawSafetensors, type MadeDelta } from "../support/make-delta.js";
 import { type Overrides, TEST_MODEL, backendLog, backends, gatewayFetch, newKey, postChat } from "./helpers.js";
+import { backendAuthorization } from "../../src/protocol/backend.js";
+import { TEST_BACKEND_SECRET } from "../support/echo.js";
 
 let admin: string;
 let adminId: string;
@@ -259,7 +261,7 @@ describe("a backend without the active delta", () => {
   }
 
   async function held(): Promise<DeltaManifest[]> {
-    return ((await (await fetch(`${backends["strict"]}/internal/v1/deltas`)).json()) as { deltas: DeltaManifest[] }).deltas;
+    return ((await (await fetch(`${backends["strict"]}/internal/v1/deltas`, { headers: { authorization: backendAuthorization(TEST_BACKEND_SECRET) } })).json()) as { deltas: DeltaManifest[] }).deltas;
   }
 
   it("gets it from R2, and the retried request carries it", async () => {

@@ -7,8 +7,11 @@ import { beforeAll, describe, expect, it } from "vitest";
 import { forgetActiveDeltas } from "../../src/gateway/services/language-deltas.js";
 import { makeDelta } from "../support/make-delta.js";
 import { backends, newKey, openai, postChat, sseData } from "./helpers.js";
+import { backendAuthorization } from "../../src/protocol/backend.js";
+import { TEST_BACKEND_SECRET } from "../support/echo.js";
 
 const real = backends["real"];
+const BACKEND_AUTH = { authorization: backendAuthorization(TEST_BACKEND_SECRET) };
 const MODEL = "lens-tiny-chat";
 
 describe.skipIf(!real)("end to end on the embedded model (skipped: models/lens-tiny-chat absent)", () => {
@@ -21,6 +24,19 @@ describe.skipIf(!real)("end to end on the embedded model (skipped: models/lens-t
     const list = await openai(key, { BACKEND_URLS: real }).models.list();
     expect(list.data.map((m) => m.id)).toEqual([MODEL]);
   });
+
+  for (const [what, secret] of [["a wrong BACKEND_SECRET", "not-the-backends-secret-xyz"], ["no BACKEND_SECRET", undefined]] as const) {
+    it(`with ${what} the real backend refuses the gateway, and the client gets a 502 naming the setting, never the secret`, async () => {
+      const res = await postChat(key, { model: MODEL, max_tokens: 4, messages: [{ role: "user", content: "hello" }] }, { BACKEND_URLS: real, BACKEND_SECRET: secret });
+      expect(res.status).toBe(502);
+      const text = await res.text();
+      const body = JSON.parse(text) as { error: { message: string; type: string } };
+      expect(body.error.type).toBe("server_error");
+      expect(body.error.message).toContain("BACKEND_SECRET");
+      expect(text).not.toContain(TEST_BACKEND_SECRET);
+      if (secret) expect(text).not.toContain(secret);
+    });
+  }
 
   it("answers non-streaming, greedy and reproducible", async () => {
     const client = openai(key, { BACKEND_URLS: real });
@@ -72,13 +88,13 @@ describe.skipIf(!real)("end to end with a delta on one language (skipped: models
   const DELTA_ID = "sw-e2e-strong";
   beforeAll(async () => {
     key = await newKey("client");
-    const health = (await (await fetch(`${real}/internal/v1/health`)).json()) as { fingerprint: string; hidden_size: number; num_layers: number };
+    const health = (await (await fetch(`${real}/internal/v1/health`, { headers: BACKEND_AUTH })).json()) as { fingerprint: string; hidden_size: number; num_layers: number };
     const layers = Array.from({ length: health.num_layers }, (_, i) => i);
     const made = makeDelta({ hiddenSize: health.hidden_size, layers, rank: 8, fingerprint: health.fingerprint, id: DELTA_ID, language: "sw", seed: 77, scale: 2 });
     const form = new FormData();
     form.set("manifest", JSON.stringify(made.manifest));
     form.set("tensors", new Blob([made.bytes]), "delta.safetensors");
-    const put = await fetch(`${real}/internal/v1/deltas/${DELTA_ID}`, { method: "PUT", body: form });
+    const put = await fetch(`${real}/internal/v1/deltas/${DELTA_ID}`, { method: "PUT", body: form, headers: BACKEND_AUTH });
     expect(put.status).toBe(201);
     await env.DB.prepare("INSERT INTO language_deltas (language, delta_id, scale, updated_at) VALUES ('sw', ?1, 1, 0)").bind(DELTA_ID).run();
     // Earlier tests in this isolate cached "no delta for sw"; a change made here is seen at once.

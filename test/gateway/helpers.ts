@@ -3,7 +3,7 @@ import { createExecutionContext, waitOnExecutionContext } from "cloudflare:test"
 import { env } from "cloudflare:workers";
 import OpenAI from "openai";
 import { inject } from "vitest";
-import type { LoggedRequest } from "../support/echo.js";
+import { type LoggedRequest, TEST_BACKEND_SECRET } from "../support/echo.js";
 import type { GatewayBindings } from "../../src/gateway/env.js";
 import { createKey } from "../../src/gateway/services/api-keys.js";
 import worker from "../../src/gateway/index.js";
@@ -15,7 +15,7 @@ export type Overrides = Partial<Omit<GatewayBindings, "DB" | "ADAPTERS">>;
 
 /** A fetch that hands requests to the gateway with the given variables over the real D1/R2 bindings. */
 export function gatewayFetch(overrides: Overrides = {}) {
-  const bindings = { ...env, BACKEND_URLS: backends["echo"], ...overrides } as GatewayBindings;
+  const bindings = { ...env, BACKEND_URLS: backends["echo"], BACKEND_SECRET: TEST_BACKEND_SECRET, ...overrides } as GatewayBindings;
   return async (input: RequestInfo | URL, init?: RequestInit): Promise<Response> => {
     const request = new Request(input, init);
     return worker.fetch(request, bindings, createExecutionContext());
@@ -24,7 +24,7 @@ export function gatewayFetch(overrides: Overrides = {}) {
 
 /** Like gatewayFetch, keeping each request's context: `settle()` waits for their waitUntil work. */
 export function trackedGatewayFetch(overrides: Overrides = {}) {
-  const bindings = { ...env, BACKEND_URLS: backends["echo"], ...overrides } as GatewayBindings;
+  const bindings = { ...env, BACKEND_URLS: backends["echo"], BACKEND_SECRET: TEST_BACKEND_SECRET, ...overrides } as GatewayBindings;
   const contexts: ExecutionContext[] = [];
   const fetch = async (input: RequestInfo | URL, init?: RequestInit): Promise<Response> => {
     const ctx = createExecutionContext();

@@ -1,3 +1,4 @@
+import { TEST_BACKEND_SECRET } from "../support/echo.js";
 import { env } from "cloudflare:workers";
 import { beforeAll, describe, expect, it } from "vitest";
 import { TEST_MODEL, backendLog, newKey, postChat } from "./helpers.js";
@@ -67,7 +68,7 @@ describe("when the delta registry cannot be read", () => {
         headers: { authorization: `Bearer ${key}`, "content-type": "application/json", "x-lens-language": "de" },
         body: JSON.stringify({ model: TEST_MODEL, messages: [{ role: "user", content: "Guten Morgen, wie geht es dir heute?" }] }),
       }),
-      { ...env, DB: brokenDb, BACKEND_URLS: backends["echo"] },
+      { ...env, DB: brokenDb, BACKEND_URLS: backends["echo"], BACKEND_SECRET: TEST_BACKEND_SECRET },
       createExecutionContext(),
     );
     expect(res.status).toBe(200);

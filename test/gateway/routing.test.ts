@@ -4,7 +4,8 @@ import { GatewayError } from "../../src/gateway/errors.js";
 import { preferenceOrder } from "../../src/gateway/services/backends/affinity.js";
 import { openGeneration } from "../../src/gateway/services/backends/client.js";
 import { LANGUAGES } from "../../src/protocol/languages.js";
-import { echoReply } from "../support/echo.js";
+import { backendAuthorization } from "../../src/protocol/backend.js";
+import { TEST_BACKEND_SECRET, echoReply } from "../support/echo.js";
 import { TEST_MODEL, backendLog, backends, newKey, openai, postChat, sseData } from "./helpers.js";
 
 let key: string;
@@ -81,6 +82,7 @@ async function gatewayModels(overrides: Record<string, string>) {
 
 const config = (over: Partial<GatewayConfig> = {}): GatewayConfig => ({
   backendUrls: [],
+  backendHeaders: { authorization: backendAuthorization(TEST_BACKEND_SECRET) },
   backendTimeoutMs: 2_000,
   backendIdleTimeoutMs: 2_000,
   maxBodyBytes: 1_000_000,

@@ -9,7 +9,7 @@ import { fileURLToPath } from "node:url";
 import { serve } from "@hono/node-server";
 import { createBackendApp } from "../../src/gpu-backend/app.js";
 import { loadModel } from "../../src/gpu-backend/load.js";
-import { type Behaviour, type TestBackend, startTestBackend } from "./test-backend.js";
+import { type Behaviour, TEST_BACKEND_SECRET, type TestBackend, startTestBackend } from "./test-backend.js";
 
 const EMBEDDED_MODEL = fileURLToPath(new URL("../../models/lens-tiny-chat", import.meta.url));
 
@@ -18,7 +18,7 @@ async function startRealBackend(): Promise<TestBackend | null> {
   if (!existsSync(`${EMBEDDED_MODEL}/genai_config.json`)) return null;
   const model = await loadModel(EMBEDDED_MODEL, { executionProvider: "cpu", maxBatch: 8, maxQueue: 64 });
   const server = await new Promise<ReturnType<typeof serve>>((resolve) => {
-    const s = serve({ fetch: createBackendApp(model).fetch, port: 0, hostname: "127.0.0.1" }, () => resolve(s));
+    const s = serve({ fetch: createBackendApp(model, { secret: TEST_BACKEND_SECRET }).fetch, port: 0, hostname: "127.0.0.1" }, () => resolve(s));
   });
   const { port } = server.address() as AddressInfo;
   return {
@@ -43,17 +43,17 @@ export default async function setup(project: TestProject) {
   const started: TestBackend[] = [];
   const urls: Record<string, string> = {};
   for (const behaviour of BEHAVIOURS) {
-    const backend = await startTestBackend(behaviour);
+    const backend = await startTestBackend(behaviour, { secret: TEST_BACKEND_SECRET });
     started.push(backend);
     urls[behaviour] = backend.url;
   }
   // A second and third healthy backend for affinity and failover, one serving an extra model.
-  const echoB = await startTestBackend("echo");
-  const echoC = await startTestBackend("echo", { models: ["lens-test-echo", "lens-test-other"] });
+  const echoB = await startTestBackend("echo", { secret: TEST_BACKEND_SECRET });
+  const echoC = await startTestBackend("echo", { models: ["lens-test-echo", "lens-test-other"], secret: TEST_BACKEND_SECRET });
   // A slow one, to watch a stream while it runs and to see a client's disconnect reach the backend.
-  const slow = await startTestBackend("echo", { tokenDelayMs: 100 });
+  const slow = await startTestBackend("echo", { tokenDelayMs: 100, secret: TEST_BACKEND_SECRET });
   // One that holds only the deltas the gateway uploads to it (PUT /internal/v1/deltas/:id).
-  const strict = await startTestBackend("echo", { strictDeltas: true });
+  const strict = await startTestBackend("echo", { strictDeltas: true, secret: TEST_BACKEND_SECRET });
   started.push(echoB, echoC, slow, strict);
   urls["strict"] = strict.url;
   urls["slow"] = slow.url;

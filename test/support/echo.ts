@@ -1,5 +1,7 @@
 /** What the stand-in backend replies and logs; pure, so tests in workerd can import it too. */
 export const TEST_MODEL = "lens-test-echo";
+/** The shared secret the test backends require and the gateway under test sends. */
+export const TEST_BACKEND_SECRET = "test-backend-secret-0123456789";
 
 /** The reply the echo backend gives before truncation. */
 export function echoReply(lastUser: string): string {

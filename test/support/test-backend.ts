@@ -12,6 +12,7 @@ import type { IncomingMessage, ServerResponse } from "node:http";
 import { serve } from "@hono/node-server";
 import { type Context, Hono } from "hono";
 import {
+  backendAuthorization,
   type BackendErrorBody,
   GENERATE_PATH,
   type GenerateFrame,
@@ -23,7 +24,7 @@ import {
 } from "../../src/protocol/backend.js";
 import { DELTAS_PATH, type DeltaErrorBody, type DeltaManifest, validateDelta } from "../../src/protocol/delta.js";
 import { JOB_ID_PATTERN, LENS_PATH, type LensJobRecord, LensJobRequest } from "../../src/protocol/lens-jobs.js";
-import { type LoggedRequest, TEST_MODEL, echoReply, echoTokens } from "./echo.js";
+import { type LoggedRequest, TEST_BACKEND_SECRET, TEST_MODEL, echoReply, echoTokens } from "./echo.js";
 import { TEST_FINGERPRINT, makeDelta } from "./make-delta.js";
 
 /** The model shape every stand-in reports on its health route (what uploaded deltas must match). */
@@ -48,6 +49,8 @@ export interface TestBackendOptions {
   port?: number;
   /** Hold only deltas uploaded with PUT; any other delta id is refused with delta_not_loaded. */
   strictDeltas?: boolean;
+  /** Require this bearer token on the internal API, as a real backend does (not on /__log, /__reset). */
+  secret?: string;
 }
 
 
@@ -57,7 +60,7 @@ export interface TestBackend {
   close(): Promise<void>;
 }
 
-export { type LoggedRequest, TEST_MODEL, echoReply, echoTokens };
+export { type LoggedRequest, TEST_BACKEND_SECRET, TEST_MODEL, echoReply, echoTokens };
 
 /**
  * Minimal Lens job routes: every job "succeeds" at once; train and subspace jobs leave a small delta
@@ -144,6 +147,13 @@ export async function startTestBackend(behaviour: Behaviour, options: TestBacken
   const hanging = new Set<() => void>();
   const app = new Hono<{ Bindings: { incoming: IncomingMessage; outgoing: ServerResponse } }>();
 
+  if (options.secret !== undefined) {
+    const expected = backendAuthorization(options.secret);
+    app.use("/internal/*", async (c, next) => {
+      if (c.req.header("authorization") !== expected) return c.json({ error: { code: "unauthorized", message: "no secret" } }, 401);
+      return next();
+    });
+  }
   const held = new Map<string, DeltaManifest>();
   app.get(HEALTH_PATH, (c) => c.json({ ok: true, model: models[0], ...TEST_MODEL_SHAPE }));
   app.put(`${DELTAS_PATH}/:id`, async (c) => {

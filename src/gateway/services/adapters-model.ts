@@ -28,9 +28,9 @@ export interface ModelShape {
 
 const cache = new Map<string, { shape: ModelShape; until: number }>();
 
-async function askHealth(url: string, timeoutMs: number): Promise<ModelShape | null> {
+async function askHealth(config: GatewayConfig, url: string, timeoutMs: number): Promise<ModelShape | null> {
   try {
-    const res = await fetch(url + HEALTH_PATH, { signal: AbortSignal.timeout(timeoutMs) });
+    const res = await fetch(url + HEALTH_PATH, { headers: config.backendHeaders, signal: AbortSignal.timeout(timeoutMs) });
     if (!res.ok) {
       await res.body?.cancel();
       return null;
@@ -53,7 +53,7 @@ export async function modelShape(config: GatewayConfig, model: string, now = Dat
     const key = `${url}\n${model}`;
     const hit = cache.get(key);
     if (hit && hit.until > now) return hit.shape;
-    const shape = await askHealth(url, timeout);
+    const shape = await askHealth(config, url, timeout);
     // A backend describing another model says nothing about this one.
     if (shape && shape.model === model) {
       cache.set(key, { shape, until: now + HEALTH_CACHE_MS });

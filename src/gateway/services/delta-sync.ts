@@ -46,6 +46,7 @@ async function upload(config: GatewayConfig, source: DeltaSource, backend: strin
   form.set("tensors", new File([await blob.arrayBuffer()], `${deltaId}.safetensors`, { type: "application/octet-stream" }));
   const res = await fetch(`${backend}${DELTAS_PATH}/${encodeURIComponent(deltaId)}`, {
     method: "PUT",
+    headers: config.backendHeaders,
     body: form,
     signal: AbortSignal.timeout(config.backendTimeoutMs),
   });

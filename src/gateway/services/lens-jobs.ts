@@ -55,7 +55,7 @@ export function checkJobId(id: string): string {
 async function backendCall(config: GatewayConfig, url: string, init: RequestInit = {}): Promise<Response> {
   let res: Response;
   try {
-    res = await fetch(url, { ...init, signal: AbortSignal.timeout(config.backendTimeoutMs) });
+    res = await fetch(url, { ...init, headers: { ...config.backendHeaders, ...(init.headers as Record<string, string> | undefined) }, signal: AbortSignal.timeout(config.backendTimeoutMs) });
   } catch (err) {
     if (err instanceof Error && (err.name === "TimeoutError" || err.name === "AbortError")) throw backendTimeout();
     throw backendFailure("The backend holding this Lens job could not be reached.");

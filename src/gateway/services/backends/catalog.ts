@@ -4,6 +4,7 @@
  */
 import { type BackendModel, MODELS_PATH, ModelsResponse } from "../../../protocol/backend.js";
 import type { GatewayConfig } from "../../env.js";
+import { backendFailure } from "../../errors.js";
 import { markDown, markUp } from "./health.js";
 
 export interface Catalog {
@@ -11,6 +12,8 @@ export interface Catalog {
   models: BackendModel[];
   /** Backends serving each model id, in configuration order. */
   backendsByModel: Map<string, string[]>;
+  /** Backends that refused the gateway's shared secret (401): a configuration error worth naming. */
+  refusedCredentials: string[];
 }
 
 const FRESH_MS = 10_000;
@@ -27,10 +30,18 @@ interface Entry {
 }
 const entries = new Map<string, Entry>();
 
-async function fetchModels(url: string, timeoutMs: number): Promise<BackendModel[] | null> {
+async function fetchModels(url: string, timeoutMs: number, headers: Readonly<Record<string, string>>): Promise<BackendModel[] | "unauthorized" | null> {
   try {
-    const res = await fetch(url + MODELS_PATH, { signal: AbortSignal.timeout(timeoutMs) });
-    if (!res.ok) return null;
+    const res = await fetch(url + MODELS_PATH, { headers, signal: AbortSignal.timeout(timeoutMs) });
+    if (res.status === 401) {
+      await res.body?.cancel();
+      console.error(`backend ${url} refused the gateway's BACKEND_SECRET`);
+      return "unauthorized";
+    }
+    if (!res.ok) {
+      await res.body?.cancel();
+      return null;
+    }
     const parsed = ModelsResponse.safeParse(await res.json());
     if (!parsed.success) return null;
     markUp(url);
@@ -43,11 +54,16 @@ async function fetchModels(url: string, timeoutMs: number): Promise<BackendModel
 
 async function build(config: GatewayConfig): Promise<Catalog> {
   const timeout = Math.min(config.backendTimeoutMs, CATALOG_TIMEOUT_MS);
-  const answers = await Promise.all(config.backendUrls.map((url) => fetchModels(url, timeout)));
+  const answers = await Promise.all(config.backendUrls.map((url) => fetchModels(url, timeout, config.backendHeaders)));
   const models = new Map<string, BackendModel>();
   const backendsByModel = new Map<string, string[]>();
+  const refusedCredentials: string[] = [];
   answers.forEach((list, i) => {
     const url = config.backendUrls[i] as string;
+    if (list === "unauthorized") {
+      refusedCredentials.push(url);
+      return;
+    }
     for (const model of list ?? []) {
       if (!models.has(model.id)) models.set(model.id, model);
       const urls = backendsByModel.get(model.id) ?? [];
@@ -55,7 +71,7 @@ async function build(config: GatewayConfig): Promise<Catalog> {
       backendsByModel.set(model.id, urls);
     }
   });
-  return { fetchedAt: Date.now(), models: [...models.values()], backendsByModel };
+  return { fetchedAt: Date.now(), models: [...models.values()], backendsByModel, refusedCredentials };
 }
 
 function refresh(config: GatewayConfig, entry: Entry): Promise<Catalog> {
@@ -71,7 +87,8 @@ function refresh(config: GatewayConfig, entry: Entry): Promise<Catalog> {
 }
 
 function entryFor(config: GatewayConfig): Entry {
-  const key = config.backendUrls.join(",");
+  // The credentials are part of the key: the same backends answer differently to another secret.
+  const key = `${config.backendUrls.join(",")}\n${config.backendHeaders["authorization"] ?? ""}`;
   let entry = entries.get(key);
   if (!entry) {
     entry = {};
@@ -106,6 +123,10 @@ export async function backendsFor(config: GatewayConfig, model: string, waitUnti
   if (!backends && Date.now() - catalog.fetchedAt > FORCED_REFRESH_MS) {
     catalog = await refresh(config, entryFor(config));
     backends = catalog.backendsByModel.get(model);
+  }
+  if (!backends && catalog.refusedCredentials.length > 0) {
+    // Saying "no such model" here would send the operator looking in the wrong place.
+    throw backendFailure(`${catalog.refusedCredentials.length} of ${config.backendUrls.length} backends refused the gateway's credentials: BACKEND_SECRET must equal the backends' LENS_BACKEND_SECRET.`);
   }
   return { catalog, backends: backends ?? [] };
 }

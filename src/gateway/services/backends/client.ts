@@ -56,7 +56,7 @@ async function tryBackend(config: GatewayConfig, url: string, request: GenerateR
   try {
     response = await fetch(url + GENERATE_PATH, {
       method: "POST",
-      headers: { "content-type": "application/json", "x-request-id": request.request_id },
+      headers: { ...config.backendHeaders, "content-type": "application/json", "x-request-id": request.request_id },
       body: JSON.stringify(request),
       signal: controller.signal,
     });
@@ -112,6 +112,9 @@ export function fromBackendError(error: BackendError, retryAfter: string | null 
         { "retry-after": retryAfter && /^\d{1,4}$/.test(retryAfter) ? retryAfter : "1" });
     case "delta_not_loaded":
       return new GatewayError(502, "server_error", error.message, "delta_not_loaded");
+    case "unauthorized":
+      // The operator's configuration, not the client's fault; the secret itself is never echoed.
+      return backendFailure("The backend refused the gateway's credentials: BACKEND_SECRET must equal the backends' LENS_BACKEND_SECRET.");
     case "cancelled":
     case "internal":
       return backendFailure(`The backend failed: ${error.message}`);
