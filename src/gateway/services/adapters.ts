@@ -163,8 +163,14 @@ export async function uploadAdapter(config: GatewayConfig, db: D1Database, bucke
     created_at: Math.floor(Date.now() / 1000),
     created_by: input.createdBy,
   };
-  await bucket.put(manifestKey(sha256), manifestText, { httpMetadata: { contentType: "application/json" } });
-  await bucket.put(row.r2_key, input.bytes, { sha256, httpMetadata: { contentType: "application/octet-stream" } });
+  try {
+    await bucket.put(manifestKey(sha256), manifestText, { httpMetadata: { contentType: "application/json" } });
+    await bucket.put(row.r2_key, input.bytes, { sha256, httpMetadata: { contentType: "application/octet-stream" } });
+  } catch (err) {
+    // A put that failed after the first succeeded would leave an orphan object: remove what was written.
+    await dropBlobsIfUnused(db, bucket, sha256).catch(() => {});
+    throw err;
+  }
 
   let inserted: boolean;
   try {
