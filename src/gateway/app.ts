@@ -11,7 +11,7 @@ import {
   promoteExperimentHandler,
 } from "./handlers/admin-experiments.js";
 import { adminPageHandler } from "./handlers/admin-page.js";
-import { createApiKey, listApiKeys, revokeApiKey } from "./handlers/admin-keys.js";
+import { createApiKey, listApiKeys, revokeApiKey, updateApiKey } from "./handlers/admin-keys.js";
 import { cancelLensJobHandler, getLensJobHandler, registerLensJobHandler, submitLensJobHandler } from "./handlers/admin-lens-jobs.js";
 import { listLanguagesHandler, rollbackLanguageHandler, setLanguageHandler } from "./handlers/admin-languages.js";
 import { chatCompletions } from "./handlers/chat-completions.js";
@@ -37,6 +37,7 @@ export function createApp(): Hono<GatewayEnv> {
   app.use("/admin/*", requireKey("admin"));
   app.post("/admin/keys", limitBody(), createApiKey);
   app.get("/admin/keys", listApiKeys);
+  app.patch("/admin/keys/:id", limitBody(), updateApiKey);
   app.delete("/admin/keys/:id", revokeApiKey);
   app.post("/admin/adapters", limitUpload(), uploadAdapterHandler);
   app.get("/admin/adapters", listAdaptersHandler);

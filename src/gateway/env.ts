@@ -1,5 +1,7 @@
 /** Bindings the gateway gets from wrangler.toml (vars, D1, R2) and the config derived from them. */
 import { backendAuthorization } from "../protocol/backend.js";
+import type { StoredKeyLimits } from "./services/api-keys.js";
+import type { KeyRateLimiter } from "./services/rate-limit/limiter-object.js";
 
 export interface GatewayBindings {
   DB: D1Database;
@@ -11,6 +13,11 @@ export interface GatewayBindings {
   MAX_ADAPTER_BYTES?: string;
   /** The backends' shared secret (a Workers secret in production: `wrangler secret put BACKEND_SECRET`). */
   BACKEND_SECRET?: string;
+  /** Default per-key limits for client keys without their own (unset or 0: none). */
+  RATE_LIMIT_RPM?: string;
+  RATE_LIMIT_TPM?: string;
+  /** One Durable Object per key counts its requests and tokens (wrangler.toml). */
+  RATE_LIMITER?: DurableObjectNamespace<KeyRateLimiter>;
 }
 
 export interface GatewayConfig {
@@ -24,14 +31,26 @@ export interface GatewayConfig {
   maxAdapterBytes: number;
   /** Headers every call to a backend carries: the shared secret, when one is configured. */
   backendHeaders: Readonly<Record<string, string>>;
+  /** Default chat limits per client key; null: none. */
+  defaultRequestsPerMinute: number | null;
+  defaultTokensPerMinute: number | null;
 }
 
 export interface GatewayVariables {
   requestId: string;
   keyId: string;
+  /** The key's own rate limits as stored (NULL: the deployment default). */
+  keyLimits: StoredKeyLimits;
 }
 
 export type GatewayEnv = { Bindings: GatewayBindings; Variables: GatewayVariables };
+
+function optionalLimit(value: string | undefined, name: string): number | null {
+  if (value === undefined || value.trim() === "") return null;
+  const n = Number(value);
+  if (!Number.isInteger(n) || n < 0) throw new Error(`${name} must be a whole number >= 0, got '${value}'`);
+  return n === 0 ? null : n;
+}
 
 function positiveInt(value: string | undefined, fallback: number, name: string): number {
   if (value === undefined || value.trim() === "") return fallback;
@@ -60,6 +79,8 @@ export function gatewayConfig(env: GatewayBindings): GatewayConfig {
       maxBodyBytes: positiveInt(env.MAX_BODY_BYTES, 1_048_576, "MAX_BODY_BYTES"),
       maxAdapterBytes: positiveInt(env.MAX_ADAPTER_BYTES, 64 * 1024 * 1024, "MAX_ADAPTER_BYTES"),
       backendHeaders: env.BACKEND_SECRET ? { authorization: backendAuthorization(env.BACKEND_SECRET) } : {},
+      defaultRequestsPerMinute: optionalLimit(env.RATE_LIMIT_RPM, "RATE_LIMIT_RPM"),
+      defaultTokensPerMinute: optionalLimit(env.RATE_LIMIT_TPM, "RATE_LIMIT_TPM"),
     };
     configCache.set(env, config);
   }

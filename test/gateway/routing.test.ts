@@ -83,6 +83,8 @@ async function gatewayModels(overrides: Record<string, string>) {
 const config = (over: Partial<GatewayConfig> = {}): GatewayConfig => ({
   backendUrls: [],
   backendHeaders: { authorization: backendAuthorization(TEST_BACKEND_SECRET) },
+  defaultRequestsPerMinute: null,
+  defaultTokensPerMinute: null,
   backendTimeoutMs: 2_000,
   backendIdleTimeoutMs: 2_000,
   maxBodyBytes: 1_000_000,

@@ -7,6 +7,7 @@ import { parseJsonBody, validate } from "../openai/parse-request.js";
 import { collectCompletion, streamCompletion } from "../openai/responses.js";
 import { samplingOf } from "../openai/sampling.js";
 import { chooseDelta } from "../services/delta-choice.js";
+import { admitChat, effectiveLimits } from "../services/rate-limit/admission.js";
 import { RequestRecorder } from "../services/request-records.js";
 import { routeChat } from "../services/routing.js";
 
@@ -23,6 +24,10 @@ export async function chatCompletions(c: Context<GatewayEnv>): Promise<Response>
 }
 
 async function answer(c: Context<GatewayEnv>, record: RequestRecorder, waitUntil: (p: Promise<unknown>) => void): Promise<Response> {
+  // Before the body is read: a key over its limit costs no parsing and no backend time.
+  const grant = await admitChat(c.env, record.keyId, effectiveLimits(c.get("keyLimits"), gatewayConfig(c.env)));
+  for (const [name, value] of Object.entries(grant.headers)) c.header(name, value);
+  record.onTokens = grant.spend;
   const body = validate(ChatCompletionRequest, parseJsonBody(await c.req.text()));
   record.model = body.model;
   record.stream = body.stream === true;

@@ -28,5 +28,6 @@ export const requireKey = (scope: KeyScope): MiddlewareHandler<GatewayEnv> => as
     );
   }
   c.set("keyId", found.id);
+  c.set("keyLimits", found.limits);
   await next();
 };

@@ -49,6 +49,8 @@ export class RequestRecorder {
   model = "";
   promptTokens: number | null = null;
   stream = false;
+  /** Told the request's tokens (prompt + completion) once it is finished: the key's rate limit spends them. */
+  onTokens: ((tokens: number) => Promise<void>) | null = null;
   private done = false;
 
   constructor(
@@ -89,6 +91,8 @@ export class RequestRecorder {
       created_at: Math.floor(this.startedAt / 1000),
     };
     this.waitUntil(writeRequestRecord(this.db, row));
+    const tokens = (this.promptTokens ?? 0) + (summary.completionTokens ?? 0);
+    if (this.onTokens && tokens > 0) this.waitUntil(this.onTokens(tokens));
   }
 
   /** Records a request that failed before any answer body (status from the error). */
