@@ -12,7 +12,7 @@ import { createKey } from "../../src/gateway/services/api-keys.js";
 import type { RequestRecordRow } from "../../src/gateway/services/request-records.js";
 import { TEST_MODEL, gatewayFetch, newKey, openai, postChat, postChatTracked } from "./helpers.js";
 
-const chat = { model: TEST_MODEL, messages: [{ role: "user", content: "Tell me about the mountains of Kenya please." }] };
+const chat = { model: TEST_MODEL, messages: [{ role: "user" as const, content: "Tell me about the mountains of Kenya please." }] };
 
 type ErrorBody = { error: { message: string; type: string; param: string | null; code: string | null } };
 
