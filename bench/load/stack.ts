@@ -1,0 +1,176 @@
+/**
+ * The local stack for the load run: two backends on the embedded model, local D1 with migrations
+ * and keys, the gateway under `wrangler dev` routing to both; then adapters uploaded through the
+ * admin API, one language's delta activated and an A/B experiment on another. Every child process
+ * is registered so that `stopAll` (on exit, error or Ctrl-C) ends it.
+ */
+import { type ChildProcess, spawn } from "node:child_process";
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { HEALTH_PATH, LIVE_PATH, backendAuthorization } from "../../src/protocol/backend.js";
+import type { Language } from "../../src/protocol/languages.js";
+import { ROOT, applyMigrations, backendSecret, freePort, registerKeys, startGateway, waitForHttp, wrangler } from "../../scripts/local-stack.js";
+import { makeDelta } from "../../test/support/make-delta.js";
+
+export const CLIENT_KEY = "lens-load-client-key";
+export const ADMIN_KEY = "lens-load-admin-key";
+
+export interface BackendHealth {
+  model: string;
+  fingerprint: string;
+  hidden_size: number;
+  num_layers: number;
+}
+
+export interface Stack {
+  state: string;
+  gatewayUrl: string;
+  backendUrls: string[];
+  health: BackendHealth;
+  maxBatch: number;
+  maxQueue: number;
+  /** Rows of `sql` (a SELECT) from the local D1 the gateway writes to. */
+  query<T>(sql: string): T[];
+}
+
+const children: ChildProcess[] = [];
+let stateDir: string | undefined;
+let stopGateway: (() => Promise<void>) | undefined;
+
+/** Ends every process started here and removes the temporary state; safe to call more than once. */
+export async function stopAll(): Promise<void> {
+  const gw = stopGateway;
+  stopGateway = undefined;
+  await Promise.race([gw?.(), new Promise((r) => setTimeout(r, 5000))]);
+  killAllNow();
+  if (stateDir) rmSync(stateDir, { recursive: true, force: true });
+  stateDir = undefined;
+}
+
+/** Synchronous last resort (process "exit"): SIGKILL whatever is still running. */
+export function killAllNow(): void {
+  for (const child of children) if (child.exitCode === null && child.signalCode === null) child.kill("SIGKILL");
+}
+
+export async function startStack(o: { maxBatch: number; maxQueue: number }): Promise<Stack> {
+  const state = mkdtempSync(join(tmpdir(), "lens-load-"));
+  stateDir = state;
+  const secret = backendSecret();
+  const backendUrls: string[] = [];
+  for (let i = 0; i < 2; i++) {
+    const port = await freePort();
+    const child = spawn(process.execPath, ["--import", "tsx", "src/gpu-backend/server.ts"], {
+      cwd: ROOT,
+      env: {
+        ...process.env,
+        BACKEND_PORT: String(port),
+        LENS_JOBS_DIR: join(state, `jobs-${i}`),
+        LENS_BACKEND_SECRET: secret,
+        LENS_MAX_BATCH: String(o.maxBatch),
+        LENS_MAX_QUEUE: String(o.maxQueue),
+      },
+      stdio: ["ignore", "ignore", "inherit"],
+    });
+    children.push(child);
+    backendUrls.push(`http://127.0.0.1:${port}`);
+  }
+  // Both load at once; waiting on each in turn costs nothing more.
+  for (const [i, url] of backendUrls.entries()) await waitForHttp(`${url}${LIVE_PATH}`, children[i], 180_000);
+
+  applyMigrations(state);
+  registerKeys({ client: CLIENT_KEY, admin: ADMIN_KEY }, state);
+  const gateway = await startGateway({
+    port: await freePort(),
+    vars: { BACKEND_URLS: backendUrls.join(","), BACKEND_SECRET: secret },
+    persistTo: state,
+    quiet: true,
+  });
+  children.push(gateway.child);
+  stopGateway = gateway.stop;
+
+  const res = await fetch(`${backendUrls[0]}${HEALTH_PATH}`, { headers: { authorization: backendAuthorization(secret) } });
+  if (!res.ok) throw new Error(`backend health: ${res.status} ${await res.text()}`);
+  const health = (await res.json()) as BackendHealth;
+
+  return {
+    state,
+    gatewayUrl: gateway.url,
+    backendUrls,
+    health,
+    maxBatch: o.maxBatch,
+    maxQueue: o.maxQueue,
+    query<T>(sql: string): T[] {
+      const out = wrangler(["d1", "execute", "DB", "--local", "--json", "--command", sql], state);
+      const parsed = JSON.parse(out) as { results: T[]; success: boolean }[];
+      if (!parsed[0]?.success) throw new Error(`d1 query failed: ${out.slice(0, 200)}`);
+      return parsed[0].results;
+    },
+  };
+}
+
+async function admin(stack: Stack, method: string, path: string, body?: FormData | object): Promise<Record<string, unknown>> {
+  const headers: Record<string, string> = { authorization: `Bearer ${ADMIN_KEY}` };
+  let payload: FormData | string | undefined;
+  if (body instanceof FormData) payload = body;
+  else if (body !== undefined) {
+    headers["content-type"] = "application/json";
+    payload = JSON.stringify(body);
+  }
+  const res = await fetch(`${stack.gatewayUrl}${path}`, { method, headers, ...(payload === undefined ? {} : { body: payload }) });
+  const json = (await res.json()) as Record<string, unknown>;
+  if (!res.ok) throw new Error(`${method} ${path}: ${res.status} ${JSON.stringify(json)}`);
+  return json;
+}
+
+/** Uploads a synthetic (seeded, small) delta for `language` on the served model; the adapter id. */
+async function uploadAdapter(stack: Stack, language: Language, seed: number): Promise<string> {
+  const { health } = stack;
+  const top = health.num_layers - 1;
+  const d = makeDelta({
+    hiddenSize: health.hidden_size,
+    layers: top > 0 ? [top - 1, top] : [top],
+    rank: 4,
+    fingerprint: health.fingerprint,
+    language,
+    id: `load-${language}-${seed}`,
+    seed,
+    scale: 0.02,
+  });
+  d.manifest.base_model.id = health.model;
+  d.manifest.method = { source: "bench/load synthetic delta", seed };
+  const form = new FormData();
+  form.set("manifest", JSON.stringify(d.manifest));
+  form.set("tensors", new File([d.bytes], "delta.safetensors"));
+  const row = await admin(stack, "POST", "/admin/adapters", form);
+  return row["id"] as string;
+}
+
+export interface Arms {
+  /** Languages whose requests carry an active delta. */
+  active: { language: Language; adapter: string }[];
+  experiment: { id: string; language: Language; arms: string[] };
+}
+
+/**
+ * Adapters for three languages: fr and sw activated, es in an experiment (control: base model,
+ * lens: the es adapter, 50/50 by the request's `user`).
+ */
+export async function setUpArms(stack: Stack): Promise<Arms> {
+  const active: Arms["active"] = [];
+  for (const [language, seed] of [["fr", 11], ["sw", 12]] as const) {
+    const adapter = await uploadAdapter(stack, language, seed);
+    await admin(stack, "PUT", `/admin/languages/${language}`, { adapter, scale: 1 });
+    active.push({ language, adapter });
+  }
+  const es = await uploadAdapter(stack, "es", 13);
+  const ex = await admin(stack, "POST", "/admin/experiments", {
+    name: "load: es base vs synthetic adapter",
+    languages: ["es"],
+    arms: [
+      { name: "control", delta: null, weight: 50 },
+      { name: "lens", delta: es, scale: 1, weight: 50 },
+    ],
+  });
+  return { active, experiment: { id: ex["id"] as string, language: "es", arms: ["control", "lens"] } };
+}
