@@ -66,6 +66,16 @@ async function startLocalBackend(): Promise<string> {
   return `the backend on port ${backendPort}, model ${process.env["LENS_MODEL_DIR"] || "models/lens-tiny-chat"}`;
 }
 
+/** Gateway variables taken from the environment when set. */
+function passThrough(...names: string[]): Record<string, string> {
+  const vars: Record<string, string> = {};
+  for (const name of names) {
+    const value = process.env[name];
+    if (value !== undefined && value !== "") vars[name] = value;
+  }
+  return vars;
+}
+
 async function firstModel(): Promise<string> {
   try {
     const first = backendUrls.split(",")[0]?.trim().replace(/\/+$/, "");
@@ -84,7 +94,7 @@ async function main(): Promise<void> {
   registerKeys({ client: clientKey, admin: adminKey });
   const backendKind = externalBackends ? `backends at ${externalBackends}` : await startLocalBackend();
 
-  const gateway = await startGateway({ port: gatewayPort, vars: { BACKEND_URLS: backendUrls, BACKEND_SECRET: secret }, quiet: true });
+  const gateway = await startGateway({ port: gatewayPort, vars: { BACKEND_URLS: backendUrls, BACKEND_SECRET: secret, ...passThrough("RATE_LIMIT_RPM", "RATE_LIMIT_TPM") }, quiet: true });
   stoppers.push(gateway.stop);
   gateway.child.once("exit", (code) => {
     if (!stopping) {
