@@ -146,6 +146,22 @@ describe("uploading, activating and rolling back an adapter", () => {
     expect(await stored()).toEqual(before);
   });
 
+  it("restores the blobs when the same content is uploaded again after they went missing", async () => {
+    // What a delete racing an upload of the same content can leave: the row without its blobs.
+    const d = delta("es-repair-1", 27);
+    const first = await upload(d);
+    expect(first.status).toBe(201);
+    const sha = await sha256Hex(d.bytes);
+    await env.ADAPTERS.delete([blobKey(sha), manifestKey(sha)]);
+    const again = await upload(d);
+    expect(again.status).toBe(200);
+    const blob = await env.ADAPTERS.get(blobKey(sha));
+    expect(blob).not.toBeNull();
+    expect(new Uint8Array(await blob!.arrayBuffer())).toEqual(d.bytes);
+    const manifest = await env.ADAPTERS.get(manifestKey(sha));
+    expect(((await manifest!.json()) as { id: string }).id).toBe("es-repair-1");
+  });
+
   it("keeps one row and one blob when the same content is uploaded twice at once", async () => {
     const d = delta("es-race-1", 31);
     const sha = await sha256Hex(d.bytes);

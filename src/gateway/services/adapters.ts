@@ -126,6 +126,16 @@ export interface UploadResult {
   created: boolean;
 }
 
+/**
+ * D1 and R2 share no transaction: a delete racing an upload of the same content can remove the
+ * blobs after the upload's row went in. Uploading the same file again repairs that here.
+ */
+async function restoreBlobsIfMissing(bucket: R2Bucket, adapter: AdapterRow, bytes: Uint8Array<ArrayBuffer>): Promise<void> {
+  const [blob, manifest] = await Promise.all([bucket.head(adapter.r2_key), bucket.head(manifestKey(adapter.sha256))]);
+  if (!manifest) await bucket.put(manifestKey(adapter.sha256), JSON.stringify(adapter.manifest), { httpMetadata: { contentType: "application/json" } });
+  if (!blob) await bucket.put(adapter.r2_key, bytes, { sha256: adapter.sha256, httpMetadata: { contentType: "application/octet-stream" } });
+}
+
 /** Validates a delta against the model its manifest names, then stores it once per content. */
 export async function uploadAdapter(config: GatewayConfig, db: D1Database, bucket: R2Bucket, input: UploadInput): Promise<UploadResult> {
   if (input.bytes.byteLength > input.maxBytes) {
@@ -147,7 +157,10 @@ export async function uploadAdapter(config: GatewayConfig, db: D1Database, bucke
 
   const sha256 = await sha256Hex(input.bytes);
   const existing = await adapterBySha(db, sha256);
-  if (existing) return { adapter: existing, created: false };
+  if (existing) {
+    await restoreBlobsIfMissing(bucket, existing, input.bytes);
+    return { adapter: existing, created: false };
+  }
   const sameId = await adapterByDeltaId(db, manifest.id);
   if (sameId) throw deltaIdTaken(manifest.id, sameId.id);
 
