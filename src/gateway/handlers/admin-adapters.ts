@@ -1,7 +1,7 @@
 import type { Context, MiddlewareHandler } from "hono";
-import { bodyLimit } from "hono/body-limit";
 import { type GatewayBindings, type GatewayEnv, gatewayConfig } from "../env.js";
 import { GatewayError, notFound } from "../errors.js";
+import { readBodyWithin } from "../middleware/body-limit.js";
 import { badUpload, deleteAdapter, getAdapter, listAdapters, uploadAdapter } from "../services/adapters.js";
 
 /** Room for the manifest field and multipart framing on top of the file cap. */
@@ -12,12 +12,11 @@ const maxAdapterBytes = (env: GatewayBindings) => gatewayConfig(env).maxAdapterB
 /** Refuses an oversized upload while reading it, before multipart parsing buffers it all. */
 export const limitUpload = (): MiddlewareHandler<GatewayEnv> => (c, next) => {
   const maxSize = maxAdapterBytes(c.env) + MULTIPART_OVERHEAD_BYTES;
-  return bodyLimit({
+  // Counts what it reads whatever Content-Length says (see readBodyWithin).
+  return readBodyWithin(
     maxSize,
-    onError: () => {
-      throw new GatewayError(413, "invalid_request_error", `The upload is larger than the limit of ${maxSize} bytes.`, "too_large", "tensors");
-    },
-  })(c, next);
+    () => new GatewayError(413, "invalid_request_error", `The upload is larger than the limit of ${maxSize} bytes.`, "too_large", "tensors"),
+  )(c, next);
 };
 
 /** POST /admin/adapters: multipart/form-data with `manifest` (JSON text) and `tensors` (safetensors file). */
