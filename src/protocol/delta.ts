@@ -134,10 +134,30 @@ function describeIssues(e: z.ZodError): string {
     .join("; ");
 }
 
+/** Deepest nesting a manifest may have; real ones are 3 or 4 levels deep. */
+export const MAX_MANIFEST_DEPTH = 32;
+
+/** Whether a JSON value nests deeper than `max` (iterative: it must not itself run out of stack). */
+function nestsDeeperThan(value: unknown, max: number): boolean {
+  const stack: Array<[unknown, number]> = [[value, 1]];
+  while (stack.length > 0) {
+    const [v, depth] = stack.pop()!;
+    if (typeof v !== "object" || v === null) continue;
+    if (depth > max) return true;
+    for (const child of Object.values(v)) stack.push([child, depth + 1]);
+  }
+  return false;
+}
+
 /** Parse a manifest alone, with the same "manifest_invalid" wording validateDelta uses. */
 export function parseDeltaManifest(
   input: unknown,
 ): { ok: true; manifest: DeltaManifest } | { ok: false; error: DeltaError } {
+  // z.json() (for `method`) recurses once per level: a manifest nested a few thousand levels deep
+  // overflowed the stack inside safeParse, a 500 on both the gateway and the backend upload routes.
+  if (nestsDeeperThan(input, MAX_MANIFEST_DEPTH)) {
+    return err("manifest_invalid", `manifest: nested deeper than ${MAX_MANIFEST_DEPTH} levels`);
+  }
   const r = DeltaManifest.safeParse(input);
   return r.success ? { ok: true, manifest: r.data } : err("manifest_invalid", describeIssues(r.error));
 }

@@ -12,8 +12,9 @@
 import {
   type DecodedDelta,
   type DeltaError,
-  DeltaManifest,
+  type DeltaManifest,
   decodedDeltaBytes,
+  parseDeltaManifest,
   type DeltaExpectations,
   validateDelta,
 } from "../../protocol/delta.js";
@@ -57,9 +58,11 @@ export class DeltaStore {
   /** Validate, decode and hold a delta; on success it is the most recently used. */
   put(bytes: Uint8Array, manifest: unknown): PutResult {
     // Refuse an over-budget delta from its manifest before decoding anything.
-    const m = DeltaManifest.safeParse(manifest);
-    if (m.success) {
-      const size = decodedDeltaBytes(m.data);
+    // parseDeltaManifest, not DeltaManifest.safeParse: it refuses a too deeply nested manifest
+    // before zod's recursion can overflow the stack.
+    const m = parseDeltaManifest(manifest);
+    if (m.ok) {
+      const size = decodedDeltaBytes(m.manifest);
       if (size > this.options.maxDecodedBytes) {
         return {
           ok: false,
