@@ -5,12 +5,12 @@
  * is registered so that `stopAll` (on exit, error or Ctrl-C) ends it.
  */
 import { type ChildProcess, spawn } from "node:child_process";
-import { mkdtempSync, rmSync } from "node:fs";
+import { cpSync, mkdtempSync, rmSync, symlinkSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { HEALTH_PATH, LIVE_PATH, backendAuthorization } from "../../src/protocol/backend.js";
 import type { Language } from "../../src/protocol/languages.js";
-import { ROOT, applyMigrations, backendSecret, freePort, registerKeys, startGateway, waitForHttp, wrangler } from "../../scripts/local-stack.js";
+import { ROOT, applyMigrations, backendSecret, freePort, registerKeys, waitForHttp, wrangler } from "../../scripts/local-stack.js";
 import { makeDelta } from "../../test/support/make-delta.js";
 
 export const CLIENT_KEY = "lens-load-client-key";
@@ -80,14 +80,7 @@ export async function startStack(o: { maxBatch: number; maxQueue: number }): Pro
 
   applyMigrations(state);
   registerKeys({ client: CLIENT_KEY, admin: ADMIN_KEY }, state);
-  const gateway = await startGateway({
-    port: await freePort(),
-    vars: { BACKEND_URLS: backendUrls.join(","), BACKEND_SECRET: secret },
-    persistTo: state,
-    quiet: true,
-  });
-  children.push(gateway.child);
-  stopGateway = gateway.stop;
+  const gateway = await startGatewaySnapshot(state, { BACKEND_URLS: backendUrls.join(","), BACKEND_SECRET: secret });
 
   const res = await fetch(`${backendUrls[0]}${HEALTH_PATH}`, { headers: { authorization: backendAuthorization(secret) } });
   if (!res.ok) throw new Error(`backend health: ${res.status} ${await res.text()}`);
@@ -107,6 +100,39 @@ export async function startStack(o: { maxBatch: number; maxQueue: number }): Pro
       return parsed[0].results;
     },
   };
+}
+
+/**
+ * `wrangler dev` rebuilds and restarts the worker whenever a source file changes, cutting every
+ * request in flight ("Your worker restarted mid-request"). So the gateway runs from a copy of the
+ * sources taken now: edits made in the working tree during the run do not reach it. Otherwise as
+ * scripts/local-stack.ts startGateway (same wrangler.toml, local D1/R2 under `state`).
+ */
+async function startGatewaySnapshot(state: string, vars: Record<string, string>): Promise<{ url: string }> {
+  const dir = join(state, "gateway");
+  cpSync(join(ROOT, "src"), join(dir, "src"), { recursive: true });
+  for (const f of ["wrangler.toml", "package.json", "tsconfig.json", "tsconfig.base.json", "tsconfig.gateway.json"]) cpSync(join(ROOT, f), join(dir, f));
+  cpSync(join(ROOT, "migrations"), join(dir, "migrations"), { recursive: true });
+  symlinkSync(join(ROOT, "node_modules"), join(dir, "node_modules"), "dir");
+  const port = await freePort();
+  const args = ["dev", "--local", "--ip", "127.0.0.1", "--port", String(port), "--show-interactive-dev-session=false"];
+  args.push("--inspector-port", String(await freePort()), "--persist-to", state);
+  for (const [name, value] of Object.entries(vars)) args.push("--var", `${name}:${value}`);
+  const child = spawn(join(ROOT, "node_modules", ".bin", "wrangler"), args, {
+    cwd: dir,
+    env: { ...process.env, WRANGLER_SEND_METRICS: "false", NO_COLOR: "1" },
+    stdio: ["ignore", "ignore", "inherit"],
+  });
+  children.push(child);
+  stopGateway = () =>
+    new Promise<void>((resolve) => {
+      if (child.exitCode !== null || child.signalCode !== null) return resolve();
+      child.once("exit", () => resolve());
+      child.kill("SIGTERM");
+    });
+  const url = `http://127.0.0.1:${port}`;
+  await waitForHttp(`${url}/healthz`, child, 120_000);
+  return { url };
 }
 
 async function admin(stack: Stack, method: string, path: string, body?: FormData | object): Promise<Record<string, unknown>> {
