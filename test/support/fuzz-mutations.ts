@@ -504,8 +504,8 @@ export function deltaUploadCase(base: DeltaBase, target: Target): fc.Arbitrary<U
       })),
       fc
         .stringMatching(/^[A-Za-z0-9._-]{1,128}$/)
-        // "." and ".." are path segments a URL resolves away, not ids.
-        .filter((id) => id !== m.id && id !== "." && id !== "..")
+        // "." and ".." are path segments a URL resolves away, and ids of only dots are refused.
+        .filter((id) => id !== m.id && !/^\.+$/.test(id))
         .map((pathId) => ({ ...withManifest("path: id differs from manifest.id", manifestText, expectBad(400, "id_mismatch")), pathId })),
     );
   }
