@@ -63,5 +63,14 @@ async function answer(c: Context<GatewayEnv>, record: RequestRecorder, waitUntil
   if (!body.stream) return c.json(await collectCompletion(generation, meta, (s) => onFinish(s)));
   c.header("content-type", "text/event-stream; charset=utf-8");
   c.header("cache-control", "no-cache");
-  return c.body(streamCompletion(generation, meta, (s) => onFinish(s)));
+  // workerd cancels a request's pending work when its client disconnects unless a waitUntil promise
+  // is outstanding; without one, the stream's cancel() never wrote the "disconnected" record.
+  let streamDone!: () => void;
+  waitUntil(new Promise<void>((resolve) => (streamDone = resolve)));
+  return c.body(
+    streamCompletion(generation, meta, (s) => {
+      onFinish(s);
+      streamDone();
+    }),
+  );
 }
