@@ -17,7 +17,9 @@ import { parseSafetensors, SafetensorsError, tensorToFloat32, type TensorView } 
 /** Where the backend mounts the delta routes (see src/gpu-backend/deltas/routes.ts). */
 export const DELTAS_PATH = "/internal/v1/deltas";
 
-export const DeltaId = z.string().regex(/^[A-Za-z0-9._-]{1,128}$/, "id must be 1-128 of A-Z a-z 0-9 . _ -");
+// Not only dots: ids travel in URL paths (the gateway PUTs to /internal/v1/deltas/<id>), where
+// "." and ".." are resolved away, and such names are special on every file system.
+export const DeltaId = z.string().regex(/^(?!\.+$)[A-Za-z0-9._-]{1,128}$/, "id must be 1-128 of A-Z a-z 0-9 . _ -, not only dots");
 
 export const Fingerprint = z.string().regex(/^sha256:[0-9a-f]{64}$/, "fingerprint must be sha256:<64 lowercase hex>");
 

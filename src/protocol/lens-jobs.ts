@@ -19,7 +19,7 @@ export const JOB_ID_PATTERN = /^job-[0-9a-z]{6,12}-[0-9a-f]{8}$/;
 export const JobId = z.string().regex(JOB_ID_PATTERN, "job id must look like job-<time>-<8 hex>");
 
 /** An artifact named by the job that made it (a JobId) or by its own id (a DeltaId); job ids are DeltaIds too. */
-const ArtifactRef = z.string().regex(/^[A-Za-z0-9._-]{1,128}$/, "must be a job id or an artifact id: 1-128 of A-Z a-z 0-9 . _ -");
+const ArtifactRef = z.string().regex(/^(?!\.+$)[A-Za-z0-9._-]{1,128}$/, "must be a job id or an artifact id: 1-128 of A-Z a-z 0-9 . _ -, not only dots");
 /** A probe named by the probe job that made it, or by the probe's own id. */
 export const ProbeRef = ArtifactRef;
 /** A delta named by the train or subspace job that made it, or by the delta's own id. */
