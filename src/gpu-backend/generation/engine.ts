@@ -264,7 +264,9 @@ export class Engine {
   private fail(row: Row, err: unknown): void {
     if (row.done) return;
     row.done = true;
-    row.job.emit({ type: "error", error: { code: "internal", message: `generation failed: ${(err as Error).message ?? String(err)}` } });
+    // The frame reaches clients through the gateway: the details (paths, runtime internals) stay in the log.
+    console.error("generation failed", err);
+    row.job.emit({ type: "error", error: { code: "internal", message: "generation failed" } });
   }
 
   private dropFinished(): void {
