@@ -4,7 +4,7 @@
  * finished train or subspace job's delta can be registered as a new adapter version.
  */
 import { z } from "zod";
-import { JobId, LENS_PATH, LensJobRecord, LensJobRequest } from "../../protocol/lens-jobs.js";
+import { JobId, LENS_PATH, LensJobErrorCode, LensJobRecord, LensJobRequest } from "../../protocol/lens-jobs.js";
 import type { GatewayConfig } from "../env.js";
 import { GatewayError, backendFailure, backendTimeout, invalidRequest, noBackend, notFound } from "../errors.js";
 import { type AdapterRow, getAdapter, uploadAdapter } from "./adapters.js";
@@ -46,6 +46,8 @@ export function parseJobSubmission(raw: unknown): { model: string | undefined; r
   return { model, request: parsed.data };
 }
 
+const LensJobErrorBody = z.object({ error: z.object({ code: LensJobErrorCode, message: z.string().max(2000) }) });
+
 /** A job id from a URL, checked against the backend's strict pattern before any use. */
 export function checkJobId(id: string): string {
   if (!JobId.safeParse(id).success) throw invalidRequest(`Invalid job id '${id.slice(0, 80)}': it must look like job-<time>-<8 hex>.`, "id", "invalid_job_id");
@@ -63,8 +65,10 @@ async function backendCall(config: GatewayConfig, url: string, init: RequestInit
   if (res.ok) return res;
   let message = `the backend answered ${res.status}`;
   try {
-    const body = (await res.json()) as { error?: { message?: unknown } };
-    if (typeof body.error?.message === "string") message = body.error.message;
+    // Only a protocol error body's message is passed on, and only for a refusal (4xx): the text
+    // of anything else (a proxy's error page, a crash dump) could carry internals or secrets.
+    const body = LensJobErrorBody.safeParse(await res.json());
+    if (body.success && res.status < 500) message = body.data.error.message;
   } catch {
     // not JSON: keep the status line
   }
