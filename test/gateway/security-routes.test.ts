@@ -193,6 +193,68 @@ describe("unknown URLs", () => {
   });
 });
 
+describe("path and method variants never get around auth", () => {
+  const protectedRoutes = appRoutes().filter((r) => r.scope === "client" || r.scope === "admin");
+
+  function variants(path: string): string[] {
+    const [, first = "", rest = ""] = /^\/([^/]+)(.*)$/.exec(path) ?? [];
+    return [
+      `/${first.toUpperCase()}${rest}`,
+      `//${first}${rest}`,
+      `/${first}/${rest}`,
+      `/${first}/.${rest}`,
+      `/${first}%2F${rest.slice(1)}`,
+      `/${first}%2f${rest.slice(1)}`,
+      `/%${first.charCodeAt(0).toString(16)}${first.slice(1)}${rest}`,
+      `/${first}${rest}/`,
+      `/${first}${rest};x=1`,
+      `/${first}${rest}%20`,
+      `/${first}${rest}%00`,
+      `/${first}${rest}?authorization=x`,
+      `/x/../${first}${rest}`,
+      `/${first}/%2e%2e/${first}${rest}`,
+    ];
+  }
+
+  it("no key: every variant of every protected path answers 401 or an unknown URL, never the route", async () => {
+    let n = 0;
+    for (const route of protectedRoutes) {
+      for (const path of variants(samplePath(route.path))) {
+        const res = await call(route.method, path, null);
+        const text = await res.text();
+        expect([401, 404], `${route.method} ${path}: ${text}`).toContain(res.status);
+        if (res.status === 404) expect((JSON.parse(text) as { error: { code: string } }).error.code, `${route.method} ${path}`).toBe("unknown_url");
+        n++;
+      }
+    }
+    expect(n).toBe(protectedRoutes.length * 14);
+  });
+
+  it("the wrong key: variants of admin paths with a client key (and /v1 paths with an admin key) are refused", async () => {
+    const client = await newKey("client");
+    const admin = await newKey("admin");
+    for (const route of protectedRoutes) {
+      const wrong = route.scope === "admin" ? client : admin;
+      for (const path of variants(samplePath(route.path))) {
+        const res = await call(route.method, path, `Bearer ${wrong}`);
+        const text = await res.text();
+        expect([403, 404], `${route.method} ${path}: ${text}`).toContain(res.status);
+      }
+    }
+  });
+
+  it("methods a route does not have are refused without a key too", async () => {
+    for (const route of protectedRoutes) {
+      for (const method of ["PATCH", "OPTIONS", "HEAD", "PUT", "DELETE", "POST", "GET"]) {
+        if (method === route.method) continue;
+        const res = await call(method, samplePath(route.path), null);
+        expect(res.status, `${method} ${route.path}`).toBe(401);
+        void res.body?.cancel();
+      }
+    }
+  });
+});
+
 describe("how the Authorization header is read", () => {
   // The auth scheme is case-insensitive (RFC 9110 11.1) and surrounding whitespace is tolerated;
   // anything else (another scheme, a bare key, extra tokens, other headers) is "no key": 401.
