@@ -12,6 +12,7 @@ import { blobKey, manifestKey } from "../../src/gateway/services/adapters.js";
 import { preferenceOrder } from "../../src/gateway/services/backends/affinity.js";
 import type { RequestRecordRow } from "../../src/gateway/services/request-records.js";
 import worker from "../../src/gateway/index.js";
+import { GENERATE_PATH, MODELS_PATH, NDJSON_CONTENT_TYPE } from "../../src/protocol/backend.js";
 import { LANGUAGES } from "../../src/protocol/languages.js";
 import { TEST_BACKEND_SECRET, echoReply } from "../support/echo.js";
 import { makeDelta } from "../support/make-delta.js";
@@ -128,6 +129,53 @@ describe("fault 4: a backend that sends malformed frames", () => {
     await settle();
     expect(await theRecord(res.headers.get("x-request-id")!)).toMatchObject({ status: 200, finish_reason: "error", stream: 1 });
   });
+});
+
+/**
+ * A backend that answers its models route and then breaks the protocol before any start frame:
+ * global fetch is wrapped for one made-up host for the duration of `body` (the gateway calls the
+ * global fetch at each request), everything else goes through.
+ */
+async function withBrokenBackend<T>(generate: () => Response, body: (url: string) => Promise<T>): Promise<T> {
+  const host = `broken-${crypto.randomUUID()}.test`;
+  const real = globalThis.fetch;
+  globalThis.fetch = (async (input: RequestInfo | URL, init?: RequestInit) => {
+    const request = new Request(input, init);
+    const url = new URL(request.url);
+    if (url.host !== host) return real(input, init);
+    if (url.pathname === MODELS_PATH) return Response.json({ models: [{ id: TEST_MODEL, created: 1_700_000_000, owned_by: "lens-test" }] });
+    if (url.pathname === GENERATE_PATH) return generate();
+    return Response.json({ error: { code: "invalid_request", message: "no such route" } }, { status: 404 });
+  }) as typeof fetch;
+  try {
+    return await body(`http://${host}`);
+  } finally {
+    globalThis.fetch = real;
+  }
+}
+
+describe("fault 4: a backend whose answer is malformed before any frame", () => {
+  const ndjson = (text: string) => () => new Response(text, { headers: { "content-type": NDJSON_CONTENT_TYPE } });
+  const cases = [
+    { name: "a first line that is not a frame", generate: ndjson("this is not a frame\n") },
+    { name: "a text frame before the start frame", generate: ndjson(`${JSON.stringify({ type: "text", text: "hi" })}\n`) },
+    { name: "a body that ends before any frame", generate: ndjson("") },
+    { name: "a 500 with an HTML body", generate: () => new Response("<html>oops</html>", { status: 500, headers: { "content-type": "text/html" } }) },
+  ];
+  for (const c of cases) {
+    for (const stream of [false, true]) {
+      it(`${c.name}, ${stream ? "streaming" : "not streaming"}: a clean 502; the record has status 502`, async () => {
+        await withBrokenBackend(c.generate, async (url) => {
+          const { res, settle } = await postChatTracked(client, { ...hello, stream }, { BACKEND_URLS: url });
+          expect(res.status).toBe(502);
+          expect(res.headers.get("content-type")).toMatch(/^application\/json/);
+          expect(await errorCode(res)).toMatchObject({ code: "backend_error", type: "server_error" });
+          await settle();
+          expect(await theRecord(res.headers.get("x-request-id")!)).toMatchObject({ status: 502, finish_reason: "error", stream: stream ? 1 : 0, ttft_ms: null });
+        });
+      });
+    }
+  }
 });
 
 // ------------------------------------------------------------------------------------------------
