@@ -10,7 +10,11 @@ export class FrameReader {
   constructor(
     private readonly reader: ReadableStreamDefaultReader<Uint8Array>,
     private readonly idleTimeoutMs: number,
-  ) {}
+  ) {
+    // When the backend's connection is lost, `closed` rejects too; workerd reports that as an
+    // uncaught rejection unless someone handles it (the failure itself surfaces through read()).
+    reader.closed.catch(() => {});
+  }
 
   /** The next frame, or null at the end of the stream. Throws on silence, bad frames or a lost connection. */
   async next(): Promise<GenerateFrame | null> {
