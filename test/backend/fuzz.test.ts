@@ -177,6 +177,8 @@ function generateCases(): fc.Arbitrary<GenerateCase> {
     { weight: 1, arbitrary: fc.tuple(valid, fc.array(nastyString(30), { minLength: 1, maxLength: 3 })).map(([r, contents]) => ({ ...ok("odd text in messages", { ...(r as Req), messages: contents.map((content) => ({ role: "user", content })) }), expect: { status: [200, 400], codes: ["invalid_request"] } })) },
     { weight: 1, arbitrary: fc.tuple(valid, fc.constantFrom<Array<{ role: string; content: string }>>([{ role: "system", content: "be brief" }], [{ role: "assistant", content: "hi" }], [{ role: "user", content: "" }], [{ role: "user", content: "a" }, { role: "user", content: "b" }], [{ role: "user", content: "hi" }, { role: "assistant", content: "there" }])).map(([r, messages]) => ({ ...ok("unusual conversation", { ...(r as Req), messages }), expect: { status: [200, 400], codes: ["invalid_request"] } })) },
 
+    { weight: 1, arbitrary: valid.map((r) => ({ ...ok("a byte order mark before the JSON", r as Req, "", { body: concatBytes(Uint8Array.of(0xef, 0xbb, 0xbf), enc.encode(JSON.stringify(r))) }), expect: { status: [200, 400], codes: ["invalid_request"] } })) },
+
     // Malformed.
     { weight: 3, arbitrary: fc.tuple(valid, fc.constantFrom(...REQUIRED)).map(([r, k]) => { const { [k]: _gone, ...rest } = r as Req; return bad(`${k} missing`, rest); }) },
     { weight: 5, arbitrary: fc.tuple(valid, fc.constantFrom(...REQUIRED)).chain(([r, k]) => fc.constantFrom(...WRONG[k]!).map((v) => bad(`${k} invalid`, { ...(r as Req), [k]: v }))) },

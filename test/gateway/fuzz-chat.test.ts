@@ -40,7 +40,7 @@ interface ChatCase {
   expect: Expect & { param?: string | RegExp | null };
   headers?: Record<string, string>;
   /** "client" unless said otherwise. */
-  auth?: "client" | "admin" | "none" | "unknown" | "malformed";
+  auth?: "client" | "admin" | "none" | "unknown" | "malformed" | "latin1";
   contentType?: string | null;
   stream?: boolean;
 }
@@ -188,7 +188,7 @@ function chatCases(): fc.Arbitrary<ChatCase> {
     {
       weight: 2,
       arbitrary: fc
-        .tuple(validRequest, fc.constantFrom<Record<string, string>>({ "x-lens-language": "sw" }, { "x-lens-language": "sw-KE" }, { "x-lens-language": " EN " }, { "x-lens-language": "und" }, { "x-lens-language": "" }, { "x-lens-mode": "off" }, { "x-lens-mode": " ON " }, { "x-lens-mode": "" }, { "x-request-id": "my-id.1:2" }, { "x-request-id": "not a valid id!" }, { "x-request-id": "x".repeat(129) }))
+        .tuple(validRequest, fc.constantFrom<Record<string, string>>({ "x-lens-language": "sw" }, { "x-lens-language": "sw-KE" }, { "x-lens-language": " EN " }, { "x-lens-language": "und" }, { "x-lens-language": "" }, { "x-lens-mode": "off" }, { "x-lens-mode": " ON " }, { "x-lens-mode": "" }, { "x-request-id": "my-id.1:2" }, { "x-request-id": "not a valid id!" }, { "x-request-id": "x".repeat(129) }, { "x-request-id": "caf\u00e9" }))
         .map(([r, headers]) => ok("valid with headers", r, JSON.stringify(r), { headers })),
     },
     { weight: 1, arbitrary: fc.tuple(validRequest, fc.integer({ min: 100, max: 20000 })).map(([r, depth]) => {
@@ -203,8 +203,11 @@ function chatCases(): fc.Arbitrary<ChatCase> {
       const at = text.indexOf("before-") + "before-".length;
       return ok("valid: invalid UTF-8 inside a string", r, concatBytes(enc.encode(text.slice(0, at)), b, enc.encode(text.slice(at))));
     }) },
-    { weight: 1, arbitrary: fc.tuple(validRequest, fc.constantFrom(null, "text/plain", "application/xml", "application/json; charset=utf-16", "image/png")).map(([r, contentType]) => ({ ...ok("valid body, odd content-type", r), contentType, expect: { status: [200, 400, 415] } })) },
+    { weight: 1, arbitrary: fc.tuple(validRequest, fc.constantFrom(null, "text/plain", "application/xml", "application/json; charset=utf-16", "text/csv")).map(([r, contentType]) => ({ ...ok("valid body, odd content-type", r), contentType, expect: { status: [200, 400, 415] } })) },
     { weight: 1, arbitrary: fc.tuple(validRequest, fc.integer({ min: 10_000, max: 200_000 })).map(([r, n]) => ok("valid: a long message", { ...r, messages: [{ role: "user", content: "lorem ipsum ".repeat(n / 12) }] })) },
+    { weight: 1, arbitrary: fc.tuple(validRequest, fc.integer({ min: 100, max: 3000 })).map(([r, n]) => ok("valid: many messages", { ...r, messages: [...Array.from({ length: n }, (_, i) => ({ role: i % 2 ? "assistant" : "user", content: `turn ${i}` })), ...r.messages] })) },
+    // A UTF-8 byte order mark before the JSON: a decoder may drop it (then the request is valid) or keep it (then it is not JSON).
+    { weight: 1, arbitrary: validRequest.map((r) => ({ ...ok("a byte order mark before the JSON", r, concatBytes(Uint8Array.of(0xef, 0xbb, 0xbf), enc.encode(JSON.stringify(r)))), expect: { status: [200, 400], codes: ["invalid_json"] } })) },
     { weight: 1, arbitrary: fc.constantFrom<Req["messages"]>([{ role: "assistant", content: "hi" }], [{ role: "system", content: "be brief" }], [{ role: "user", content: "" }], [{ role: "user", content: [] }], [{ role: "developer", content: [{ type: "text", text: "x" }] }]).map((messages) => ok("valid: an unusual conversation", { model: TEST_MODEL, messages })) },
 
     // Fields.
@@ -268,9 +271,9 @@ function chatCases(): fc.Arbitrary<ChatCase> {
     { weight: 1, arbitrary: fc.tuple(validRequest, fc.integer({ min: 1_048_577, max: 1_300_000 })).map(([r, n]) => bad("body over the size limit", { ...r, messages: [{ role: "user", content: "x".repeat(n) }] }, null, expectBad(413, "request_too_large"))) },
 
     // Headers and keys.
-    { weight: 1, arbitrary: fc.tuple(validRequest, fc.constantFrom("tlh", "xx", "english", "12", "zz-sw", "x-klingon", "*")).map(([r, lang]) => bad("unsupported x-lens-language", r, "x-lens-language", expectBad(400, "unsupported_language"), { headers: { "x-lens-language": lang } })) },
+    { weight: 1, arbitrary: fc.tuple(validRequest, fc.constantFrom("tlh", "xx", "english", "12", "zz-sw", "x-klingon", "*", "\u00e9", "sw\u00ff")).map(([r, lang]) => bad("unsupported x-lens-language", r, "x-lens-language", expectBad(400, "unsupported_language"), { headers: { "x-lens-language": lang } })) },
     { weight: 1, arbitrary: fc.tuple(validRequest, fc.constantFrom("maybe", "0", "true", "offf", "on,off")).map(([r, mode]) => bad("invalid x-lens-mode", r, "x-lens-mode", expectBad(400), { headers: { "x-lens-mode": mode } })) },
-    { weight: 1, arbitrary: fc.tuple(validRequest, fc.constantFrom<ChatCase["auth"]>("none", "unknown", "malformed")).map(([r, auth]) => bad("no valid key", r, undefined, expectBad(401), { auth })) },
+    { weight: 1, arbitrary: fc.tuple(validRequest, fc.constantFrom<ChatCase["auth"]>("none", "unknown", "malformed", "latin1")).map(([r, auth]) => bad("no valid key", r, undefined, expectBad(401), { auth })) },
     { weight: 1, arbitrary: validRequest.map((r) => bad("an admin key", r, undefined, expectBad(403, "wrong_key_scope"), { auth: "admin" })) },
   );
 }
@@ -285,6 +288,8 @@ function authHeader(kind: ChatCase["auth"]): Record<string, string> {
       return { authorization: "Bearer lens-not-a-real-key" };
     case "malformed":
       return { authorization: "Basic dXNlcjpwYXNz" };
+    case "latin1":
+      return { authorization: "Bearer lens-\u00ff\u00e9" };
     case "none":
       return {};
   }
