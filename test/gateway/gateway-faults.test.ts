@@ -12,7 +12,8 @@ import { blobKey, manifestKey } from "../../src/gateway/services/adapters.js";
 import { preferenceOrder } from "../../src/gateway/services/backends/affinity.js";
 import type { RequestRecordRow } from "../../src/gateway/services/request-records.js";
 import worker from "../../src/gateway/index.js";
-import { GENERATE_PATH, MODELS_PATH, NDJSON_CONTENT_TYPE } from "../../src/protocol/backend.js";
+import { GENERATE_PATH, MODELS_PATH, NDJSON_CONTENT_TYPE, backendAuthorization } from "../../src/protocol/backend.js";
+import { DELTAS_PATH } from "../../src/protocol/delta.js";
 import { LANGUAGES } from "../../src/protocol/languages.js";
 import { TEST_BACKEND_SECRET, echoReply } from "../support/echo.js";
 import { makeDelta } from "../support/make-delta.js";
@@ -310,6 +311,9 @@ describe("fault 5: a delta missing from the backend", () => {
     expect(await res.json()).toMatchObject({ choices: [{ message: { content: echoReply("hello routing") } }] });
     const id = res.headers.get("x-request-id")!;
     expect((await backendLog("strict")).filter((r) => r.request_id === id).map((r) => r.delta)).toEqual(["hi-fault-1", "hi-fault-1"]);
+    // The backend holds it now, exactly as uploaded.
+    const held = await fetch(`${backends["strict"]}${DELTAS_PATH}`, { headers: { authorization: backendAuthorization(TEST_BACKEND_SECRET) } });
+    expect(((await held.json()) as { deltas: unknown[] }).deltas).toContainEqual(d.manifest);
     await settle();
     expect(await theRecord(id)).toMatchObject({ status: 200, finish_reason: "stop", delta_id: "hi-fault-1", language: "hi" });
   });
