@@ -12,6 +12,7 @@
 import { env } from "cloudflare:workers";
 import { describe, expect, it } from "vitest";
 import worker from "../../src/gateway/index.js";
+import { hashKey } from "../../src/gateway/services/api-keys.js";
 import { gatewayFetch, newKey } from "./helpers.js";
 
 type Scope = "public" | "client" | "admin";
@@ -110,6 +111,7 @@ describe("route walk: scope rules on every route of the app", () => {
   it("walks every route with no key, a client key and an admin key", async () => {
     const client = await newKey("client");
     const admin = await newKey("admin");
+    const hashes = [await hashKey(client), await hashKey(admin)];
     let walked = 0;
     for (const route of routes) {
       const path = samplePath(route.path);
@@ -140,6 +142,8 @@ describe("route walk: scope rules on every route of the app", () => {
         expect((JSON.parse(text) as { error: { code: string } }).error.code, `${where}: the sample path did not reach the route; add a sample for its parameter`).not.toBe("unknown_url");
       }
       expectNoEcho(text, res[allowed].headers, allowed === "client" ? client : admin, `${where} with a ${allowed} key`);
+      // Nor does any answer show a key's stored hash.
+      for (const hash of hashes) expect(text, `${where}: shows a key hash`).not.toContain(hash);
     }
     expect(walked).toBe(routes.length * 3);
     console.log(`route walk: ${routes.length} routes x 3 keys = ${walked} requests`);
