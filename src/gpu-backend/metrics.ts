@@ -1,6 +1,14 @@
 /** Prometheus metrics of the backend, rendered in the text exposition format. */
 import type { EngineStats } from "./generation/engine.js";
 
+/**
+ * A label value as the exposition format wants it. The language comes from the request (any 2-3
+ * characters): unescaped, a quote or newline in it broke every line after it.
+ */
+function label(value: string): string {
+  return value.replace(/[\\"\n]/g, (c) => (c === "\n" ? "\\n" : `\\${c}`));
+}
+
 export class Metrics {
   private accepted_ = 0;
   private rejected_ = 0;
@@ -41,10 +49,10 @@ export class Metrics {
       "# TYPE lens_backend_requests_total counter",
       `lens_backend_requests_total{outcome="accepted"} ${this.accepted_}`,
       `lens_backend_requests_total{outcome="rejected_overloaded"} ${this.rejected_}`,
-      ...[...this.outcomes].map(([k, v]) => `lens_backend_requests_total{outcome="${k}"} ${v}`),
+      ...[...this.outcomes].map(([k, v]) => `lens_backend_requests_total{outcome="${label(k)}"} ${v}`),
       "# HELP lens_backend_requests_by_language_total Finished requests by language.",
       "# TYPE lens_backend_requests_by_language_total counter",
-      ...[...this.byLanguage].map(([k, v]) => `lens_backend_requests_by_language_total{language="${k}"} ${v}`),
+      ...[...this.byLanguage].map(([k, v]) => `lens_backend_requests_by_language_total{language="${label(k)}"} ${v}`),
       "# HELP lens_backend_tokens_generated_total Tokens generated.",
       "# TYPE lens_backend_tokens_generated_total counter",
       `lens_backend_tokens_generated_total ${stats.tokensGenerated}`,
