@@ -249,6 +249,11 @@ describe.skipIf(embedded.skip !== null)("fuzzing the backend's internal API", ()
     // Both kinds really ran: valid requests that generated, malformed ones refused.
     expect(statuses.get(200) ?? 0).toBeGreaterThan(50);
     expect(statuses.get(400) ?? 0).toBeGreaterThan(300);
+    // The languages the requests named (any 2-3 characters, quotes and newlines included) did not
+    // break the metrics: every line is still a comment or `name{label="value",...} number`.
+    const metrics = await (await app.request("/metrics", { headers: { authorization: AUTH } })).text();
+    const sample = /^[a-zA-Z_:][a-zA-Z0-9_:]*(\{[a-zA-Z_][a-zA-Z0-9_]*="(?:[^"\\\n]|\\["\\n])*"(?:,[a-zA-Z_][a-zA-Z0-9_]*="(?:[^"\\\n]|\\["\\n])*")*\})? -?[0-9.e+]+$/;
+    for (const line of metrics.trimEnd().split("\n")) if (!line.startsWith("#")) expect(line, "a metrics line").toMatch(sample);
     // Nothing left generating (the engine drops a finished row on its next turn).
     await vi.waitFor(() => expect(model.engine.stats.running + model.engine.stats.queued).toBe(0), { timeout: 5000 });
   }, 120_000);
