@@ -313,6 +313,29 @@ describe("how the Authorization header is read", () => {
   });
 });
 
+describe("rate-limited answers", () => {
+  it("a 429 is OpenAI-shaped and echoes no part of the key", async () => {
+    const client = await newKey("client");
+    const chat = () =>
+      gatewayFetch({ RATE_LIMIT_RPM: "1" })("http://gateway.test/v1/chat/completions", {
+        method: "POST",
+        headers: { authorization: `Bearer ${client}`, "content-type": "application/json" },
+        body: JSON.stringify({ model: "lens-test-echo", messages: [{ role: "user", content: "hello there" }] }),
+      });
+    let limited: Response | null = null;
+    for (let i = 0; i < 4 && limited === null; i++) {
+      const res = await chat();
+      if (res.status === 429) limited = res;
+      else void res.body?.cancel();
+    }
+    expect(limited, "no 429 with RATE_LIMIT_RPM=1").not.toBeNull();
+    const text = await limited!.text();
+    const body = JSON.parse(text) as { error: Record<string, unknown> };
+    expect(Object.keys(body.error).sort()).toEqual(["code", "message", "param", "type"]);
+    expectNoEcho(text, limited!.headers, client, "429");
+  });
+});
+
 describe("keys at rest", () => {
   it("keeps no plaintext key in any D1 table, after creating keys through the admin API and using them", async () => {
     const admin = await newKey("admin");
