@@ -35,13 +35,15 @@ const AUTH = `Bearer ${SECRET}`;
 const RUNS = 1000;
 const SEED = 42;
 const HELD = "fuzz-held-1";
+/** A small file cap, so that uploads past it stay cheap to make. */
+const MAX_FILE = 256 * 1024;
 
 let model: LoadedModel;
 let app: ReturnType<typeof createBackendApp>;
 let held: MadeDelta;
 
 beforeAll(async () => {
-  model = await loadModel(embedded.dir, { executionProvider: "cpu", maxBatch: 4, maxQueue: 16 });
+  model = await loadModel(embedded.dir, { executionProvider: "cpu", maxBatch: 4, maxQueue: 16, maxDeltaFileBytes: MAX_FILE });
   app = createBackendApp(model, { secret: SECRET });
   held = makeDelta({
     hiddenSize: model.info.hiddenSize,
@@ -271,7 +273,7 @@ describe.skipIf(embedded.skip !== null)("fuzzing the backend's internal API", ()
     let runs = 0;
     const statuses = new Map<number, number>();
     const labels = new Set<string>();
-    const base = { bytes: held.bytes, manifest: held.manifest as unknown as Parameters<typeof deltaUploadCase>[0]["manifest"], numLayers: model.info.numLayers };
+    const base = { bytes: held.bytes, manifest: held.manifest as unknown as Parameters<typeof deltaUploadCase>[0]["manifest"], numLayers: model.info.numLayers, maxFileBytes: MAX_FILE };
     await fc.assert(
       fc.asyncProperty(deltaUploadCase(base, "backend"), async (c) => {
         runs++;

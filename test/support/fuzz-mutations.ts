@@ -119,7 +119,12 @@ export interface DeltaBase {
   /** The valid manifest, already stored before the fuzz starts. */
   manifest: Record<string, unknown> & { id: string; layers: number[]; rank: number; hidden_size: number; dtype: "float32" | "float16" };
   numLayers: number;
+  /** Backend only: the store's file cap (loadModel's maxDeltaFileBytes), to go past it. */
+  maxFileBytes?: number;
 }
+
+/** What the upload routes allow for the manifest field and multipart framing on top of the file cap. */
+const MULTIPART_OVERHEAD_BYTES = 1 << 20;
 
 export interface MultipartPart {
   name: string;
@@ -435,6 +440,17 @@ export function deltaUploadCase(base: DeltaBase, target: Target): fc.Arbitrary<U
         withFile("valid file, other bytes: unpadded header", b, b.byteLength === base.bytes.byteLength && b.every((x, i) => x === base.bytes[i]) ? { status: [200] } : taken),
       ),
       fc.constant({ ...withFile("over the size limit", base.bytes, expectBad(413, "too_large")), overrides: { MAX_ADAPTER_BYTES: String(base.bytes.byteLength - 1) } }),
+      fc.integer({ min: 1, max: 4096 }).map((extra) => ({
+        // Past the file cap and the multipart allowance: refused while the body is read.
+        ...withFile("body over the upload limit", concatBytes(base.bytes, new Uint8Array(MULTIPART_OVERHEAD_BYTES + extra)), expectBad(413, "too_large")),
+        overrides: { MAX_ADAPTER_BYTES: String(base.bytes.byteLength) },
+      })),
+    );
+  } else if (base.maxFileBytes !== undefined) {
+    const cap = base.maxFileBytes;
+    fileCases.push(
+      fc.integer({ min: 1, max: 4096 }).map((extra) => withFile("file over the size limit", concatBytes(base.bytes, new Uint8Array(cap - base.bytes.byteLength + extra)), expectBad(413, "too_large"))),
+      fc.integer({ min: 1, max: 4096 }).map((extra) => withFile("body over the upload limit", new Uint8Array(cap + MULTIPART_OVERHEAD_BYTES + extra), expectBad(413, "too_large"))),
     );
   }
 
