@@ -1,5 +1,8 @@
 /** Prometheus metrics of the backend, rendered in the text exposition format. */
 import type { EngineStats } from "./generation/engine.js";
+import { LANGUAGES } from "../protocol/languages.js";
+
+const KNOWN_LANGUAGES: ReadonlySet<string> = new Set<string>([...LANGUAGES, "und"]);
 
 /**
  * A label value as the exposition format wants it. The language comes from the request (any 2-3
@@ -29,7 +32,9 @@ export class Metrics {
 
   finished(outcome: string, language: string, firstTokenMs: number): void {
     this.outcomes.set(outcome, (this.outcomes.get(outcome) ?? 0) + 1);
-    this.byLanguage.set(language, (this.byLanguage.get(language) ?? 0) + 1);
+    // Known tags only: any 2-3 characters pass the schema, and each new label is a new time series.
+    const tag = KNOWN_LANGUAGES.has(language) ? language : "other";
+    this.byLanguage.set(tag, (this.byLanguage.get(tag) ?? 0) + 1);
     if (firstTokenMs > 0) {
       this.ttftSum += firstTokenMs / 1000;
       this.ttftCount++;
