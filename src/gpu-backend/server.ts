@@ -44,6 +44,10 @@ const lensJobs = mountLensRoutes(app, model, {});
 const server = serve({ fetch: app.fetch, port, hostname: process.env["BACKEND_HOST"] || "127.0.0.1" }, (addr) => {
   console.log(`lens backend: serving ${model.info.id} (${model.info.numLayers} layers, hidden ${model.info.hiddenSize}) on http://127.0.0.1:${addr.port} [${ep}]`);
 });
+// Node closes an idle keep-alive connection after 5 s by default; the gateway's connection pool
+// may reuse it at that moment and see a reset ("Network connection lost") before any byte, which
+// fails the request under load. Keep idle connections far longer than any pool holds them.
+(server as import("node:http").Server).keepAliveTimeout = 10 * 60_000;
 const stop = () => server.close(() => void lensJobs.close().finally(() => process.exit(0)));
 process.on("SIGTERM", stop);
 process.on("SIGINT", stop);
