@@ -26,8 +26,9 @@ export const invalidRequest = (message: string, param: string | null = null, cod
 export const notFound = (message: string, code: string, param: string | null = null) =>
   new GatewayError(404, "invalid_request_error", message, code, param);
 
+// A 503 says when to come back, like the overloaded one: clients (and the OpenAI SDK) pace retries on it.
 export const noBackend = (message = "No backend is available to serve this request; try again shortly.") =>
-  new GatewayError(503, "server_error", message, "backend_unavailable");
+  new GatewayError(503, "server_error", message, "backend_unavailable", null, { "retry-after": "1" });
 
 export const backendTimeout = (message = "The backend did not answer in time.") =>
   new GatewayError(504, "server_error", message, "backend_timeout");
