@@ -37,7 +37,7 @@ export interface Outcome {
   empty: boolean;
 }
 
-export const agent = new http.Agent({ keepAlive: true, maxSockets: Infinity, maxFreeSockets: 1024 });
+export const agent = new http.Agent({ keepAlive: process.env["LOAD_KEEPALIVE"] !== "0", maxSockets: Infinity, maxFreeSockets: 1024 });
 
 export interface ChatCall {
   url: URL;
@@ -224,10 +224,9 @@ export function streamChat(call: ChatCall): Promise<Outcome> {
             return done({ kind: "broken", broken: `status ${out.status} with a body that is not JSON: ${JSON.stringify(text.slice(0, 80))}` });
           }
           if (!isOpenAIError(json)) return done({ kind: "broken", broken: `status ${out.status} with a non-OpenAI error body` });
-          if ((out.status === 429 || out.status === 503) && out.retryAfter === null) {
-            return done({ kind: "broken", broken: `status ${out.status} without retry-after` });
-          }
-          done({ kind: "error", errorCode: errorCodeOf(json) });
+          // A 429/503 without retry-after is still a clean error, but the code says so.
+          const noRetryAfter = (out.status === 429 || out.status === 503) && out.retryAfter === null;
+          done({ kind: "error", errorCode: `${errorCodeOf(json)}${noRetryAfter ? " (no retry-after)" : ""}` });
         });
         return;
       }

@@ -8,7 +8,7 @@
  *   npm run bench:load
  *
  * Environment: LOAD_LEVELS (default 64,256,512), LOAD_REQUESTS (requests per level; default
- * max(600, 3 x level)), LOAD_MAX_TOKENS (24), LENS_MAX_BATCH (32) and LENS_MAX_QUEUE (256) for
+ * max(400, 2 x level)), LOAD_MAX_TOKENS (24), LENS_MAX_BATCH (32) and LENS_MAX_QUEUE (256) for
  * both backends, LOAD_NOTE (a line for the machine section of the doc). The default run rewrites
  * docs/load.md and docs/load.json; a run with LOAD_LEVELS or LOAD_REQUESTS set only prints, unless
  * LOAD_WRITE_DOCS=1. Exits 1 when any request was broken or any record missing or doubled.
@@ -18,7 +18,7 @@ import os from "node:os";
 import { fileURLToPath } from "node:url";
 import { agent, streamChat, type Outcome } from "./client.js";
 import { type Conditions, type LevelResult, type RecordCheck, mixTable, recordsOk, summarize, table, writeDocs } from "./report.js";
-import { CLIENT_KEY, type Stack, killAllNow, setUpArms, startStack, stopAll } from "./stack.js";
+import { CLIENT_KEY, type Stack, gatewayLogTail, killAllNow, setUpArms, startStack, stopAll } from "./stack.js";
 import { sql } from "../../scripts/local-stack.js";
 
 const intList = (raw: string) => raw.split(",").map((s) => Number(s.trim())).filter((n) => Number.isInteger(n) && n > 0);
@@ -29,7 +29,7 @@ const MAX_BATCH = Number(process.env["LENS_MAX_BATCH"] || 32);
 const MAX_QUEUE = Number(process.env["LENS_MAX_QUEUE"] || 256);
 const WRITE_DOCS = process.env["LOAD_WRITE_DOCS"] === "1" || (!process.env["LOAD_LEVELS"] && !process.env["LOAD_REQUESTS"]);
 const REQUEST_TIMEOUT_MS = 120_000;
-const requestsFor = (n: number) => REQUESTS ?? Math.max(600, 3 * n);
+const requestsFor = (n: number) => REQUESTS ?? Math.max(400, 2 * n);
 
 interface Prompt {
   lang: string;
@@ -208,6 +208,7 @@ async function main(): Promise<number> {
   }
   const failed = results.filter((r) => r.broken > 0 || !recordsOk(r));
   if (failed.length > 0) {
+    console.error(`the gateway's output, last lines:\n${gatewayLogTail()}`);
     console.error(`FAIL at ${failed.map((r) => r.concurrency).join(", ")} concurrent: broken requests or missing/doubled records`);
     return 1;
   }

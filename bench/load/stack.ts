@@ -5,7 +5,7 @@
  * is registered so that `stopAll` (on exit, error or Ctrl-C) ends it.
  */
 import { type ChildProcess, spawn } from "node:child_process";
-import { cpSync, mkdtempSync, rmSync, symlinkSync } from "node:fs";
+import { closeSync, cpSync, mkdtempSync, openSync, readFileSync, rmSync, symlinkSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { HEALTH_PATH, LIVE_PATH, backendAuthorization } from "../../src/protocol/backend.js";
@@ -35,6 +35,18 @@ export interface Stack {
 }
 
 const children: ChildProcess[] = [];
+let gatewayLog: string | undefined;
+
+/** The last lines of the gateway's output other than its per-request lines. */
+export function gatewayLogTail(lines = 40): string {
+  if (!gatewayLog) return "";
+  try {
+    const text = readFileSync(gatewayLog, "utf8").split("\n");
+    return text.filter((l) => !/^\[wrangler:info\] (POST|GET|PUT|DELETE) /.test(l)).slice(-lines).join("\n");
+  } catch {
+    return "";
+  }
+}
 let stateDir: string | undefined;
 let stopGateway: (() => Promise<void>) | undefined;
 
@@ -44,6 +56,9 @@ export async function stopAll(): Promise<void> {
   stopGateway = undefined;
   await Promise.race([gw?.(), new Promise((r) => setTimeout(r, 5000))]);
   killAllNow();
+  // LOAD_GATEWAY_LOG=<file> keeps the gateway's output.
+  const keep = process.env["LOAD_GATEWAY_LOG"];
+  if (keep && gatewayLog) cpSync(gatewayLog, keep);
   if (stateDir) rmSync(stateDir, { recursive: true, force: true });
   stateDir = undefined;
 }
@@ -118,11 +133,14 @@ async function startGatewaySnapshot(state: string, vars: Record<string, string>)
   const args = ["dev", "--local", "--ip", "127.0.0.1", "--port", String(port), "--show-interactive-dev-session=false"];
   args.push("--inspector-port", String(await freePort()), "--persist-to", state);
   for (const [name, value] of Object.entries(vars)) args.push("--var", `${name}:${value}`);
+  // Its output (one line per request, errors included) goes to a log; gatewayLogTail shows the end.
+  const log = openSync(gatewayLog = join(state, "gateway.log"), "a");
   const child = spawn(join(ROOT, "node_modules", ".bin", "wrangler"), args, {
     cwd: dir,
     env: { ...process.env, WRANGLER_SEND_METRICS: "false", NO_COLOR: "1" },
-    stdio: ["ignore", "ignore", "inherit"],
+    stdio: ["ignore", log, log],
   });
+  closeSync(log);
   children.push(child);
   stopGateway = () =>
     new Promise<void>((resolve) => {
