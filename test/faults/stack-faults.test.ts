@@ -133,30 +133,41 @@ describe.skipIf(skip !== null)("faults on the real stack: backend processes kill
   }
   const hasContent = (data: string) => data.startsWith("{") && ((JSON.parse(data) as { choices?: { delta?: { content?: string } }[] }).choices?.[0]?.delta?.content ?? "") !== "";
 
-  it("fault 8: a client that disconnects mid-stream: the backend cancels the row, and the record says disconnected", { timeout: 120_000 }, async () => {
-    const before = await metrics(P);
-    const abort = new AbortController();
-    const { data: stream, response } = await client.chat.completions
-      .create({ model: MODEL, stream: true, max_tokens: 900, temperature: 0, messages: [{ role: "user", content: LONG }] }, { signal: abort.signal })
-      .withResponse();
-    const id = response.headers.get("x-request-id")!;
-    expect(response.headers.get("x-lens-language")).toBe("en");
-    let content = "";
-    for await (const chunk of stream) {
-      content += chunk.choices[0]?.delta.content ?? "";
-      if (content.length > 0) {
-        // The client goes away after its first content.
-        abort.abort();
-        break;
+  it("fault 8: a client that disconnects mid-stream: the backend cancels the row, and the record says disconnected", { timeout: 240_000 }, async () => {
+    // On a loaded machine the whole reply can be generated before the disconnect reaches the
+    // backend; such an attempt did not test anything, so it is run again (at most 3 times).
+    let settled: { before: string; after: string; id: string } | undefined;
+    for (let attempt = 0; attempt < 3 && !settled; attempt++) {
+      const before = await metrics(P);
+      const abort = new AbortController();
+      const { data: stream, response } = await client.chat.completions
+        .create({ model: MODEL, stream: true, max_tokens: 900, temperature: 0, messages: [{ role: "user", content: LONG }] }, { signal: abort.signal })
+        .withResponse();
+      const id = response.headers.get("x-request-id")!;
+      expect(response.headers.get("x-lens-language")).toBe("en");
+      let content = "";
+      for await (const chunk of stream) {
+        content += chunk.choices[0]?.delta.content ?? "";
+        if (content.length > 0) {
+          // The client goes away after its first content.
+          abort.abort();
+          break;
+        }
       }
+      expect(content.length).toBeGreaterThan(0);
+      const after = await until(async () => {
+        const page = await metrics(P);
+        if (metric(page, "lens_backend_batch_size") !== 0) return undefined;
+        const cancelled = outcome(page, "cancelled") > outcome(before, "cancelled");
+        const finished = outcome(page, "length") + outcome(page, "stop") > outcome(before, "length") + outcome(before, "stop");
+        return cancelled || finished ? page : undefined;
+      }, 60_000, "the backend's cancel or end");
+      if (outcome(after, "cancelled") > outcome(before, "cancelled")) settled = { before, after, id };
     }
-    expect(content.length).toBeGreaterThan(0);
+    expect(settled, "in 3 attempts the backend never saw the client's disconnect before the reply ended").toBeDefined();
+    const { before, after, id } = settled!;
 
     // The backend saw the cancel: the row left the batch before its end, nothing is queued.
-    const after = await until(async () => {
-      const page = await metrics(P);
-      return outcome(page, "cancelled") > outcome(before, "cancelled") && metric(page, "lens_backend_batch_size") === 0 ? page : undefined;
-    }, 30_000, "the backend's cancel");
     expect(metric(after, "lens_backend_queue_depth")).toBe(0);
     expect(outcome(after, "stop")).toBe(outcome(before, "stop"));
     expect(outcome(after, "length")).toBe(outcome(before, "length"));
