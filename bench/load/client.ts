@@ -200,7 +200,11 @@ export function streamChat(call: ChatCall): Promise<Outcome> {
       done({ kind: "broken", broken: `no end within ${call.timeoutMs} ms` });
       req.destroy();
     }, call.timeoutMs);
-    req.on("error", (err) => done({ kind: "broken", broken: `network error: ${(err as NodeJS.ErrnoException).code ?? err.message}` }));
+    req.on("error", (err) => {
+      // A keep-alive connection the server closed just as it was reused fails before any byte.
+      const where = out.status === 0 ? (req.reusedSocket ? " on a reused keep-alive connection, before any response" : " before any response") : "";
+      done({ kind: "broken", broken: `network error: ${(err as NodeJS.ErrnoException).code ?? err.message}${where}` });
+    });
     req.on("response", (res) => {
       out.status = res.statusCode ?? 0;
       out.language = header(res, "x-lens-language");

@@ -172,6 +172,13 @@ function notes(results: LevelResult[]): string {
         "mean the backends' queues (`LENS_MAX_QUEUE`) hold more work than they finish within the gateway's timeouts on this machine.",
     );
   }
+  if (results.some((r) => r.brokenSamples.some((b) => b.includes("restarted mid-request")))) {
+    out.push(
+      "- \"Your worker restarted mid-request\" (a 503 with a plain-text body) comes from `wrangler dev`'s own proxy in front of " +
+        "the worker, not from the gateway: the proxy says it for any POST whose forward to the worker fails. Such requests " +
+        "leave no record, so they never reached the gateway's handler.",
+    );
+  }
   for (const r of results) {
     if (r.brokenSamples.length > 0) out.push(`- Broken at ${r.concurrency} concurrent: ${r.brokenSamples.join("; ")}.`);
     if (r.records.sample.length > 0) out.push(`- Records at ${r.concurrency} concurrent: ${r.records.sample.join("; ")}.`);
