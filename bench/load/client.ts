@@ -37,7 +37,14 @@ export interface Outcome {
   empty: boolean;
 }
 
-export const agent = new http.Agent({ keepAlive: process.env["LOAD_KEEPALIVE"] !== "0", maxSockets: Infinity, maxFreeSockets: 1024 });
+const newAgent = () => new http.Agent({ keepAlive: process.env["LOAD_KEEPALIVE"] !== "0", maxSockets: Infinity, maxFreeSockets: 1024 });
+let agent = newAgent();
+
+/** Closes every connection; the next request opens fresh ones (each level starts with a new client). */
+export function resetConnections(): void {
+  agent.destroy();
+  agent = newAgent();
+}
 
 export interface ChatCall {
   url: URL;

@@ -179,6 +179,14 @@ function notes(results: LevelResult[]): string {
         "leave no record, so they never reached the gateway's handler.",
     );
   }
+  if (results.some((r) => r.brokenSamples.some((b) => b.includes("reused keep-alive")))) {
+    out.push(
+      "- ECONNRESET \"on a reused keep-alive connection, before any response\": the connection to `wrangler dev`'s " +
+        "local server was reset as the client reused it (seen under load, mostly after a 503/504 and the client's " +
+        "retry-after pause). Such requests leave neither a line in wrangler's request log nor a record: they never " +
+        "reached the gateway. Counted as broken all the same.",
+    );
+  }
   for (const r of results) {
     if (r.brokenSamples.length > 0) out.push(`- Broken at ${r.concurrency} concurrent: ${r.brokenSamples.join("; ")}.`);
     if (r.records.sample.length > 0) out.push(`- Records at ${r.concurrency} concurrent: ${r.records.sample.join("; ")}.`);

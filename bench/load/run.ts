@@ -16,7 +16,7 @@
 import { readFileSync } from "node:fs";
 import os from "node:os";
 import { fileURLToPath } from "node:url";
-import { agent, streamChat, type Outcome } from "./client.js";
+import { resetConnections, streamChat, type Outcome } from "./client.js";
 import { type Conditions, type LevelResult, type RecordCheck, mixTable, recordsOk, summarize, table, writeDocs } from "./report.js";
 import { CLIENT_KEY, type Stack, gatewayLogTail, killAllNow, setUpArms, startStack, stopAll } from "./stack.js";
 import { sql } from "../../scripts/local-stack.js";
@@ -166,6 +166,8 @@ async function main(): Promise<number> {
   for (const level of LEVELS) {
     const prefix = `load-${runTag}-c${level}`;
     const total = requestsFor(level);
+    // Connections left idle by the previous level (and the record check) are not reused.
+    resetConnections();
     process.stdout.write(`level ${level}: ${total} requests ... `);
     const { outcomes, wallS } = await runLevel(stack, prompts, prefix, level, total, model);
     process.stdout.write(`${wallS.toFixed(1)} s; checking records ... `);
@@ -220,7 +222,7 @@ const onSignal = (signal: NodeJS.Signals) => {
   if (stopping) return;
   stopping = true;
   console.error(`\n${signal}: stopping the stack ...`);
-  agent.destroy();
+  resetConnections();
   void stopAll().finally(() => process.exit(130));
 };
 process.on("SIGINT", onSignal);
@@ -233,7 +235,7 @@ try {
 } catch (err) {
   console.error(err);
 } finally {
-  agent.destroy();
+  resetConnections();
   await stopAll();
 }
 process.exit(code);
