@@ -123,7 +123,7 @@ export function createBackendApp(model: LoadedModel, options: BackendAppOptions 
     } catch (err) {
       if (err instanceof QueueFullError) {
         metrics.rejected();
-        return c.json(errorBody("overloaded", "the generation queue is full"), 503, { "retry-after": "1" });
+        return c.json(errorBody("overloaded", "the generation queue is full"), 503, { "retry-after": String(err.retryAfterS) });
       }
       throw err;
     }

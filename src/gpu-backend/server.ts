@@ -1,7 +1,7 @@
 /**
  * The GPU backend as a process: `node --import tsx src/gpu-backend/server.ts`.
  *   BACKEND_PORT (8788), LENS_MODEL_DIR (models/lens-tiny-chat), LENS_EXECUTION_PROVIDER (cpu|cuda),
- *   LENS_MAX_BATCH (32), LENS_MAX_QUEUE (256), LENS_JOBS_DIR (.lens/jobs: Lens job records and artifacts),
+ *   LENS_MAX_BATCH (32), LENS_MAX_QUEUE (256), LENS_MAX_QUEUE_WAIT_MS (5000: refuse new work while the oldest waiting request has waited longer), LENS_JOBS_DIR (.lens/jobs: Lens job records and artifacts),
  *   LENS_BACKEND_SECRET (required, >= 16 characters: the bearer token the gateway sends as BACKEND_SECRET)
  */
 import { fileURLToPath } from "node:url";
@@ -37,6 +37,7 @@ const model = await loadModel(modelDir, {
   executionProvider: ep,
   maxBatch: intEnv("LENS_MAX_BATCH", 32),
   maxQueue: intEnv("LENS_MAX_QUEUE", 256),
+  maxQueueWaitMs: intEnv("LENS_MAX_QUEUE_WAIT_MS", 5_000),
 });
 const app = createBackendApp(model, { secret });
 // Lens probe / train / eval jobs at /internal/v1/lens; their records survive a restart.

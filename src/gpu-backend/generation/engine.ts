@@ -45,7 +45,15 @@ export interface GenerationJob {
   signal: AbortSignal;
 }
 
-export class QueueFullError extends Error {}
+export class QueueFullError extends Error {
+  constructor(
+    message: string,
+    /** When to try again: the wait bound's excess rounded up, else 1 s. */
+    readonly retryAfterS = 1,
+  ) {
+    super(message);
+  }
+}
 
 /** Most prompt tokens (rows x longest prompt) prefilled in one pass. */
 const PREFILL_TOKEN_BUDGET = 8192;
@@ -53,6 +61,13 @@ const PREFILL_TOKEN_BUDGET = 8192;
 export interface EngineOptions {
   maxBatch: number;
   maxQueue: number;
+  /**
+   * Refuse new work while the oldest waiting request has waited longer than this (ms). A count
+   * bound alone lets the wait grow with the model's speed (256 waiting requests are seconds on a
+   * GPU, a minute on two CPU cores); this bounds the wait itself, so callers hear "overloaded"
+   * at once instead of timing out later. Default: no bound.
+   */
+  maxQueueWaitMs?: number;
 }
 
 interface Row {
@@ -79,6 +94,8 @@ export interface EngineStats {
 
 export class Engine {
   private readonly queue: GenerationJob[] = [];
+  /** When each waiting job was queued (performance.now()), in queue order. */
+  private readonly queuedAt: number[] = [];
   private rows: Row[] = [];
   private kv: KvBatch;
   private looping = false;
@@ -109,10 +126,16 @@ export class Engine {
     return this.hooked !== null;
   }
 
-  /** Queues a job; throws QueueFullError when the queue is at its bound. */
-  submit(job: GenerationJob): void {
+  /** Queues a job; throws QueueFullError when the queue is at its bound, in length or in wait. */
+  submit(job: GenerationJob, now = performance.now()): void {
     if (this.queue.length >= this.options.maxQueue) throw new QueueFullError("queue full");
+    const oldest = this.queuedAt[0];
+    const maxWait = this.options.maxQueueWaitMs;
+    if (maxWait !== undefined && oldest !== undefined && now - oldest > maxWait) {
+      throw new QueueFullError("queue wait over its bound", Math.min(30, Math.max(1, Math.ceil((now - oldest) / 1000))));
+    }
     this.queue.push(job);
+    this.queuedAt.push(now);
     this.stats.queued = this.queue.length;
     if (!this.looping) void this.loop();
   }
@@ -157,6 +180,7 @@ export class Engine {
       if (taken.length > 0 && len * (taken.length + 1) > PREFILL_TOKEN_BUDGET) break;
       longest = len;
       taken.push(this.queue.shift() as GenerationJob);
+      this.queuedAt.shift();
     }
     return taken;
   }

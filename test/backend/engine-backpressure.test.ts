@@ -1,0 +1,60 @@
+/** The engine refuses new work at once when its queue is full, in length or in how long it has waited. */
+import { describe, expect, it } from "vitest";
+import { QueueFullError } from "../../src/gpu-backend/generation/engine.js";
+import { type LoadedModel, loadModel } from "../../src/gpu-backend/load.js";
+import type { GenerateFrame } from "../../src/protocol/backend.js";
+import { MODEL_CASES } from "./model-fixtures.js";
+
+const embedded = MODEL_CASES[0]!;
+
+function job(m: LoadedModel, maxTokens: number, signal: AbortSignal, frames: GenerateFrame[] = []) {
+  return {
+    promptIds: m.tokenizer.promptIds([{ role: "user" as const, content: "Tell me a long story about the sea." }]),
+    sampling: { temperature: 0, top_p: 1, stop: [], max_tokens: maxTokens },
+    delta: null,
+    signal,
+    emit: (f: GenerateFrame) => void frames.push(f),
+  };
+}
+
+describe.skipIf(embedded.skip !== null)("engine backpressure", () => {
+  it("refuses when the oldest waiting request has waited past the bound, with a retry-after from the excess", async () => {
+    const m = await loadModel(embedded.dir, { executionProvider: "cpu", maxBatch: 1, maxQueue: 100, maxQueueWaitMs: 2_000 });
+    const stop = new AbortController();
+    const t = performance.now();
+    // The first is taken into the batch at once; the second waits from t.
+    m.engine.submit(job(m, 200, stop.signal), t);
+    m.engine.submit(job(m, 4, stop.signal), t);
+    // Within the bound: still accepted, though the queue is not empty.
+    m.engine.submit(job(m, 4, stop.signal), t + 1_500);
+    let refused: unknown;
+    try {
+      m.engine.submit(job(m, 4, stop.signal), t + 3_200);
+    } catch (err) {
+      refused = err;
+    }
+    expect(refused).toBeInstanceOf(QueueFullError);
+    expect((refused as QueueFullError).retryAfterS).toBe(4);
+    expect(m.engine.stats.queued).toBe(2);
+    stop.abort();
+  });
+
+  it("refuses past the length bound with retry-after 1, and never without a bound on the wait", async () => {
+    const m = await loadModel(embedded.dir, { executionProvider: "cpu", maxBatch: 1, maxQueue: 2 });
+    const stop = new AbortController();
+    const t = performance.now();
+    m.engine.submit(job(m, 200, stop.signal), t);
+    m.engine.submit(job(m, 4, stop.signal), t);
+    // No wait bound configured: an hour-old queue still takes work while it has room.
+    m.engine.submit(job(m, 4, stop.signal), t + 3_600_000);
+    let refused: unknown;
+    try {
+      m.engine.submit(job(m, 4, stop.signal), t + 3_600_000);
+    } catch (err) {
+      refused = err;
+    }
+    expect(refused).toBeInstanceOf(QueueFullError);
+    expect((refused as QueueFullError).retryAfterS).toBe(1);
+    stop.abort();
+  });
+});
