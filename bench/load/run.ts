@@ -9,7 +9,8 @@
  *
  * Environment: LOAD_LEVELS (default 64,256,512), LOAD_REQUESTS (requests per level; default
  * max(400, 2 x level)), LOAD_MAX_TOKENS (24), LENS_MAX_BATCH (32) and LENS_MAX_QUEUE (256) for
- * both backends, LOAD_NOTE (a line for the machine section of the doc). The default run rewrites
+ * both backends, LOAD_NOTE (a line for the machine section of the doc), LOAD_GATEWAY_LOG (a file
+ * to keep the gateway's output in), LOAD_KEEPALIVE=0 (a new connection per request). The default run rewrites
  * docs/load.md and docs/load.json; a run with LOAD_LEVELS or LOAD_REQUESTS set only prints, unless
  * LOAD_WRITE_DOCS=1. Exits 1 when any request was broken or any record missing or doubled.
  */
