@@ -19,7 +19,7 @@ import os from "node:os";
 import { fileURLToPath } from "node:url";
 import { resetConnections, streamChat, type Outcome } from "./client.js";
 import { type Conditions, type LevelResult, type RecordCheck, mixTable, recordsOk, summarize, table, writeDocs } from "./report.js";
-import { CLIENT_KEY, type Stack, gatewayLogTail, killAllNow, setUpArms, startStack, stopAll } from "./stack.js";
+import { CLIENT_KEY, type Stack, gatewayLogTail, killAllNow, setUpArms, startStack, stopAll, switchToWorkerd } from "./stack.js";
 import { sql } from "../../scripts/local-stack.js";
 
 const intList = (raw: string) => raw.split(",").map((s) => Number(s.trim())).filter((n) => Number.isInteger(n) && n > 0);
@@ -30,6 +30,9 @@ const MAX_BATCH = Number(process.env["LENS_MAX_BATCH"] || 32);
 const MAX_QUEUE = Number(process.env["LENS_MAX_QUEUE"] || 256);
 const WRITE_DOCS = process.env["LOAD_WRITE_DOCS"] === "1" || (!process.env["LOAD_LEVELS"] && !process.env["LOAD_REQUESTS"]);
 const REQUEST_TIMEOUT_MS = 120_000;
+/** Which fronts serve the gateway, in turn: wrangler dev, then workerd without the dev proxy. */
+const FRONTS = (process.env["LOAD_GATEWAY"] || "wrangler,workerd").split(",").map((s) => s.trim());
+if (FRONTS.some((f) => f !== "wrangler" && f !== "workerd") || FRONTS.length === 0) throw new Error("LOAD_GATEWAY: a list of wrangler and workerd");
 const requestsFor = (n: number) => REQUESTS ?? Math.max(400, 2 * n);
 
 interface Prompt {
@@ -157,30 +160,38 @@ async function main(): Promise<number> {
     `gateway ${stack.gatewayUrl} -> ${stack.backendUrls.join(", ")}; active deltas: ${arms.active.map((a) => a.language).join(", ")}; ` +
       `experiment ${arms.experiment.id} on ${arms.experiment.language} (${arms.experiment.arms.join(" vs ")})`,
   );
-  const runTag = Date.now().toString(36);
-  // Warm-up: every language once, deltas pushed to the backends; not counted.
-  const warm = await runLevel(stack, prompts, `load-${runTag}-warm`, 8, prompts.length > 52 ? 52 : prompts.length, model);
-  const warmBad = warm.outcomes.filter((o) => o.kind !== "complete");
-  if (warmBad.length > 0) console.log(`warm-up: ${warmBad.length} not complete, e.g. ${warmBad[0]!.status} ${warmBad[0]!.errorCode ?? warmBad[0]!.broken}`);
-
   const results: LevelResult[] = [];
-  for (const level of LEVELS) {
-    const prefix = `load-${runTag}-c${level}`;
-    const total = requestsFor(level);
-    // Connections left idle by the previous level (and the record check) are not reused.
-    resetConnections();
-    process.stdout.write(`level ${level}: ${total} requests ... `);
-    const { outcomes, wallS } = await runLevel(stack, prompts, prefix, level, total, model);
-    process.stdout.write(`${wallS.toFixed(1)} s; checking records ... `);
-    const records = await checkRecords(stack, prefix, outcomes);
-    console.log(`${records.rows} rows (settled in ${records.settleS.toFixed(1)} s)`);
-    const result = summarize(level, outcomes, wallS, arms.experiment.language, records);
-    results.push(result);
-    if (result.brokenSamples.length > 0) console.log(`  broken: ${result.brokenSamples.slice(0, 8).join("; ")}`);
-    if (records.sample.length > 0) console.log(`  records: ${records.sample.join("; ")}`);
-    if (records.statusMismatch > 0) console.log(`  records: ${records.statusMismatch} rows whose status differs from the one the client got`);
-    // Let the backends drain anything a broken client left behind before the next level.
-    await sleep(1000);
+  for (const front of FRONTS) {
+    if (front === "workerd") {
+      await switchToWorkerd(stack);
+      console.log(`gateway now served by workerd without the dev proxy at ${stack.gatewayUrl}`);
+    } else if (stack.front !== "wrangler dev") {
+      throw new Error("wrangler dev runs first");
+    }
+    const runTag = `${Date.now().toString(36)}-${front}`;
+    // Warm-up: every language once, deltas pushed to the backends; not counted.
+    const warm = await runLevel(stack, prompts, `load-${runTag}-warm`, 8, prompts.length > 52 ? 52 : prompts.length, model);
+    const warmBad = warm.outcomes.filter((o) => o.kind !== "complete");
+    if (warmBad.length > 0) console.log(`warm-up: ${warmBad.length} not complete, e.g. ${warmBad[0]!.status} ${warmBad[0]!.errorCode ?? warmBad[0]!.broken}`);
+
+    for (const level of LEVELS) {
+      const prefix = `load-${runTag}-c${level}`;
+      const total = requestsFor(level);
+      // Connections left idle by the previous level (and the record check) are not reused.
+      resetConnections();
+      process.stdout.write(`${stack.front}, level ${level}: ${total} requests ... `);
+      const { outcomes, wallS } = await runLevel(stack, prompts, prefix, level, total, model);
+      process.stdout.write(`${wallS.toFixed(1)} s; checking records ... `);
+      const records = await checkRecords(stack, prefix, outcomes);
+      console.log(`${records.rows} rows (settled in ${records.settleS.toFixed(1)} s)`);
+      const result = summarize(stack.front, level, outcomes, wallS, arms.experiment.language, records);
+      results.push(result);
+      if (result.brokenSamples.length > 0) console.log(`  broken: ${result.brokenSamples.slice(0, 8).join("; ")}`);
+      if (records.sample.length > 0) console.log(`  records: ${records.sample.join("; ")}`);
+      if (records.statusMismatch > 0) console.log(`  records: ${records.statusMismatch} rows whose status differs from the one the client got`);
+      // Let the backends drain anything a broken client left behind before the next level.
+      await sleep(1000);
+    }
   }
   const loadAverageEnd = os.loadavg();
 
@@ -212,7 +223,7 @@ async function main(): Promise<number> {
   const failed = results.filter((r) => r.broken > 0 || !recordsOk(r));
   if (failed.length > 0) {
     console.error(`the gateway's output, last lines:\n${gatewayLogTail()}`);
-    console.error(`FAIL at ${failed.map((r) => r.concurrency).join(", ")} concurrent: broken requests or missing/doubled records`);
+    console.error(`FAIL at ${failed.map((r) => `${r.concurrency} (${r.front})`).join(", ")} concurrent: broken requests or missing/doubled records`);
     return 1;
   }
   return 0;

@@ -12,6 +12,7 @@ import { HEALTH_PATH, LIVE_PATH, backendAuthorization } from "../../src/protocol
 import type { Language } from "../../src/protocol/languages.js";
 import { ROOT, applyMigrations, backendSecret, freePort, registerKeys, waitForHttp, wrangler } from "../../scripts/local-stack.js";
 import { makeDelta } from "../../test/support/make-delta.js";
+import { Miniflare } from "miniflare";
 
 export const CLIENT_KEY = "lens-load-client-key";
 export const ADMIN_KEY = "lens-load-admin-key";
@@ -26,6 +27,10 @@ export interface BackendHealth {
 export interface Stack {
   state: string;
   gatewayUrl: string;
+  /** What serves the gateway now: "wrangler dev", or "workerd" (the deployable bundle, no dev proxy). */
+  front: string;
+  /** The gateway's variables (backends, secret). */
+  vars: Record<string, string>;
   backendUrls: string[];
   health: BackendHealth;
   maxBatch: number;
@@ -95,7 +100,8 @@ export async function startStack(o: { maxBatch: number; maxQueue: number }): Pro
 
   applyMigrations(state);
   registerKeys({ client: CLIENT_KEY, admin: ADMIN_KEY }, state);
-  const gateway = await startGatewaySnapshot(state, { BACKEND_URLS: backendUrls.join(","), BACKEND_SECRET: secret });
+  const vars = { BACKEND_URLS: backendUrls.join(","), BACKEND_SECRET: secret };
+  const gateway = await startGatewaySnapshot(state, vars);
 
   const res = await fetch(`${backendUrls[0]}${HEALTH_PATH}`, { headers: { authorization: backendAuthorization(secret) } });
   if (!res.ok) throw new Error(`backend health: ${res.status} ${await res.text()}`);
@@ -104,6 +110,8 @@ export async function startStack(o: { maxBatch: number; maxQueue: number }): Pro
   return {
     state,
     gatewayUrl: gateway.url,
+    front: "wrangler dev",
+    vars,
     backendUrls,
     health,
     maxBatch: o.maxBatch,
@@ -151,6 +159,45 @@ async function startGatewaySnapshot(state: string, vars: Record<string, string>)
   const url = `http://127.0.0.1:${port}`;
   await waitForHttp(`${url}/healthz`, child, 120_000);
   return { url };
+}
+
+/** The bindings wrangler.toml declares, as wrangler dev gives them to Miniflare locally. */
+const D1_DATABASE_ID = /database_id\s*=\s*"([^"]+)"/.exec(readFileSync(join(ROOT, "wrangler.toml"), "utf8"))?.[1] ?? "";
+const R2_BUCKET = /bucket_name\s*=\s*"([^"]+)"/.exec(readFileSync(join(ROOT, "wrangler.toml"), "utf8"))?.[1] ?? "";
+const COMPATIBILITY_DATE = /compatibility_date\s*=\s*"([^"]+)"/.exec(readFileSync(join(ROOT, "wrangler.toml"), "utf8"))?.[1] ?? "";
+
+/**
+ * Replaces `wrangler dev` with the bundle `wrangler deploy` would upload, run in one workerd through
+ * Miniflare over the same local D1/R2 state: the same runtime without wrangler's dev proxy (a
+ * Durable Object that every request passes through on its way to the worker). Running both tells
+ * the gateway's own behaviour apart from the dev proxy's.
+ */
+export async function switchToWorkerd(stack: Stack): Promise<void> {
+  await stopGateway?.();
+  stopGateway = undefined;
+  const outdir = join(stack.state, "bundle");
+  wrangler(["deploy", "--dry-run", "--outdir", outdir]);
+  const v3 = join(stack.state, "v3");
+  const mf = new Miniflare({
+    modules: true,
+    scriptPath: join(outdir, "index.js"),
+    modulesRoot: outdir,
+    compatibilityDate: COMPATIBILITY_DATE,
+    host: "127.0.0.1",
+    port: await freePort(),
+    d1Databases: { DB: D1_DATABASE_ID },
+    r2Buckets: { ADAPTERS: R2_BUCKET },
+    durableObjects: { RATE_LIMITER: "KeyRateLimiter" },
+    d1Persist: join(v3, "d1"),
+    r2Persist: join(v3, "r2"),
+    durableObjectsPersist: join(v3, "do"),
+    bindings: stack.vars,
+  });
+  const url = await mf.ready;
+  stopGateway = () => mf.dispose();
+  stack.gatewayUrl = url.origin;
+  stack.front = "workerd";
+  await waitForHttp(`${stack.gatewayUrl}/healthz`, undefined, 60_000);
 }
 
 async function admin(stack: Stack, method: string, path: string, body?: FormData | object): Promise<Record<string, unknown>> {
