@@ -7,6 +7,8 @@ export interface RecordCheck {
   rows: number;
   /** Ids the client sent that have no row. */
   missing: number;
+  /** Of those, ids the client got an answer for (complete or a clean error): lost by the gateway. */
+  missingAnswered: number;
   /** Ids with more than one row, or rows for ids this level never sent. */
   doubled: number;
   /** Rows whose status differs from the status the client received (broken requests aside). */
@@ -171,10 +173,21 @@ function notes(results: LevelResult[]): string {
   const timeouts = results.filter((r) => Object.keys(r.errors).some((k) => k.includes("backend_timeout")));
   if (timeouts.length > 0) {
     out.push(
-      `- \`backend_timeout\` (at ${timeouts.map((r) => `${r.concurrency} through ${r.front}`).join(", ")} concurrent): the request waited longer than the ` +
-        "gateway's 30 s (`BACKEND_TIMEOUT_MS` for the response headers: 504; `BACKEND_IDLE_TIMEOUT_MS` once the backend had " +
-        "accepted it into its queue and sent its start frame: an SSE error event). Both are clean OpenAI errors, but they " +
-        "mean the backends' queues (`LENS_MAX_QUEUE`) hold more work than they finish within the gateway's timeouts on this machine.",
+      `- \`backend_timeout\` (at ${timeouts.map((r) => `${r.concurrency} through ${r.front}`).join(", ")} concurrent): no answer within the ` +
+        "gateway's 30 s (`BACKEND_TIMEOUT_MS` for the response headers: 504; `BACKEND_IDLE_TIMEOUT_MS` between frames once " +
+        "streaming: an SSE error event). Clean OpenAI errors; the backends' own bound on queueing (`LENS_MAX_QUEUE_WAIT_MS`, 5 s) " +
+        "did not catch these, so the time went elsewhere on the overloaded machine.",
+    );
+  }
+  const devBroken = results.filter((r) => r.front === "wrangler dev" && r.broken > 0);
+  const workerdClean = results.filter((r) => r.front === "workerd" && devBroken.some((d) => d.concurrency === r.concurrency) && r.broken === 0 && recordsOk(r));
+  if (devBroken.length > 0 && workerdClean.length > 0) {
+    out.push(
+      `- **wrangler dev vs workerd**: at ${workerdClean.map((r) => r.concurrency).join(" and ")} concurrent, the same gateway bundle, ` +
+        "backends and D1/R2 state answered every request cleanly and recorded each exactly once when workerd served it " +
+        "alone, while through `wrangler dev` some requests broke before reaching the worker (below). Those failures belong " +
+        "to `wrangler dev`'s local proxy (a Durable Object in its own workerd that forwards each request to the worker), which " +
+        "a deployed Worker does not have.",
     );
   }
   if (results.some((r) => r.brokenSamples.some((b) => b.includes("restarted mid-request")))) {
@@ -194,6 +207,12 @@ function notes(results: LevelResult[]): string {
   }
   for (const r of results) {
     if (r.brokenSamples.length > 0) out.push(`- Broken at ${r.concurrency} concurrent through ${r.front}: ${r.brokenSamples.join("; ")}.`);
+    if (r.records.missing > 0) {
+      out.push(
+        `- Missing records at ${r.concurrency} concurrent through ${r.front}: ${r.records.missing}, of which ${r.records.missingAnswered} ` +
+          `for requests the client got an answer to (the rest broke before any response).`,
+      );
+    }
     if (r.records.sample.length > 0) out.push(`- Records at ${r.concurrency} concurrent through ${r.front}: ${r.records.sample.join("; ")}.`);
   }
   return out.length > 0 ? `${out.join("\n")}\n\n` : "";

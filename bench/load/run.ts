@@ -130,9 +130,11 @@ async function checkRecords(stack: Stack, prefix: string, outcomes: Outcome[]): 
   let missing = 0;
   let doubled = 0;
   let statusMismatch = 0;
+  let missingAnswered = 0;
   for (const o of outcomes) {
     if (!seen.has(o.id)) {
       missing++;
+      if (o.kind !== "broken") missingAnswered++;
       if (sample.length < 5) sample.push(`missing ${o.id} (client saw ${o.status} ${o.kind})`);
     }
   }
@@ -146,7 +148,7 @@ async function checkRecords(stack: Stack, prefix: string, outcomes: Outcome[]): 
     const o = sent.get(r.id);
     if (o && o.kind !== "broken" && o.status !== r.status) statusMismatch++;
   }
-  return { rows: rows.length, missing, doubled, statusMismatch, settleS, sample };
+  return { rows: rows.length, missing, missingAnswered, doubled, statusMismatch, settleS, sample };
 }
 
 async function main(): Promise<number> {
