@@ -24,7 +24,7 @@ export async function chatCompletions(c: Context<GatewayEnv>): Promise<Response>
 }
 
 async function answer(c: Context<GatewayEnv>, record: RequestRecorder, waitUntil: (p: Promise<unknown>) => void): Promise<Response> {
-  // Before the body is read: a key over its limit costs no parsing and no backend time.
+  // Before the body is parsed: a key over its limit costs no validation and no backend time.
   const grant = await admitChat(c.env, record.keyId, effectiveLimits(c.get("keyLimits"), gatewayConfig(c.env)));
   for (const [name, value] of Object.entries(grant.headers)) c.header(name, value);
   record.onTokens = grant.spend;
