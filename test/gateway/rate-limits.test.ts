@@ -154,6 +154,25 @@ describe("per-key rate limits through the gateway", () => {
     expect(((await res.json()) as ErrorBody).error.code).toBe("rate_limiter_missing");
   });
 
+  it("lets requests through, without limit headers, when the limiter cannot be reached", async () => {
+    const { key } = await keyWith({ rpm: 1 });
+    const broken = {
+      idFromName: (name: string) => ({ name }),
+      get: () => ({
+        admit: () => Promise.reject(new Error("limiter unreachable")),
+        spend: () => Promise.reject(new Error("limiter unreachable")),
+      }),
+    };
+    const statuses: number[] = [];
+    for (let i = 0; i < 3; i++) {
+      const res = await postChat(key, chat, { RATE_LIMITER: broken } as never);
+      statuses.push(res.status);
+      expect(res.headers.get("x-ratelimit-limit-requests")).toBeNull();
+      await res.arrayBuffer();
+    }
+    expect(statuses).toEqual([200, 200, 200]);
+  });
+
   it("rejects a bad default in the configuration", async () => {
     const key = await newKey("client");
     const res = await postChat(key, chat, { RATE_LIMIT_TPM: "-5" });
