@@ -3,7 +3,7 @@
  * where there is one, and never a 5xx.
  */
 import { beforeAll, describe, expect, it } from "vitest";
-import { TEST_MODEL, gatewayFetch, newKey } from "./helpers.js";
+import { TEST_MODEL, gatewayFetch, newKey, authHeaderFor } from "./helpers.js";
 
 interface Case {
   name: string;
@@ -86,19 +86,7 @@ beforeAll(async () => {
 });
 
 function authHeader(kind: Case["auth"]): Record<string, string> {
-  switch (kind ?? "client") {
-    case "client":
-      return { authorization: `Bearer ${clientKey}` };
-    case "admin":
-      return { authorization: `Bearer ${adminKey}` };
-    case "unknown":
-      return { authorization: "Bearer lens-not-a-real-key" };
-    case "malformed":
-      return { authorization: `Basic ${btoa("user:pass")}` };
-    case "none":
-      return {};
-  }
-  return {};
+  return authHeaderFor(kind, { client: clientKey, admin: adminKey });
 }
 
 describe("bad requests", () => {

@@ -23,7 +23,7 @@ import {
 } from "../support/fuzz-mutations.js";
 import { env } from "cloudflare:workers";
 import { createKey } from "../../src/gateway/services/api-keys.js";
-import { TEST_MODEL, newKey, sseData, trackedGatewayFetch } from "./helpers.js";
+import { TEST_MODEL, newKey, sseData, trackedGatewayFetch, authHeaderFor } from "./helpers.js";
 
 const RUNS = 1000;
 const SEED = 42;
@@ -284,21 +284,7 @@ function chatCases(): fc.Arbitrary<ChatCase> {
 }
 
 function authHeader(kind: ChatCase["auth"]): Record<string, string> {
-  switch (kind ?? "client") {
-    case "client":
-      return { authorization: `Bearer ${clientKey}` };
-    case "admin":
-      return { authorization: `Bearer ${adminKey}` };
-    case "unknown":
-      return { authorization: "Bearer lens-not-a-real-key" };
-    case "malformed":
-      return { authorization: "Basic dXNlcjpwYXNz" };
-    case "tab":
-      return { authorization: "Bearer\tlens-not\ta-key" };
-    case "none":
-      return {};
-  }
-  return {};
+  return authHeaderFor(kind, { client: clientKey, admin: adminKey });
 }
 
 describe("fuzzing POST /v1/chat/completions", () => {

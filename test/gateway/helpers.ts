@@ -94,3 +94,24 @@ export async function until<T>(probe: () => Promise<T | undefined>, ms = 3000): 
     await new Promise((r) => setTimeout(r, 25));
   }
 }
+
+/** How a test presents (or fails to present) a key. */
+export type AuthKind = "client" | "admin" | "none" | "unknown" | "malformed" | "tab";
+
+/** The Authorization header for `kind`, given the test's client and admin keys. */
+export function authHeaderFor(kind: AuthKind | undefined, keys: { client: string; admin: string }): Record<string, string> {
+  switch (kind ?? "client") {
+    case "client":
+      return { authorization: `Bearer ${keys.client}` };
+    case "admin":
+      return { authorization: `Bearer ${keys.admin}` };
+    case "unknown":
+      return { authorization: "Bearer lens-not-a-real-key" };
+    case "malformed":
+      return { authorization: `Basic ${btoa("user:pass")}` };
+    case "tab":
+      return { authorization: "Bearer\tlens-not\ta-key" };
+    case "none":
+      return {};
+  }
+}
