@@ -18,12 +18,14 @@ import { chatCompletions } from "./handlers/chat-completions.js";
 import { feedbackHandler } from "./handlers/feedback.js";
 import { listModels } from "./handlers/models.js";
 import { requireKey } from "./middleware/auth.js";
+import { deadline } from "./middleware/deadline.js";
 import { limitBody } from "./middleware/body-limit.js";
 import { requestId } from "./middleware/request-id.js";
 
 export function createApp(): Hono<GatewayEnv> {
   const app = new Hono<GatewayEnv>();
   app.use(requestId());
+  app.use(deadline());
 
   app.get("/healthz", (c) => c.json({ ok: true }));
 

@@ -1,5 +1,6 @@
 /** Bindings the gateway gets from wrangler.toml (vars, D1, R2) and the config derived from them. */
 import { backendAuthorization } from "../protocol/backend.js";
+import type { Deadline } from "./deadline.js";
 import type { StoredKeyLimits } from "./services/api-keys.js";
 import type { KeyRateLimiter } from "./services/rate-limit/limiter-object.js";
 
@@ -41,6 +42,10 @@ export interface GatewayVariables {
   keyId: string;
   /** The key's own rate limits as stored (NULL: the deployment default). */
   keyLimits: StoredKeyLimits;
+  /** The request's deadline (middleware/deadline.ts); `c.env`'s D1 and R2 race it. */
+  deadline: Deadline;
+  /** The bindings without the request's deadline, for work bounded on its own (request records). */
+  bindings: GatewayBindings;
 }
 
 export type GatewayEnv = { Bindings: GatewayBindings; Variables: GatewayVariables };
@@ -85,4 +90,11 @@ export function gatewayConfig(env: GatewayBindings): GatewayConfig {
     configCache.set(env, config);
   }
   return config;
+}
+
+/** `env` with some bindings replaced; the same parsed configuration, not parsed again. */
+export function replaceBindings(env: GatewayBindings, replacements: Partial<GatewayBindings>): GatewayBindings {
+  const replaced = { ...env, ...replacements };
+  configCache.set(replaced, gatewayConfig(env));
+  return replaced;
 }

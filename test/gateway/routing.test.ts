@@ -1,4 +1,5 @@
 import { describe, expect, it, beforeAll } from "vitest";
+import { Deadline } from "../../src/gateway/deadline.js";
 import type { GatewayConfig } from "../../src/gateway/env.js";
 import { GatewayError } from "../../src/gateway/errors.js";
 import { preferenceOrder } from "../../src/gateway/services/backends/affinity.js";
@@ -102,21 +103,21 @@ const generateRequest = (id: string) => ({
 
 describe("failover", () => {
   it("tries the next backend once when the first refuses the connection", async () => {
-    const gen = await openGeneration(config(), generateRequest("failover-1"), [backends["refused"]!, backends["echoB"]!]);
+    const gen = await openGeneration(config(), generateRequest("failover-1"), [backends["refused"]!, backends["echoB"]!], Deadline.after(30_000));
     expect(gen.backend).toBe(backends["echoB"]);
     gen.frames.cancel();
     expect(await servedBy("failover-1", ["echoB"])).toEqual(["echoB"]);
   });
 
   it("tries only once more: a third backend is not reached", async () => {
-    const err = await openGeneration(config(), generateRequest("failover-2"), [backends["refused"]!, backends["refused"]!, backends["echoB"]!]).catch((e) => e);
+    const err = await openGeneration(config(), generateRequest("failover-2"), [backends["refused"]!, backends["refused"]!, backends["echoB"]!], Deadline.after(30_000)).catch((e) => e);
     expect(err).toBeInstanceOf(GatewayError);
     expect((err as GatewayError).status).toBe(503);
     expect(await servedBy("failover-2", ["echoB"])).toEqual([]);
   });
 
   it("moves on from an overloaded backend and passes retry-after on when all are", async () => {
-    const gen = await openGeneration(config(), generateRequest("failover-3"), [backends["overloaded"]!, backends["echo"]!]);
+    const gen = await openGeneration(config(), generateRequest("failover-3"), [backends["overloaded"]!, backends["echo"]!], Deadline.after(30_000));
     expect(gen.backend).toBe(backends["echo"]);
     gen.frames.cancel();
     const res = await postChat(key, hello, { BACKEND_URLS: backends["overloaded"] });

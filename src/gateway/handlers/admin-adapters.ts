@@ -2,6 +2,7 @@ import type { Context, MiddlewareHandler } from "hono";
 import { type GatewayBindings, type GatewayEnv, gatewayConfig } from "../env.js";
 import { GatewayError, notFound } from "../errors.js";
 import { readBodyWithin } from "../middleware/body-limit.js";
+import { scopeOf } from "../request-scope.js";
 import { badUpload, deleteAdapter, getAdapter, listAdapters, uploadAdapter } from "../services/adapters.js";
 
 /** Room for the manifest field and multipart framing on top of the file cap. */
@@ -48,7 +49,7 @@ export async function uploadAdapterHandler(c: Context<GatewayEnv>): Promise<Resp
     manifest,
     createdBy: c.get("keyId"),
     maxBytes: maxAdapterBytes(c.env),
-  });
+  }, scopeOf(c));
   return c.json(adapter, created ? 201 : 200);
 }
 

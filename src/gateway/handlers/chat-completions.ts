@@ -6,26 +6,28 @@ import { chooseLanguage, parseLensMode } from "../language/choose.js";
 import { parseJsonBody, validate } from "../openai/parse-request.js";
 import { collectCompletion, streamCompletion } from "../openai/responses.js";
 import { samplingOf } from "../openai/sampling.js";
+import { type RequestScope, scopeOf } from "../request-scope.js";
 import { chooseDelta } from "../services/delta-choice.js";
 import { admitChat, effectiveLimits } from "../services/rate-limit/admission.js";
 import { RequestRecorder } from "../services/request-records.js";
 import { routeChat } from "../services/routing.js";
 
 export async function chatCompletions(c: Context<GatewayEnv>): Promise<Response> {
-  const requestId = c.get("requestId");
-  const waitUntil = (p: Promise<unknown>) => c.executionCtx.waitUntil(p);
-  const record = new RequestRecorder(c.env.DB, waitUntil, requestId, c.get("keyId"));
+  const scope = scopeOf(c);
+  const config = gatewayConfig(c.env);
+  const record = new RequestRecorder(c.get("bindings").DB, scope.waitUntil, c.get("requestId"), c.get("keyId"), config.backendTimeoutMs);
   try {
-    return await answer(c, record, waitUntil);
+    return await answer(c, record, scope);
   } catch (err) {
     record.fail(toGatewayError(err).status);
     throw err;
   }
 }
 
-async function answer(c: Context<GatewayEnv>, record: RequestRecorder, waitUntil: (p: Promise<unknown>) => void): Promise<Response> {
+async function answer(c: Context<GatewayEnv>, record: RequestRecorder, scope: RequestScope): Promise<Response> {
+  const config = gatewayConfig(c.env);
   // Before the body is parsed: a key over its limit costs no validation and no backend time.
-  const grant = await admitChat(c.env, record.keyId, effectiveLimits(c.get("keyLimits"), gatewayConfig(c.env)));
+  const grant = await admitChat(c.env, record.keyId, effectiveLimits(c.get("keyLimits"), config), scope.deadline);
   for (const [name, value] of Object.entries(grant.headers)) c.header(name, value);
   record.onTokens = grant.spend;
   const body = validate(ChatCompletionRequest, parseJsonBody(await c.req.text()));
@@ -35,7 +37,7 @@ async function answer(c: Context<GatewayEnv>, record: RequestRecorder, waitUntil
   const { language } = chooseLanguage(body.messages, c.req.header("x-lens-language"));
   record.language = language;
   c.header("x-lens-language", language);
-  const { delta: wanted, assigned } = await chooseDelta(c.env.DB, language, mode, body.user ?? record.keyId);
+  const { delta: wanted, assigned } = await chooseDelta(c.env.DB, language, mode, body.user ?? record.keyId, scope.deadline);
   if (assigned) {
     c.header("x-lens-arm", assigned.arm);
     record.experimentId = assigned.experimentId;
@@ -44,11 +46,13 @@ async function answer(c: Context<GatewayEnv>, record: RequestRecorder, waitUntil
 
   const requestId = record.id;
   const { generation, delta } = await routeChat(
-    gatewayConfig(c.env),
+    config,
     { requestId, model: body.model, messages: body.messages, sampling: samplingOf(body), language, delta: wanted },
     { db: c.env.DB, bucket: c.env.ADAPTERS },
-    waitUntil,
+    scope,
   );
+  // The backend has started: from here the reply's pace is the idle timeout's business.
+  scope.deadline.answerStarted();
   c.header("x-lens-delta", delta ? delta.id : "none");
   record.deltaId = delta ? delta.id : null;
   record.model = generation.start.model;
@@ -66,7 +70,7 @@ async function answer(c: Context<GatewayEnv>, record: RequestRecorder, waitUntil
   // workerd cancels a request's pending work when its client disconnects unless a waitUntil promise
   // is outstanding; without one, the stream's cancel() never wrote the "disconnected" record.
   let streamDone!: () => void;
-  waitUntil(new Promise<void>((resolve) => (streamDone = resolve)));
+  scope.waitUntil(new Promise<void>((resolve) => (streamDone = resolve)));
   return c.body(
     streamCompletion(generation, meta, (s) => {
       onFinish(s);

@@ -1,12 +1,14 @@
 /**
  * What an uploaded delta is checked against: the base model as a backend serving it describes
- * itself (`GET /internal/v1/health`), kept per isolate for a few seconds.
+ * itself (`GET /internal/v1/health`), kept per isolate for a few seconds (answers only: each request
+ * that finds none asks itself, within its deadline).
  */
 import { z } from "zod";
 import { HEALTH_PATH } from "../../protocol/backend.js";
 import { Fingerprint } from "../../protocol/delta.js";
 import type { GatewayConfig } from "../env.js";
 import { noBackend } from "../errors.js";
+import type { RequestScope } from "../request-scope.js";
 import { backendsFor } from "./backends/catalog.js";
 
 export const HEALTH_CACHE_MS = 5_000;
@@ -45,11 +47,11 @@ async function askHealth(config: GatewayConfig, url: string, timeoutMs: number):
 }
 
 /** The shape of `model` as the first backend serving it that answers says; 503 when none can. */
-export async function modelShape(config: GatewayConfig, model: string, now = Date.now()): Promise<ModelShape> {
-  const { backends } = await backendsFor(config, model);
+export async function modelShape(config: GatewayConfig, model: string, scope: RequestScope, now = Date.now()): Promise<ModelShape> {
+  const { backends } = await backendsFor(config, model, scope);
   if (backends.length === 0) throw noBackend(`No backend serves the model '${model}' named in manifest.base_model.id, so the delta cannot be checked against it.`);
-  const timeout = Math.min(config.backendTimeoutMs, HEALTH_TIMEOUT_MS);
   for (const url of backends) {
+    const timeout = Math.max(1, Math.min(config.backendTimeoutMs, HEALTH_TIMEOUT_MS, scope.deadline.budget()));
     const key = `${url}\n${model}`;
     const hit = cache.get(key);
     if (hit && hit.until > now) return hit.shape;

@@ -5,6 +5,7 @@
  */
 import { type DeltaManifest, type DeltaValidationCode, parseDeltaManifest, validateDelta } from "../../protocol/delta.js";
 import type { GatewayConfig } from "../env.js";
+import type { RequestScope } from "../request-scope.js";
 import { GatewayError, notFound } from "../errors.js";
 import { modelShape } from "./adapters-model.js";
 
@@ -137,7 +138,13 @@ async function restoreBlobsIfMissing(bucket: R2Bucket, adapter: AdapterRow, byte
 }
 
 /** Validates a delta against the model its manifest names, then stores it once per content. */
-export async function uploadAdapter(config: GatewayConfig, db: D1Database, bucket: R2Bucket, input: UploadInput): Promise<UploadResult> {
+export async function uploadAdapter(
+  config: GatewayConfig,
+  db: D1Database,
+  bucket: R2Bucket,
+  input: UploadInput,
+  scope: RequestScope,
+): Promise<UploadResult> {
   if (input.bytes.byteLength > input.maxBytes) {
     throw validationError("too_large", `file is ${input.bytes.byteLength} bytes, over the ${input.maxBytes}-byte limit`);
   }
@@ -145,7 +152,7 @@ export async function uploadAdapter(config: GatewayConfig, db: D1Database, bucke
   const parsed = parseDeltaManifest(input.manifest);
   if (!parsed.ok) throw validationError(parsed.error.code, parsed.error.message);
 
-  const shape = await modelShape(config, parsed.manifest.base_model.id);
+  const shape = await modelShape(config, parsed.manifest.base_model.id, scope);
   const checked = validateDelta(input.bytes, input.manifest, {
     fingerprint: shape.fingerprint,
     hiddenSize: shape.hiddenSize,

@@ -5,6 +5,7 @@
  */
 import type { DeltaRef } from "../../protocol/backend.js";
 import type { LanguageOrUnd } from "../../protocol/languages.js";
+import type { Deadline } from "../deadline.js";
 import type { LensMode } from "../language/choose.js";
 import { type Assignment, assignment } from "./experiments.js";
 import { activeDelta } from "./language-deltas.js";
@@ -14,9 +15,9 @@ export interface DeltaChoice {
   assigned: Assignment | null;
 }
 
-export async function chooseDelta(db: D1Database, language: LanguageOrUnd, mode: LensMode, subject: string): Promise<DeltaChoice> {
+export async function chooseDelta(db: D1Database, language: LanguageOrUnd, mode: LensMode, subject: string, deadline: Deadline): Promise<DeltaChoice> {
   if (mode === "off" || language === "und") return { delta: null, assigned: null };
-  const assigned = await assignment(db, language, subject);
+  const assigned = await assignment(db, language, subject, deadline);
   if (assigned) return { delta: assigned.delta, assigned };
-  return { delta: await activeDelta(db, language), assigned: null };
+  return { delta: await activeDelta(db, language, deadline), assigned: null };
 }

@@ -6,6 +6,7 @@
  */
 import type { DeltaRef } from "../../protocol/backend.js";
 import { type Language, isLanguage } from "../../protocol/languages.js";
+import { type Deadline, storageTimeout } from "../deadline.js";
 import { GatewayError, invalidRequest, notFound } from "../errors.js";
 import { getAdapter } from "./adapters.js";
 import { setLanguageAdapter } from "./adapters-languages.js";
@@ -187,15 +188,16 @@ export async function promoteArm(db: D1Database, id: string, armName: string, no
 }
 
 /** The running experiment for a language, cached per isolate for a few seconds; null on failure. */
-export async function runningExperiment(db: D1Database, language: string, now = Date.now()): Promise<Experiment | null> {
+export async function runningExperiment(db: D1Database, language: string, deadline: Deadline, now = Date.now()): Promise<Experiment | null> {
   const hit = runningCache.get(language);
   if (hit && hit.until > now) return hit.experiment;
   let experiment: Experiment | null;
   try {
-    const row = await db
+    const read = db
       .prepare("SELECT e.* FROM experiment_running r JOIN experiments e ON e.id = r.experiment_id WHERE r.language = ?1 AND e.state = 'running'")
       .bind(language)
       .first<ExperimentDbRow>();
+    const row = await deadline.optional(read, () => storageTimeout("database (D1)"));
     experiment = row ? fromRow(row) : null;
   } catch (err) {
     // An experiment must never fail a request: without it, the language's active delta applies.
@@ -213,8 +215,8 @@ export interface Assignment {
 }
 
 /** The arm a subject (the request's `user`, else its key id) gets in the language's running experiment. */
-export async function assignment(db: D1Database, language: string, subject: string): Promise<Assignment | null> {
-  const e = await runningExperiment(db, language);
+export async function assignment(db: D1Database, language: string, subject: string, deadline: Deadline): Promise<Assignment | null> {
+  const e = await runningExperiment(db, language, deadline);
   if (!e) return null;
   const arm = assignArm(e.id, subject, e.arms);
   return { experimentId: e.id, arm: arm.name, delta: arm.delta_id ? { id: arm.delta_id, scale: arm.scale } : null };

@@ -5,9 +5,11 @@
  */
 import { z } from "zod";
 import { JobId, LENS_PATH, LensJobErrorCode, LensJobRecord, LensJobRequest } from "../../protocol/lens-jobs.js";
+import type { Deadline } from "../deadline.js";
 import type { GatewayConfig } from "../env.js";
 import { GatewayError, backendFailure, backendTimeout, invalidRequest, noBackend, notFound } from "../errors.js";
 import { type AdapterRow, getAdapter, uploadAdapter } from "./adapters.js";
+import type { RequestScope } from "../request-scope.js";
 import { backendsFor, getCatalog } from "./backends/catalog.js";
 
 export interface LensJobRow {
@@ -54,10 +56,12 @@ export function checkJobId(id: string): string {
   return id;
 }
 
-async function backendCall(config: GatewayConfig, url: string, init: RequestInit = {}): Promise<Response> {
+/** One call to a backend's Lens API within the request's deadline (its body read included). */
+async function backendCall(config: GatewayConfig, deadline: Deadline, url: string, init: RequestInit = {}): Promise<Response> {
   let res: Response;
   try {
-    res = await fetch(url, { ...init, headers: { ...config.backendHeaders, ...(init.headers as Record<string, string> | undefined) }, signal: AbortSignal.timeout(config.backendTimeoutMs) });
+    const headers = { ...config.backendHeaders, ...(init.headers as Record<string, string> | undefined) };
+    res = await fetch(url, { ...init, headers, signal: AbortSignal.timeout(Math.max(1, deadline.budget())) });
   } catch (err) {
     if (err instanceof Error && (err.name === "TimeoutError" || err.name === "AbortError")) throw backendTimeout();
     throw backendFailure("The backend holding this Lens job could not be reached.");
@@ -92,8 +96,8 @@ async function jobRow(db: D1Database, id: string): Promise<LensJobRow> {
   return row;
 }
 
-async function fetchRecord(config: GatewayConfig, row: LensJobRow): Promise<LensJobRecord> {
-  const res = await backendCall(config, `${row.backend_url}${LENS_PATH}/jobs/${row.id}`);
+async function fetchRecord(config: GatewayConfig, deadline: Deadline, row: LensJobRow): Promise<LensJobRecord> {
+  const res = await backendCall(config, deadline, `${row.backend_url}${LENS_PATH}/jobs/${row.id}`);
   const parsed = LensJobRecord.safeParse(await res.json().catch(() => null));
   if (!parsed.success) throw backendFailure("The backend answered a malformed Lens job record.");
   return parsed.data;
@@ -113,18 +117,18 @@ export async function submitLensJob(
   db: D1Database,
   raw: unknown,
   createdBy: string,
-  waitUntil?: (p: Promise<unknown>) => void,
+  scope: RequestScope,
 ): Promise<{ object: "lens.job"; id: string; state: string; kind: string; model: string }> {
   const { model: asked, request } = parseJobSubmission(raw);
-  const model = asked ?? (await getCatalog(config, waitUntil)).models[0]?.id;
+  const model = asked ?? (await getCatalog(config, scope)).models[0]?.id;
   if (!model) throw noBackend();
-  const { backends } = await backendsFor(config, model, waitUntil);
+  const { backends } = await backendsFor(config, model, scope);
   const backend = backends[0];
   if (!backend) {
     if (asked) throw notFound(`The model '${model}' does not exist or no backend serves it.`, "model_not_found", "model");
     throw noBackend();
   }
-  const res = await backendCall(config, `${backend}${LENS_PATH}/jobs`, {
+  const res = await backendCall(config, scope.deadline, `${backend}${LENS_PATH}/jobs`, {
     method: "POST",
     headers: { "content-type": "application/json" },
     body: JSON.stringify(request),
@@ -138,14 +142,14 @@ export async function submitLensJob(
   return { object: "lens.job", id: answer.data.id, state: answer.data.state, kind: request.kind, model };
 }
 
-export async function getLensJob(config: GatewayConfig, db: D1Database, id: string): Promise<GatewayLensJob> {
+export async function getLensJob(config: GatewayConfig, db: D1Database, id: string, scope: RequestScope): Promise<GatewayLensJob> {
   const row = await jobRow(db, checkJobId(id));
-  return show(row, await fetchRecord(config, row));
+  return show(row, await fetchRecord(config, scope.deadline, row));
 }
 
-export async function cancelLensJob(config: GatewayConfig, db: D1Database, id: string): Promise<GatewayLensJob> {
+export async function cancelLensJob(config: GatewayConfig, db: D1Database, id: string, scope: RequestScope): Promise<GatewayLensJob> {
   const row = await jobRow(db, checkJobId(id));
-  const res = await backendCall(config, `${row.backend_url}${LENS_PATH}/jobs/${row.id}`, { method: "DELETE" });
+  const res = await backendCall(config, scope.deadline, `${row.backend_url}${LENS_PATH}/jobs/${row.id}`, { method: "DELETE" });
   const parsed = LensJobRecord.safeParse(await res.json().catch(() => null));
   if (!parsed.success) throw backendFailure("The backend answered a malformed Lens job record.");
   return show(row, parsed.data);
@@ -163,13 +167,14 @@ export async function registerLensJob(
   bucket: R2Bucket,
   id: string,
   input: RegisterInput,
+  scope: RequestScope,
 ): Promise<{ adapter: AdapterRow; created: boolean }> {
   const row = await jobRow(db, checkJobId(id));
   if (row.adapter_id) {
     const existing = await getAdapter(db, row.adapter_id);
     if (existing) return { adapter: existing, created: false };
   }
-  const record = await fetchRecord(config, row);
+  const record = await fetchRecord(config, scope.deadline, row);
   if (record.kind !== "train" && record.kind !== "subspace") {
     throw new GatewayError(409, "invalid_request_error", `Lens job ${id} is a ${record.kind} job; only train and subspace jobs make deltas.`, "lens_job_not_delta");
   }
@@ -180,7 +185,10 @@ export async function registerLensJob(
     throw new GatewayError(413, "invalid_request_error", `The job's delta is ${record.artifact.bytes} bytes, over the ${input.maxBytes}-byte limit.`, "too_large");
   }
   const base = `${row.backend_url}${LENS_PATH}/jobs/${row.id}/artifact`;
-  const [tensorsRes, manifestRes] = await Promise.all([backendCall(config, `${base}?part=tensors`), backendCall(config, `${base}?part=manifest`)]);
+  const [tensorsRes, manifestRes] = await Promise.all([
+    backendCall(config, scope.deadline, `${base}?part=tensors`),
+    backendCall(config, scope.deadline, `${base}?part=manifest`),
+  ]);
   const bytes = new Uint8Array(await tensorsRes.arrayBuffer());
   let manifest: unknown;
   try {
@@ -188,7 +196,7 @@ export async function registerLensJob(
   } catch {
     throw backendFailure("The backend answered a manifest that is not JSON.");
   }
-  const result = await uploadAdapter(config, db, bucket, { bytes, manifest, createdBy: input.createdBy, maxBytes: input.maxBytes });
+  const result = await uploadAdapter(config, db, bucket, { bytes, manifest, createdBy: input.createdBy, maxBytes: input.maxBytes }, scope);
   await db.prepare("UPDATE lens_jobs SET adapter_id = ?2 WHERE id = ?1").bind(row.id, result.adapter.id).run();
   return result;
 }

@@ -2,6 +2,7 @@
  * Per-request records: one `requests` row per chat request, written once its answer is finished
  * (ended, failed, or the client went away), off the response path through `waitUntil`.
  */
+import { storageTimeout, within } from "../deadline.js";
 import { detectLanguage } from "../language/detect.js";
 
 export type RecordFinish = "stop" | "length" | "error" | "disconnected";
@@ -54,10 +55,12 @@ export class RequestRecorder {
   private done = false;
 
   constructor(
+    /** The real binding: the row is written after the request's deadline too, within `writeWithinMs`. */
     private readonly db: D1Database,
     private readonly waitUntil: (p: Promise<unknown>) => void,
     readonly id: string,
     readonly keyId: string,
+    private readonly writeWithinMs: number,
     readonly startedAt = Date.now(),
   ) {}
 
@@ -90,7 +93,7 @@ export class RequestRecorder {
       stream: this.stream ? 1 : 0,
       created_at: Math.floor(this.startedAt / 1000),
     };
-    this.waitUntil(writeRequestRecord(this.db, row));
+    this.waitUntil(writeRequestRecord(this.db, row, this.writeWithinMs));
     const tokens = (this.promptTokens ?? 0) + (summary.completionTokens ?? 0);
     if (this.onTokens && tokens > 0) this.waitUntil(this.onTokens(tokens));
   }
@@ -101,11 +104,11 @@ export class RequestRecorder {
   }
 }
 
-/** Writes one row; a record must never fail a request, so errors are logged only. */
-export async function writeRequestRecord(db: D1Database, r: Omit<RequestRecordRow, "feedback_score" | "feedback_at">): Promise<void> {
+/** Writes one row within `withinMs`; a record must never fail a request, so errors are logged only. */
+export async function writeRequestRecord(db: D1Database, r: Omit<RequestRecordRow, "feedback_score" | "feedback_at">, withinMs: number): Promise<void> {
   try {
     // A caller may reuse its x-request-id: the first answer keeps the row.
-    await db
+    const write = db
       .prepare(
         `INSERT INTO requests (id, key_id, language, experiment_id, arm, delta_id, model, status, ttft_ms, total_ms,
            prompt_tokens, completion_tokens, finish_reason, reply_language, language_match, stream, created_at)
@@ -117,6 +120,7 @@ export async function writeRequestRecord(db: D1Database, r: Omit<RequestRecordRo
         r.prompt_tokens, r.completion_tokens, r.finish_reason, r.reply_language, r.language_match, r.stream, r.created_at,
       )
       .run();
+    await within(write, withinMs, () => storageTimeout("database (D1)"));
   } catch (err) {
     console.error("writing the request record failed", err);
   }

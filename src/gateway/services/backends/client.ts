@@ -2,7 +2,8 @@
  * Opens a generation on a backend: the first backend in preference order, and on a connection
  * failure before any byte (or an "overloaded" answer) the next one, once. A backend that stays
  * silent past the timeout is not retried elsewhere: it may still be working, and a second copy
- * would double the load exactly when the fleet is slow.
+ * would double the load exactly when the fleet is slow. All attempts share the request's deadline,
+ * up to and including the first frame.
  */
 import {
   BackendErrorBody,
@@ -11,6 +12,7 @@ import {
   type GenerateFrame,
   type GenerateRequest,
 } from "../../../protocol/backend.js";
+import type { Deadline } from "../../deadline.js";
 import type { GatewayConfig } from "../../env.js";
 import { GatewayError, backendFailure, backendTimeout, noBackend } from "../../errors.js";
 import { midStreamError } from "./errors.js";
@@ -33,11 +35,13 @@ export async function openGeneration(
   config: GatewayConfig,
   request: GenerateRequest,
   candidates: readonly string[],
+  deadline: Deadline,
 ): Promise<OpenGeneration> {
   // Errors are built only on failure: an Error captures a stack trace, too costly for every request.
   let last: GatewayError | undefined;
   for (const url of candidates.slice(0, MAX_ATTEMPTS)) {
-    const attempt = await tryBackend(config, url, request);
+    if (deadline.budget() <= 0) throw last ?? backendTimeout();
+    const attempt = await tryBackend(config, url, request, deadline);
     if (attempt.ok) return attempt.value;
     last = attempt.error;
     if (!attempt.retry) break;
@@ -45,13 +49,13 @@ export async function openGeneration(
   throw last ?? noBackend();
 }
 
-async function tryBackend(config: GatewayConfig, url: string, request: GenerateRequest): Promise<Attempt> {
+async function tryBackend(config: GatewayConfig, url: string, request: GenerateRequest, deadline: Deadline): Promise<Attempt> {
   const controller = new AbortController();
   let timedOut = false;
   const timer = setTimeout(() => {
     timedOut = true;
     controller.abort();
-  }, config.backendTimeoutMs);
+  }, deadline.budget());
   let response: Response;
   try {
     response = await fetch(url + GENERATE_PATH, {
@@ -75,7 +79,8 @@ async function tryBackend(config: GatewayConfig, url: string, request: GenerateR
   const frames = new FrameReader(response.body.getReader(), config.backendIdleTimeoutMs);
   let first: GenerateFrame | null;
   try {
-    first = await frames.next();
+    // The start frame is part of the answer's start: it comes within the deadline too.
+    first = await frames.next(Math.max(1, Math.min(config.backendIdleTimeoutMs, deadline.budget())));
   } catch (err) {
     frames.cancel();
     return { ok: false, retry: false, error: midStreamError(err) };

@@ -16,8 +16,11 @@ export class FrameReader {
     reader.closed.catch(() => {});
   }
 
-  /** The next frame, or null at the end of the stream. Throws on silence, bad frames or a lost connection. */
-  async next(): Promise<GenerateFrame | null> {
+  /**
+   * The next frame, or null at the end of the stream. Throws on silence (longer than `timeoutMs`,
+   * by default the idle timeout), bad frames or a lost connection.
+   */
+  async next(timeoutMs = this.idleTimeoutMs): Promise<GenerateFrame | null> {
     for (;;) {
       const newline = this.buffer.indexOf("\n");
       if (newline >= 0) {
@@ -31,7 +34,7 @@ export class FrameReader {
         this.buffer = "";
         return rest.trim() === "" ? null : parseFrame(rest);
       }
-      const chunk = await this.readWithTimeout();
+      const chunk = await this.readWithTimeout(timeoutMs);
       if (chunk.done) {
         this.finished = true;
         this.buffer += this.decoder.decode();
@@ -45,10 +48,10 @@ export class FrameReader {
     this.reader.cancel(reason).catch(() => {});
   }
 
-  private readWithTimeout(): Promise<ReadableStreamReadResult<Uint8Array>> {
+  private readWithTimeout(timeoutMs: number): Promise<ReadableStreamReadResult<Uint8Array>> {
     let timer: ReturnType<typeof setTimeout> | undefined;
     const timeout = new Promise<never>((_, reject) => {
-      timer = setTimeout(() => reject(new BackendSilentError(this.idleTimeoutMs)), this.idleTimeoutMs);
+      timer = setTimeout(() => reject(new BackendSilentError(timeoutMs)), timeoutMs);
     });
     const read = this.reader.read();
     // If the timeout wins, the read may still fail later (the stream is cancelled): not an error then.

@@ -3,6 +3,7 @@
  * Durable Object (limiter-object.ts). A refused request gets 429 with `retry-after` and OpenAI's
  * x-ratelimit-* headers; an admitted one gets the headers and spends its tokens when it finishes.
  */
+import { type Deadline, storageTimeout } from "../../deadline.js";
 import type { GatewayBindings, GatewayConfig } from "../../env.js";
 import { GatewayError } from "../../errors.js";
 import type { StoredKeyLimits } from "../api-keys.js";
@@ -42,7 +43,7 @@ function limitHeaders(limits: KeyLimits, admission: Admission): Record<string, s
 }
 
 /** Admits one chat request for `keyId`, or throws the 429. Keys without limits cost nothing here. */
-export async function admitChat(env: GatewayBindings, keyId: string, limits: KeyLimits): Promise<RateLimitGrant> {
+export async function admitChat(env: GatewayBindings, keyId: string, limits: KeyLimits, deadline: Deadline): Promise<RateLimitGrant> {
   if (limits.requestsPerMinute === null && limits.tokensPerMinute === null) return UNLIMITED;
   const namespace = env.RATE_LIMITER;
   if (!namespace) {
@@ -50,9 +51,10 @@ export async function admitChat(env: GatewayBindings, keyId: string, limits: Key
     throw new GatewayError(500, "server_error", "Rate limits are configured but the RATE_LIMITER Durable Object binding is missing.", "rate_limiter_missing");
   }
   const limiter = namespace.get(namespace.idFromName(keyId));
+  const late = () => storageTimeout("rate limiter (Durable Object)");
   let admission: Admission;
   try {
-    admission = await limiter.admit(limits);
+    admission = await deadline.optional<Admission>(limiter.admit(limits), late);
   } catch (err) {
     // The limiter being unreachable must not take chat down with it: let the request through.
     console.error("rate limiter unavailable; admitting without a limit", err);
@@ -75,7 +77,7 @@ export async function admitChat(env: GatewayBindings, keyId: string, limits: Key
     spend: async (tokens: number) => {
       if (limits.tokensPerMinute === null || !(tokens > 0)) return;
       try {
-        await limiter.spend(tokens);
+        await deadline.race(limiter.spend(tokens), late);
       } catch (err) {
         console.error("rate limiter unavailable; tokens not counted", err);
       }
