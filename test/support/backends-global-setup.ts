@@ -59,6 +59,13 @@ export default async function setup(project: TestProject) {
   urls["slow"] = slow.url;
   urls["echoB"] = echoB.url;
   urls["echoC"] = echoC.url;
+  // The backend the worker's own bindings name (vitest.config.ts), for requests sent through SELF.
+  const selfUrl = process.env["LENS_TEST_SELF_BACKEND"];
+  if (selfUrl) {
+    const self = await startTestBackend("echo", { strictDeltas: true, secret: TEST_BACKEND_SECRET, port: Number(new URL(selfUrl).port) });
+    started.push(self);
+    urls["self"] = self.url;
+  }
   urls["refused"] = `http://127.0.0.1:${await closedPort()}`;
   const real = await startRealBackend();
   if (real) {

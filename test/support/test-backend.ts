@@ -39,6 +39,10 @@ export type Behaviour =
   | "error-frame" // starts streaming, then reports an error frame
   | "overloaded"; // refuses with 503 overloaded
 
+/** Routes of the internal API besides generation, which a test may slow down. */
+export type SideRoute = "models" | "health" | "deltas";
+const SIDE_ROUTES: readonly SideRoute[] = ["models", "health", "deltas"];
+
 export interface TestBackendOptions {
   models?: string[];
   /** Delay before each text frame, to make streams observable in time. */
@@ -155,6 +159,24 @@ export async function startTestBackend(behaviour: Behaviour, options: TestBacken
     });
   }
   const held = new Map<string, DeltaManifest>();
+  // Delays a test can set on the routes the gateway calls outside a generation (POST /__delay), and
+  // how often each was called: to hold an answer back while another request runs.
+  const delays: Record<SideRoute, number> = { models: 0, health: 0, deltas: 0 };
+  const calls: Record<SideRoute, number> = { models: 0, health: 0, deltas: 0 };
+  const side = (route: SideRoute) => async (_c: Context, next: () => Promise<void>) => {
+    calls[route]++;
+    if (delays[route] > 0) await sleep(delays[route]);
+    await next();
+  };
+  app.post("/__delay", async (c) => {
+    const body = (await c.req.json()) as Partial<Record<SideRoute, number>>;
+    for (const route of SIDE_ROUTES) delays[route] = body[route] ?? 0;
+    return c.json(delays);
+  });
+  app.get("/__calls", (c) => c.json(calls));
+  app.use(HEALTH_PATH, side("health"));
+  app.use(MODELS_PATH, side("models"));
+  app.on("PUT", `${DELTAS_PATH}/:id`, side("deltas"));
   app.get(HEALTH_PATH, (c) => c.json({ ok: true, model: models[0], ...TEST_MODEL_SHAPE }));
   app.put(`${DELTAS_PATH}/:id`, async (c) => {
     const fail = (code: DeltaErrorBody["error"]["code"], message: string, status: 400 | 409 = 400) =>
@@ -180,6 +202,11 @@ export async function startTestBackend(behaviour: Behaviour, options: TestBacken
   app.get("/__log", (c) => c.json(log));
   app.post("/__reset", (c) => {
     log.length = 0;
+    held.clear();
+    for (const route of SIDE_ROUTES) {
+      delays[route] = 0;
+      calls[route] = 0;
+    }
     return c.json({ ok: true });
   });
 
