@@ -1,16 +1,18 @@
 /**
- * One streaming chat request over plain node:http (keep-alive, no socket cap), timed and classified:
+ * One chat request over plain node:http (keep-alive, no socket cap), timed and classified:
  *
  *   complete  200, SSE chunks of one completion: role chunk, content, finish chunk, usage chunk
  *             (`choices: []`), `data: [DONE]`, then the close, nothing after it;
  *   error     a clean OpenAI-style error: a non-2xx answer whose body is `{"error": {message, type, ...}}`,
  *             or a 200 stream that carries one `data: {"error": {...}}` event and closes;
  *   broken    anything else: malformed SSE or JSON, chunks out of order, a stream that closes without
- *             `[DONE]` or an error, a network error, a client-side timeout, a non-OpenAI error body.
+ *             `[DONE]` or an error, a network error, a client-side timeout, a non-OpenAI error body;
+ *   hung-up   the client itself went away (`hangUpAfterMs`) before the answer ended.
+ * A request without `stream: true` is complete when its 200 body is one `chat.completion`.
  */
 import http from "node:http";
 
-export type Kind = "complete" | "error" | "broken";
+export type Kind = "complete" | "error" | "broken" | "hung-up";
 
 export interface Outcome {
   id: string;
@@ -53,6 +55,8 @@ export interface ChatCall {
   promptLanguage: string;
   body: unknown;
   timeoutMs: number;
+  /** The client hangs up this long after sending, unless the answer has ended by then. */
+  hangUpAfterMs?: number;
 }
 
 const header = (res: http.IncomingMessage, name: string): string | null => {
@@ -207,6 +211,13 @@ export function streamChat(call: ChatCall): Promise<Outcome> {
       done({ kind: "broken", broken: `no end within ${call.timeoutMs} ms` });
       req.destroy();
     }, call.timeoutMs);
+    if (call.hangUpAfterMs !== undefined) {
+      const hangUp = setTimeout(() => {
+        done({ kind: "hung-up" });
+        req.destroy();
+      }, call.hangUpAfterMs);
+      req.on("close", () => clearTimeout(hangUp));
+    }
     req.on("error", (err) => {
       // A keep-alive connection the server closed just as it was reused fails before any byte.
       const where = out.status === 0 ? (req.reusedSocket ? " on a reused keep-alive connection, before any response" : " before any response") : "";
@@ -238,6 +249,22 @@ export function streamChat(call: ChatCall): Promise<Outcome> {
           // A 429/503 without retry-after is still a clean error, but the code says so.
           const noRetryAfter = (out.status === 429 || out.status === 503) && out.retryAfter === null;
           done({ kind: "error", errorCode: `${errorCodeOf(json)}${noRetryAfter ? " (no retry-after)" : ""}` });
+        });
+        return;
+      }
+      if ((call.body as { stream?: unknown }).stream !== true) {
+        let text = "";
+        res.on("data", (d: string) => (text += d));
+        res.on("end", () => {
+          let json: { object?: unknown; choices?: { message?: { content?: unknown } }[]; usage?: { prompt_tokens?: number; completion_tokens?: number } };
+          try {
+            json = JSON.parse(text) as typeof json;
+          } catch {
+            return done({ kind: "broken", broken: `200 with a body that is not JSON: ${JSON.stringify(text.slice(0, 80))}` });
+          }
+          const content = json.choices?.[0]?.message?.content;
+          if (json.object !== "chat.completion" || typeof content !== "string") return done({ kind: "broken", broken: "200 without a chat.completion" });
+          done({ kind: "complete", promptTokens: json.usage?.prompt_tokens ?? null, completionTokens: json.usage?.completion_tokens ?? null, empty: content === "" });
         });
         return;
       }

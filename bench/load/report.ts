@@ -1,5 +1,5 @@
 /** Per-level figures from the outcomes, the stdout table, and docs/load.md + docs/load.json. */
-import { writeFileSync } from "node:fs";
+import { existsSync, readFileSync, writeFileSync } from "node:fs";
 import type { Outcome } from "./client.js";
 
 export interface RecordCheck {
@@ -272,5 +272,8 @@ ${notes(results)}## Machine
 - Load average
   (1/5/15 min) ${la(conditions.loadAverageStart)} at the start, ${la(conditions.loadAverageEnd)} at the end.
 ${conditions.note ? `- ${conditions.note}\n` : ""}`;
-  writeFileSync(mdPath, md);
+  // The soak (bench/load/soak.ts) keeps its own section in the same doc: carried over as it is.
+  const previous = existsSync(mdPath) ? readFileSync(mdPath, "utf8") : "";
+  const soak = /<!-- soak:start -->[\s\S]*<!-- soak:end -->/.exec(previous)?.[0];
+  writeFileSync(mdPath, soak ? `${md}\n${soak}\n` : md);
 }

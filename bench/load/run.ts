@@ -14,13 +14,13 @@
  * docs/load.md and docs/load.json; a run with LOAD_LEVELS or LOAD_REQUESTS set only prints, unless
  * LOAD_WRITE_DOCS=1. Exits 1 when any request was broken or any record missing or doubled.
  */
-import { readFileSync } from "node:fs";
 import os from "node:os";
 import { fileURLToPath } from "node:url";
 import { resetConnections, streamChat, type Outcome } from "./client.js";
 import { type Conditions, type LevelResult, type RecordCheck, mixTable, recordsOk, summarize, table, writeDocs } from "./report.js";
+import { type Prompt, loadPrompts } from "./prompts.js";
+import { checkRecords } from "./records.js";
 import { CLIENT_KEY, type Stack, gatewayLogTail, killAllNow, setUpArms, startStack, stopAll, switchToWorkerd } from "./stack.js";
-import { sql } from "../../scripts/local-stack.js";
 
 const intList = (raw: string) => raw.split(",").map((s) => Number(s.trim())).filter((n) => Number.isInteger(n) && n > 0);
 const LEVELS = intList(process.env["LOAD_LEVELS"] || "64,256,512");
@@ -34,29 +34,6 @@ const REQUEST_TIMEOUT_MS = 120_000;
 const FRONTS = (process.env["LOAD_GATEWAY"] || "wrangler,workerd").split(",").map((s) => s.trim());
 if (FRONTS.some((f) => f !== "wrangler" && f !== "workerd") || FRONTS.length === 0) throw new Error("LOAD_GATEWAY: a list of wrangler and workerd");
 const requestsFor = (n: number) => REQUESTS ?? Math.max(400, 2 * n);
-
-interface Prompt {
-  lang: string;
-  text: string;
-}
-
-function loadPrompts(): Prompt[] {
-  const path = fileURLToPath(new URL("../../test/fixtures/language-prompts.jsonl", import.meta.url));
-  const all = readFileSync(path, "utf8")
-    .split("\n")
-    .filter((l) => l.trim() !== "")
-    .map((l) => JSON.parse(l) as Prompt)
-    .filter((p) => p.lang !== "und");
-  // Interleave the languages, so that every stretch of requests is mixed.
-  const byLang = new Map<string, Prompt[]>();
-  for (const p of all) byLang.set(p.lang, [...(byLang.get(p.lang) ?? []), p]);
-  const out: Prompt[] = [];
-  for (let i = 0; out.length < all.length; i++) for (const list of byLang.values()) {
-      const p = list[i];
-      if (p) out.push(p);
-    }
-  return out;
-}
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
@@ -103,52 +80,6 @@ async function runLevel(stack: Stack, prompts: Prompt[], prefix: string, concurr
     }),
   );
   return { outcomes, wallS: (performance.now() - t0) / 1000 };
-}
-
-/** Waits for the level's rows to stop changing, then compares them with the ids sent. */
-async function checkRecords(stack: Stack, prefix: string, outcomes: Outcome[]): Promise<RecordCheck> {
-  const like = sql(`${prefix}-%`);
-  const count = () => stack.query<{ n: number }>(`SELECT COUNT(*) AS n FROM requests WHERE id LIKE ${like}`)[0]?.n ?? 0;
-  const t0 = performance.now();
-  let last = -1;
-  let stable = 0;
-  for (;;) {
-    const n = count();
-    if (n === last) stable++;
-    else stable = 0;
-    last = n;
-    // Settled: every id has a row, or the count held still for two polls (a few seconds).
-    if (n >= outcomes.length || stable >= 2 || performance.now() - t0 > 90_000) break;
-    await sleep(1000);
-  }
-  const settleS = (performance.now() - t0) / 1000;
-  const rows = stack.query<{ id: string; status: number }>(`SELECT id, status FROM requests WHERE id LIKE ${like}`);
-  const sent = new Map(outcomes.map((o) => [o.id, o]));
-  const seen = new Map<string, number>();
-  for (const r of rows) seen.set(r.id, (seen.get(r.id) ?? 0) + 1);
-  const sample: string[] = [];
-  let missing = 0;
-  let doubled = 0;
-  let statusMismatch = 0;
-  let missingAnswered = 0;
-  for (const o of outcomes) {
-    if (!seen.has(o.id)) {
-      missing++;
-      if (o.kind !== "broken") missingAnswered++;
-      if (sample.length < 5) sample.push(`missing ${o.id} (client saw ${o.status} ${o.kind})`);
-    }
-  }
-  for (const [id, n] of seen) {
-    if (n > 1 || !sent.has(id)) {
-      doubled++;
-      if (sample.length < 10) sample.push(`${n > 1 ? `${n} rows` : "unsent id"} ${id}`);
-    }
-  }
-  for (const r of rows) {
-    const o = sent.get(r.id);
-    if (o && o.kind !== "broken" && o.status !== r.status) statusMismatch++;
-  }
-  return { rows: rows.length, missing, missingAnswered, doubled, statusMismatch, settleS, sample };
 }
 
 async function main(): Promise<number> {

@@ -5,7 +5,7 @@
  * is registered so that `stopAll` (on exit, error or Ctrl-C) ends it.
  */
 import { type ChildProcess, spawn } from "node:child_process";
-import { closeSync, cpSync, mkdtempSync, openSync, readFileSync, rmSync, symlinkSync } from "node:fs";
+import { closeSync, cpSync, createWriteStream, mkdtempSync, openSync, readFileSync, rmSync, symlinkSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { HEALTH_PATH, LIVE_PATH, backendAuthorization } from "../../src/protocol/backend.js";
@@ -50,6 +50,15 @@ export function gatewayLogTail(lines = 40): string {
     return text.filter((l) => !/^\[wrangler:info\] (POST|GET|PUT|DELETE) /.test(l)).slice(-lines).join("\n");
   } catch {
     return "";
+  }
+}
+/** Lines of the gateway's output so far that match `pattern` (e.g. workerd's "code had hung"). */
+export function gatewayLogLines(pattern: RegExp): string[] {
+  if (!gatewayLog) return [];
+  try {
+    return readFileSync(gatewayLog, "utf8").split("\n").filter((l) => pattern.test(l));
+  } catch {
+    return [];
   }
 }
 let stateDir: string | undefined;
@@ -192,6 +201,13 @@ export async function switchToWorkerd(stack: Stack): Promise<void> {
     r2Persist: join(v3, "r2"),
     durableObjectsPersist: join(v3, "do"),
     bindings: stack.vars,
+    // workerd's own output joins the same log as wrangler dev's did.
+    handleRuntimeStdio(stdout: NodeJS.ReadableStream, stderr: NodeJS.ReadableStream) {
+      if (!gatewayLog) return;
+      const log = createWriteStream(gatewayLog, { flags: "a" });
+      stdout.pipe(log);
+      stderr.pipe(log);
+    },
   });
   const url = await mf.ready;
   stopGateway = () => mf.dispose();
@@ -200,7 +216,7 @@ export async function switchToWorkerd(stack: Stack): Promise<void> {
   await waitForHttp(`${stack.gatewayUrl}/healthz`, undefined, 60_000);
 }
 
-async function admin(stack: Stack, method: string, path: string, body?: FormData | object): Promise<Record<string, unknown>> {
+export async function admin(stack: Stack, method: string, path: string, body?: FormData | object): Promise<Record<string, unknown>> {
   const headers: Record<string, string> = { authorization: `Bearer ${ADMIN_KEY}` };
   let payload: FormData | string | undefined;
   if (body instanceof FormData) payload = body;
@@ -215,7 +231,7 @@ async function admin(stack: Stack, method: string, path: string, body?: FormData
 }
 
 /** Uploads a synthetic (seeded, small) delta for `language` on the served model; the adapter id. */
-async function uploadAdapter(stack: Stack, language: Language, seed: number): Promise<string> {
+export async function uploadAdapter(stack: Stack, language: Language, seed: number): Promise<string> {
   const { health } = stack;
   const top = health.num_layers - 1;
   const d = makeDelta({
