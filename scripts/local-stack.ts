@@ -11,9 +11,9 @@ export const ROOT = fileURLToPath(new URL("..", import.meta.url));
 const WRANGLER = fileURLToPath(new URL("../node_modules/.bin/wrangler", import.meta.url));
 const wranglerEnv = { ...process.env, WRANGLER_SEND_METRICS: "false", NO_COLOR: "1" };
 
-export function wrangler(args: string[], persistTo?: string): string {
+export function wrangler(args: string[], persistTo?: string, cwd = ROOT): string {
   const full = persistTo ? [...args, "--persist-to", persistTo] : args;
-  const run = spawnSync(WRANGLER, full, { cwd: ROOT, env: wranglerEnv, encoding: "utf8" });
+  const run = spawnSync(WRANGLER, full, { cwd, env: wranglerEnv, encoding: "utf8" });
   if (run.status !== 0) throw new Error(`wrangler ${args.join(" ")} failed:\n${run.stdout}\n${run.stderr}`);
   return run.stdout;
 }

@@ -368,7 +368,7 @@ async function main(): Promise<number> {
   return 0;
 }
 
-process.on("SIGINT", () => void stopAll().finally(() => process.exit(130)));
+for (const signal of ["SIGINT", "SIGTERM"] as const) process.on(signal, () => void stopAll().finally(() => process.exit(130)));
 process.on("exit", killAllNow);
 let code = 1;
 try {

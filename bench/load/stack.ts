@@ -185,7 +185,8 @@ export async function switchToWorkerd(stack: Stack): Promise<void> {
   await stopGateway?.();
   stopGateway = undefined;
   const outdir = join(stack.state, "bundle");
-  wrangler(["deploy", "--dry-run", "--outdir", outdir]);
+  // Bundled from the copy wrangler dev ran, not the working tree: both fronts serve the same code.
+  wrangler(["deploy", "--dry-run", "--outdir", outdir], undefined, join(stack.state, "gateway"));
   const v3 = join(stack.state, "v3");
   const mf = new Miniflare({
     modules: true,
