@@ -18,9 +18,9 @@ import { franc } from "franc-min";
 import eldXs from "eld/extrasmall";
 import * as tinyldLight from "tinyld/light";
 import { LANGUAGES, type LanguageOrUnd } from "../../src/protocol/languages.js";
-import { detectLanguage } from "../../src/gateway/language/detect.js";
-import { countScripts } from "../../src/gateway/language/script.js";
-import { decidedByVote } from "../../src/gateway/language/latin.js";
+import { detectLanguage } from "../../src/language/detect.js";
+import { countScripts } from "../../src/language/script.js";
+import { decidedByVote } from "../../src/language/latin.js";
 
 const root = resolve(dirname(fileURLToPath(import.meta.url)), "../..");
 
@@ -69,13 +69,13 @@ const candidates: Candidate[] = [
     name: "lens detector (script + function words + franc-min/5)",
     short: "lens detector",
     detect: detectLanguage,
-    entry: `export { detectLanguage } from "./src/gateway/language/detect.ts";`,
+    entry: `export { detectLanguage } from "./src/language/detect.ts";`,
   },
   {
     name: "ablation: script + franc-min/5, no word vote, no Latin und rules",
     short: "ablation",
     detect: scriptThenFranc,
-    entry: `export { detectLanguage } from "./src/gateway/language/detect.ts";`,
+    entry: `export { detectLanguage } from "./src/language/detect.ts";`,
   },
   {
     name: "franc-min 6.2, all 82 languages",

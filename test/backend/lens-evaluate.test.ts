@@ -24,7 +24,7 @@ import {
 } from "../../src/gpu-backend/lens/evaluate";
 import { probePromptIds } from "../../src/gpu-backend/lens/hidden-states";
 import { loadModel, sessionOptions, type LoadedModel } from "../../src/gpu-backend/load";
-import { detectLanguage } from "../../src/gateway/language/detect";
+import { detectLanguage } from "../../src/language/detect";
 import { makeDelta } from "../support/make-delta";
 import { MODEL_CASES } from "./model-fixtures";
 

@@ -1,6 +1,6 @@
 import { describe, expect, it } from "vitest";
 import raw from "../fixtures/language-prompts.jsonl?raw";
-import { detectLanguage } from "../../src/gateway/language/detect.js";
+import { detectLanguage } from "../../src/language/detect.js";
 import { LANGUAGES, type LanguageOrUnd } from "../../src/protocol/languages.js";
 
 interface Row { lang: LanguageOrUnd; text: string }

@@ -1,6 +1,6 @@
 import { env } from "cloudflare:workers";
 import { beforeAll, describe, expect, it } from "vitest";
-import { detectLanguage } from "../../src/gateway/language/detect.js";
+import { detectLanguage } from "../../src/language/detect.js";
 import { createKey } from "../../src/gateway/services/api-keys.js";
 import type { RequestRecordRow } from "../../src/gateway/services/request-records.js";
 import { echoReply } from "../support/echo.js";

@@ -3,7 +3,7 @@
  *   - bits per byte and bits per character of the prompt text (the user turn, chat template applied),
  *     over all held-out prompts of the language, within the model's 256-token training window;
  *   - off-target rate: the share of greedy replies to eval-split prompts in language X that the gateway's
- *     language detector (src/gateway/language/detect.ts) does not identify as X.
+ *     language detector (src/language/detect.ts) does not identify as X.
  *
  *   node --import tsx tools/lens-tiny-chat/eval.ts [--model models/lens-tiny-chat] [--prompts data/lens-prompts/prompts.jsonl]
  *
@@ -12,7 +12,7 @@
  */
 import { existsSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { detectLanguage } from "../../src/gateway/language/detect";
+import { detectLanguage } from "../../src/language/detect";
 import { bitsOf, decode, encode, greedy, loadModel, renderChat } from "./runtime";
 
 const LANGS = ["en", "zh", "ja", "ko", "ar", "bn", "sw", "es", "fr", "de", "ru", "hi", "th"] as const;
@@ -106,7 +106,7 @@ const out = {
   prompts: promptsPath,
   max_new_tokens: maxNew,
   decoding: "greedy, stop at <|end|>",
-  detector: "src/gateway/language/detect.ts detectLanguage",
+  detector: "src/language/detect.ts detectLanguage",
   detector_sanity_en: detectorProbe,
   languages: figures,
 };

@@ -6,7 +6,7 @@
 import { LANGUAGES, type LanguageOrUnd, isLanguage } from "../../protocol/languages.js";
 import type { ChatMessage } from "../../protocol/openai.js";
 import { invalidRequest } from "../errors.js";
-import { detectLanguage } from "./detect.js";
+import { detectLanguage } from "../../language/detect.js";
 
 /** Detection looks at this many characters at most: enough to call a language, cheap on long prompts. */
 const DETECT_CHARS = 1_000;

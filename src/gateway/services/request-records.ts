@@ -3,7 +3,7 @@
  * (ended, failed, or the client went away), off the response path through `waitUntil`.
  */
 import { storageTimeout, within } from "../deadline.js";
-import { detectLanguage } from "../language/detect.js";
+import { detectLanguage } from "../../language/detect.js";
 
 export type RecordFinish = "stop" | "length" | "error" | "disconnected";
 

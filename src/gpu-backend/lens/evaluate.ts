@@ -35,7 +35,7 @@
  */
 import type { DeltaLayer } from "../../protocol/delta.js";
 import type { GenerateFrame } from "../../protocol/backend.js";
-import { detectLanguage } from "../../gateway/language/detect.js";
+import { detectLanguage } from "../../language/detect.js";
 import { toRowDelta } from "../deltas/row-delta.js";
 import type { Engine } from "../generation/engine.js";
 import type { ChatTokenizer } from "../model/chat-tokenizer.js";

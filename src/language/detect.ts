@@ -1,4 +1,4 @@
-import type { LanguageOrUnd } from "../../protocol/languages.js";
+import type { LanguageOrUnd } from "../protocol/languages.js";
 import { detectLatin } from "./latin.js";
 import { countScripts } from "./script.js";
 
