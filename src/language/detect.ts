@@ -2,8 +2,8 @@ import type { LanguageOrUnd } from "../protocol/languages.js";
 import { detectLatin } from "./latin.js";
 import { countScripts } from "./script.js";
 
-/** Only the start of a long prompt is looked at: enough to call the language, and bounded time. */
-const MAX_CHARS = 512;
+/** Only the start of a long text is looked at: enough to call the language, and bounded time. */
+export const DETECT_MAX_CHARS = 512;
 /** URLs and e-mail addresses say nothing about the language around them. */
 const URL_OR_EMAIL = /\b(?:https?:\/\/|www\.)\S+|[\w.+-]+@[\w-]+(?:\.[\w-]+)+/gi;
 /**
@@ -29,7 +29,7 @@ const MIN_OTHER_LETTERS = 4;
  * 2. Latin script: function-word vote, then franc-min among en/es/fr/de/sw (latin.ts).
  */
 export function detectLanguage(text: string): LanguageOrUnd {
-  let t = text.length > MAX_CHARS ? text.slice(0, MAX_CHARS) : text;
+  let t = text.length > DETECT_MAX_CHARS ? text.slice(0, DETECT_MAX_CHARS) : text;
   if (t.includes("://") || t.includes("@") || t.includes("www.")) t = t.replace(URL_OR_EMAIL, " ");
   const c = countScripts(t);
 

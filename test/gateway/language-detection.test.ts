@@ -1,6 +1,7 @@
 import { describe, expect, it } from "vitest";
 import raw from "../fixtures/language-prompts.jsonl?raw";
-import { detectLanguage } from "../../src/language/detect.js";
+import { DETECT_MAX_CHARS, detectLanguage } from "../../src/language/detect.js";
+import { chooseLanguage } from "../../src/gateway/language/choose.js";
 import { LANGUAGES, type LanguageOrUnd } from "../../src/protocol/languages.js";
 
 interface Row { lang: LanguageOrUnd; text: string }
@@ -84,6 +85,19 @@ describe("detectLanguage in workerd", () => {
   it("only looks at the start of a very long prompt", () => {
     const long = "Bitte fasse diesen Text zusammen. ".repeat(20) + "ok ".repeat(5000);
     expect(detectLanguage(long)).toBe("de");
+  });
+
+  it("decides a short last turn by the user's most recent text, within the detector's one cap", () => {
+    const french = "Je voudrais comprendre comment fonctionne la photosynthèse chez les plantes vertes. ".repeat(10);
+    const swahili = "Ninawezaje kujifunza kupika pilau nyumbani? Niandikie shairi fupi kuhusu mvua, tafadhali. ".repeat(5);
+    const turns = [french, swahili, "ok"].map((content) => ({ role: "user" as const, content }));
+    expect(french.length).toBeGreaterThan(DETECT_MAX_CHARS);
+    expect(swahili.length).toBeLessThan(DETECT_MAX_CHARS);
+    // The last turn alone is too short; the end of the recent turns is Swahili, their start French.
+    expect(chooseLanguage(turns, undefined)).toEqual({ language: "sw", source: "detected" });
+    // A long last turn is decided by its start, as the detector reads it.
+    expect(chooseLanguage([{ role: "user", content: swahili + french }], undefined).language).toBe("sw");
+    expect(chooseLanguage([{ role: "user", content: french + swahili }], undefined).language).toBe("fr");
   });
 
   it("reports its speed inside workerd (informational, not asserted)", () => {

@@ -6,10 +6,7 @@
 import { LANGUAGES, type LanguageOrUnd, isLanguage } from "../../protocol/languages.js";
 import type { ChatMessage } from "../../protocol/openai.js";
 import { invalidRequest } from "../errors.js";
-import { detectLanguage } from "../../language/detect.js";
-
-/** Detection looks at this many characters at most: enough to call a language, cheap on long prompts. */
-const DETECT_CHARS = 1_000;
+import { DETECT_MAX_CHARS, detectLanguage } from "../../language/detect.js";
 
 export interface LanguageChoice {
   language: LanguageOrUnd;
@@ -31,10 +28,12 @@ export function chooseLanguage(messages: readonly ChatMessage[], header: string 
   const user = messages.filter((m) => m.role === "user" && m.content.trim() !== "");
   const last = user.at(-1);
   if (!last) return { language: "und", source: "detected" };
-  const language = detectLanguage(last.content.slice(0, DETECT_CHARS));
+  // One cap decides which text counts (the detector's): the start of the last turn ...
+  const language = detectLanguage(last.content);
   if (language !== "und" || user.length === 1) return { language, source: "detected" };
-  // The last turn alone is too short to call ("ok", "thanks"): use the user's recent turns together.
-  const recent = user.map((m) => m.content).join("\n").slice(-DETECT_CHARS);
+  // ... or, when the last turn alone is too short to call ("ok", "thanks"), the end of the user's
+  // recent turns together: what they wrote last.
+  const recent = user.map((m) => m.content).join("\n").slice(-DETECT_MAX_CHARS);
   return { language: detectLanguage(recent), source: "detected" };
 }
 
