@@ -1,8 +1,7 @@
 /** Bindings the gateway gets from wrangler.toml (vars, D1, R2) and the config derived from them. */
 import { backendAuthorization } from "../protocol/backend.js";
 import type { Deadline } from "./deadline.js";
-import type { StoredKeyLimits } from "./services/api-keys.js";
-import type { KeyRateLimiter } from "./services/rate-limit/limiter-object.js";
+import type { KeyRateLimiter } from "./objects/key-rate-limiter.js";
 
 export interface GatewayBindings {
   DB: D1Database;
@@ -35,6 +34,12 @@ export interface GatewayConfig {
   /** Default chat limits per client key; null: none. */
   defaultRequestsPerMinute: number | null;
   defaultTokensPerMinute: number | null;
+}
+
+/** A key's own chat limits as stored; null: the deployment default; 0: none. */
+export interface StoredKeyLimits {
+  requestsPerMinute: number | null;
+  tokensPerMinute: number | null;
 }
 
 export interface GatewayVariables {

@@ -4,6 +4,8 @@
  * and no hashing (the hash was 10% of a chat request's CPU in a profile); a revoked key therefore
  * keeps working in other isolates for up to KEY_CACHE_MS. The cache lives in memory only.
  */
+import type { StoredKeyLimits } from "../env.js";
+
 export type KeyScope = "client" | "admin";
 
 export interface ApiKeyRecord {
@@ -18,11 +20,6 @@ export interface ApiKeyRecord {
   tokens_per_minute: number | null;
 }
 
-/** A key's own limits as stored (see ApiKeyRecord). */
-export interface StoredKeyLimits {
-  requestsPerMinute: number | null;
-  tokensPerMinute: number | null;
-}
 
 export interface VerifiedKey {
   id: string;

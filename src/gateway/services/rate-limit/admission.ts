@@ -1,12 +1,11 @@
 /**
  * Per-key rate limits on chat requests: requests and tokens per minute, counted by the key's
- * Durable Object (limiter-object.ts). A refused request gets 429 with `retry-after` and OpenAI's
+ * Durable Object (objects/key-rate-limiter.ts). A refused request gets 429 with `retry-after` and OpenAI's
  * x-ratelimit-* headers; an admitted one gets the headers and spends its tokens when it finishes.
  */
 import { type Deadline, storageTimeout } from "../../deadline.js";
-import type { GatewayBindings, GatewayConfig } from "../../env.js";
+import type { GatewayBindings, GatewayConfig, StoredKeyLimits } from "../../env.js";
 import { GatewayError } from "../../errors.js";
-import type { StoredKeyLimits } from "../api-keys.js";
 import type { Admission, KeyLimits } from "./key-windows.js";
 
 /** The key's own limits; NULL columns take the deployment's defaults; 0 means no limit. */

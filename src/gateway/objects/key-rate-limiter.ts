@@ -5,7 +5,7 @@
  * which errs towards letting traffic through, never towards refusing it.
  */
 import { DurableObject } from "cloudflare:workers";
-import { type Admission, type KeyLimits, KeyWindows } from "./key-windows.js";
+import { type Admission, type KeyLimits, KeyWindows } from "../services/rate-limit/key-windows.js";
 
 export type { Admission, KeyLimits };
 
