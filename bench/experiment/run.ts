@@ -11,7 +11,7 @@ import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { LIVE_PATH } from "../../src/protocol/backend.js";
-import { splitPrompts } from "../../src/gpu-backend/lens/jobs-prompts.js";
+import { splitPrompts } from "../../src/gpu-backend/lens/jobs/prompts.js";
 import { ROOT, applyMigrations, backendSecret, freePort, registerKeys, startGateway, waitForHttp } from "../../scripts/local-stack.js";
 
 const LANGUAGE = "fr";

@@ -24,7 +24,7 @@ import { join } from "node:path";
 import { parseArgs } from "node:util";
 import { LANGUAGES } from "../../src/protocol/languages.js";
 import type { LensJobRecord, LensJobRequestInput } from "../../src/protocol/lens-jobs.js";
-import { LensJobRunner } from "../../src/gpu-backend/lens/jobs.js";
+import { LensJobRunner } from "../../src/gpu-backend/lens/jobs/runner.js";
 import { ChatTokenizer } from "../../src/gpu-backend/model/chat-tokenizer.js";
 import { modelFingerprint } from "../../src/gpu-backend/model/fingerprint.js";
 import { readModelDir } from "../../src/gpu-backend/model/model-dir.js";

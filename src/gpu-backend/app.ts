@@ -1,24 +1,18 @@
 /**
- * The backend's internal HTTP API (used by the gateway only): generate (NDJSON stream), models,
- * health, metrics. Requests and frames are validated with the schemas shared with the gateway.
+ * The backend's internal HTTP API (used by the gateway only). Each group of routes is its own Hono app,
+ * mounted here at its path: generate (NDJSON stream), deltas, and Lens jobs when a runner is given;
+ * liveness, health, models and metrics are one line each. Requests and frames are validated with the
+ * schemas shared with the gateway.
  */
 import { Hono } from "hono";
-import {
-  type BackendErrorBody,
-  type BackendErrorCode,
-  GENERATE_PATH,
-  type GenerateFrame,
-  GenerateRequest,
-  HEALTH_PATH,
-  LIVE_PATH,
-  MODELS_PATH,
-  NDJSON_CONTENT_TYPE,
-  encodeFrame,
-} from "../protocol/backend.js";
+import { GENERATE_PATH, HEALTH_PATH, LIVE_PATH, MODELS_PATH } from "../protocol/backend.js";
 import { DELTAS_PATH } from "../protocol/delta.js";
+import { LENS_PATH } from "../protocol/lens-jobs.js";
 import { deltaRoutes } from "./deltas/routes.js";
-import { toRowDelta } from "./deltas/row-delta.js";
-import { QueueFullError, type RowDelta } from "./generation/engine.js";
+import { errorBody } from "./errors.js";
+import { generateRoutes } from "./generation/routes.js";
+import { lensRoutes } from "./lens/jobs/routes.js";
+import type { LensJobRunner } from "./lens/jobs/runner.js";
 import type { LoadedModel } from "./load.js";
 import { Metrics } from "./metrics.js";
 import { requireSharedSecret } from "./shared-secret.js";
@@ -30,20 +24,20 @@ export interface BackendAppOptions {
    * without one; only in-process tests leave it out.
    */
   secret?: string;
-}
-
-function errorBody(code: BackendErrorCode, message: string): BackendErrorBody {
-  return { error: { code, message } };
+  /** Serves Lens probe / train / eval jobs at LENS_PATH with this runner (its owner closes it on shutdown). */
+  lens?: LensJobRunner;
 }
 
 export function createBackendApp(model: LoadedModel, options: BackendAppOptions = {}) {
   const app = new Hono();
   const metrics = options.metrics ?? new Metrics();
-  const { info, engine, tokenizer, deltas } = model;
-  // First, so that it guards every route registered after it too (Lens jobs are mounted later).
+  const { info, engine, deltas } = model;
+  // First, so that it guards every route registered after it.
   if (options.secret !== undefined) app.use("*", requireSharedSecret(options.secret));
   app.get(LIVE_PATH, (c) => c.json({ ok: true }));
+  app.route(GENERATE_PATH, generateRoutes(model, metrics));
   app.route(DELTAS_PATH, deltaRoutes(deltas));
+  if (options.lens) app.route(LENS_PATH, lensRoutes(options.lens));
 
   app.get(HEALTH_PATH, (c) =>
     c.json({
@@ -59,77 +53,7 @@ export function createBackendApp(model: LoadedModel, options: BackendAppOptions 
     }),
   );
   app.get(MODELS_PATH, (c) => c.json({ models: [{ id: info.id, created: model.created, owned_by: "lens" }] }));
-  app.get("/metrics", (c) => c.text(metrics.render(engine.stats, deltas.size), 200, { "content-type": "text/plain; version=0.0.4" }));
-
-  app.post(GENERATE_PATH, async (c) => {
-    let raw: unknown;
-    try {
-      raw = await c.req.json();
-    } catch {
-      return c.json(errorBody("invalid_request", "the body is not JSON"), 400);
-    }
-    const parsed = GenerateRequest.safeParse(raw);
-    if (!parsed.success) {
-      const issue = parsed.error.issues[0];
-      return c.json(errorBody("invalid_request", `${issue?.path.join(".")}: ${issue?.message}`), 400);
-    }
-    const req = parsed.data;
-    if (req.model !== info.id) return c.json(errorBody("model_not_found", `this backend serves '${info.id}', not '${req.model}'`), 404);
-    let delta: RowDelta | null = null;
-    if (req.delta) {
-      const held = deltas.get(req.delta.id);
-      if (!held) return c.json(errorBody("delta_not_loaded", `delta '${req.delta.id}' is not loaded here`), 409);
-      if (!engine.supportsDeltas) return c.json(errorBody("delta_not_loaded", "this backend runs without delta hooks"), 409);
-      delta = toRowDelta(req.delta.id, req.delta.scale, held.layers);
-    }
-
-    let promptIds: number[];
-    try {
-      promptIds = tokenizer.promptIds(req.messages);
-    } catch (err) {
-      return c.json(errorBody("invalid_request", `the chat template could not render these messages: ${(err as Error).message}`), 400);
-    }
-    if (promptIds.length >= info.contextLength) {
-      return c.json(errorBody("invalid_request", `the prompt is ${promptIds.length} tokens; this model's context is ${info.contextLength}`), 400);
-    }
-
-    const abort = new AbortController();
-    const encoder = new TextEncoder();
-    let controllerRef: ReadableStreamDefaultController<Uint8Array> | undefined;
-    const started = performance.now();
-    let firstToken = 0;
-    const emit = (frame: GenerateFrame) => {
-      if (!controllerRef || abort.signal.aborted) return;
-      if (frame.type === "text" && !firstToken) firstToken = performance.now() - started;
-      controllerRef.enqueue(encoder.encode(encodeFrame(frame)));
-      if (frame.type === "end" || frame.type === "error") {
-        metrics.finished(frame.type === "end" ? frame.finish_reason : "error", req.language, firstToken);
-        controllerRef.close();
-      }
-    };
-    const body = new ReadableStream<Uint8Array>({
-      start(controller) {
-        controllerRef = controller;
-        controller.enqueue(encoder.encode(encodeFrame({ type: "start", model: info.id, prompt_tokens: promptIds.length })));
-      },
-      cancel() {
-        // The gateway (or its client) went away: the row leaves the batch before the next step.
-        abort.abort();
-        metrics.finished("cancelled", req.language, firstToken);
-      },
-    });
-    try {
-      engine.submit({ promptIds, sampling: req.sampling, delta, emit, signal: abort.signal });
-    } catch (err) {
-      if (err instanceof QueueFullError) {
-        metrics.rejected();
-        return c.json(errorBody("overloaded", "the generation queue is full"), 503, { "retry-after": String(err.retryAfterS) });
-      }
-      throw err;
-    }
-    metrics.accepted();
-    return c.body(body, 200, { "content-type": NDJSON_CONTENT_TYPE, "cache-control": "no-cache" });
-  });
+  app.get("/metrics", async (c) => c.text(await metrics.render(engine.stats, deltas.size), 200, { "content-type": "text/plain; version=0.0.4" }));
 
   app.notFound((c) => c.json(errorBody("invalid_request", `unknown route ${c.req.method} ${c.req.path}`), 404));
   app.onError((err, c) => {

@@ -8,7 +8,7 @@ import { fileURLToPath } from "node:url";
 import { serve } from "@hono/node-server";
 import { createBackendApp } from "./app.js";
 import { MIN_SECRET_LENGTH } from "./shared-secret.js";
-import { mountLensRoutes } from "./lens/routes.js";
+import { LensJobRunner } from "./lens/jobs/runner.js";
 import { type ExecutionProvider, loadModel } from "./load.js";
 
 const DEFAULT_MODEL_DIR = fileURLToPath(new URL("../../models/lens-tiny-chat", import.meta.url));
@@ -39,9 +39,9 @@ const model = await loadModel(modelDir, {
   maxQueue: intEnv("LENS_MAX_QUEUE", 256),
   maxQueueWaitMs: intEnv("LENS_MAX_QUEUE_WAIT_MS", 5_000),
 });
-const app = createBackendApp(model, { secret });
 // Lens probe / train / eval jobs at /internal/v1/lens; their records survive a restart.
-const lensJobs = mountLensRoutes(app, model, {});
+const lensJobs = new LensJobRunner(model);
+const app = createBackendApp(model, { secret, lens: lensJobs });
 const server = serve({ fetch: app.fetch, port, hostname: process.env["BACKEND_HOST"] || "127.0.0.1" }, (addr) => {
   console.log(`lens backend: serving ${model.info.id} (${model.info.numLayers} layers, hidden ${model.info.hiddenSize}) on http://127.0.0.1:${addr.port} [${ep}]`);
 });

@@ -4,7 +4,8 @@
  */
 import { createHash, timingSafeEqual } from "node:crypto";
 import type { MiddlewareHandler } from "hono";
-import { LIVE_PATH, type BackendErrorBody } from "../protocol/backend.js";
+import { LIVE_PATH } from "../protocol/backend.js";
+import { errorBody } from "./errors.js";
 
 /** Shortest secret the backend accepts: anything shorter is guessable. */
 export const MIN_SECRET_LENGTH = 16;
@@ -20,8 +21,7 @@ export function requireSharedSecret(secret: string): MiddlewareHandler {
     if (c.req.path === LIVE_PATH) return next();
     const presented = c.req.header("authorization");
     if (presented === undefined || !timingSafeEqual(digest(presented), expected)) {
-      const body: BackendErrorBody = { error: { code: "unauthorized", message: "this internal API needs the deployment's shared secret" } };
-      return c.json(body, 401);
+      return c.json(errorBody("unauthorized", "this internal API needs the deployment's shared secret"), 401);
     }
     return next();
   };

@@ -27,6 +27,7 @@ import {
   wrongTypeValues,
 } from "../support/fuzz-mutations.js";
 import { makeDelta, type MadeDelta } from "../support/make-delta.js";
+import { checkHistogram, parseExposition, total } from "./helpers-exposition.js";
 import { MODEL_CASES } from "./model-fixtures.js";
 
 const embedded = MODEL_CASES[0]!;
@@ -256,6 +257,20 @@ describe.skipIf(embedded.skip !== null)("fuzzing the backend's internal API", ()
     const metrics = await (await app.request("/metrics", { headers: { authorization: AUTH } })).text();
     const sample = /^[a-zA-Z_:][a-zA-Z0-9_:]*(\{[a-zA-Z_][a-zA-Z0-9_]*="(?:[^"\\\n]|\\["\\n])*"(?:,[a-zA-Z_][a-zA-Z0-9_]*="(?:[^"\\\n]|\\["\\n])*")*\})? -?[0-9.e+]+$/;
     for (const line of metrics.trimEnd().split("\n")) if (!line.startsWith("#")) expect(line, "a metrics line").toMatch(sample);
+    // And the page as a whole still parses: typed families, consistent histograms, and every request
+    // the engine accepted ended once (all streams were read to their end above).
+    const families = parseExposition(metrics);
+    expect(families.get("lens_backend_time_to_first_token_seconds")?.type).toBe("histogram");
+    const accepted = total(families, "lens_backend_requests_accepted_total");
+    expect(accepted).toBeGreaterThanOrEqual(statuses.get(200) ?? 0);
+    // A reply can end before any text (EOS at once), so it has no time to first token.
+    expect(checkHistogram(families, "lens_backend_time_to_first_token_seconds").count).toBeLessThanOrEqual(accepted);
+    expect(checkHistogram(families, "lens_backend_request_duration_seconds").count).toBe(accepted);
+    expect(total(families, "lens_backend_requests_total") - total(families, "lens_backend_requests_total", { outcome: "rejected_overloaded" })).toBe(accepted);
+    expect(total(families, "lens_backend_requests_by_language_total")).toBe(accepted);
+    for (const language of families.get("lens_backend_requests_by_language_total")!.samples.map((x) => x.labels["language"]!)) {
+      expect(language === "other" || language === "und" || /^[a-z]{2,3}$/.test(language), language).toBe(true);
+    }
     // Nothing left generating (the engine drops a finished row on its next turn).
     await vi.waitFor(() => expect(model.engine.stats.running + model.engine.stats.queued).toBe(0), { timeout: 5000 });
   }, 120_000);

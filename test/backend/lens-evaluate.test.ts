@@ -1,5 +1,5 @@
 /**
- * The delta evaluation's metrics on known cases (src/gpu-backend/lens/evaluate.ts): drift of a zero
+ * The delta evaluation's metrics on known cases (src/gpu-backend/lens/eval/): drift of a zero
  * delta is exactly 0 and of a strong random one is not; fidelity counts match a hand count; bits per
  * byte match an independent token-by-token computation with the KV cache (base and edited); the
  * exposed hidden state is the edited one, h + (h A) B + b.
@@ -9,19 +9,11 @@ import { createHookedSession } from "../../src/gpu-backend/deltas/hooked-session
 import { toRowDelta } from "../../src/gpu-backend/deltas/row-delta";
 import type { ModelRunner } from "../../src/gpu-backend/generation/model-runner";
 import { emptyKv, type KvBatch } from "../../src/gpu-backend/generation/kv-batch";
-import {
-  bitsPerByteOf,
-  bitsRow,
-  countFidelity,
-  driftOf,
-  ForwardPasses,
-  generateReplies,
-  klDivergence,
-  languageFidelity,
-  lastAndAllLogits,
-  lastStates,
-  type NamedDelta,
-} from "../../src/gpu-backend/lens/evaluate";
+import { lastStates } from "../../src/gpu-backend/lens/eval/alignment";
+import { bitsPerByteOf, bitsRow } from "../../src/gpu-backend/lens/eval/bits-per-byte";
+import { driftOf, lastAndAllLogits } from "../../src/gpu-backend/lens/eval/drift";
+import { countFidelity, generateReplies, languageFidelity } from "../../src/gpu-backend/lens/eval/fidelity";
+import { ForwardPasses, klDivergence, type NamedDelta } from "../../src/gpu-backend/lens/eval/passes";
 import { probePromptIds } from "../../src/gpu-backend/lens/hidden-states";
 import { loadModel, sessionOptions, type LoadedModel } from "../../src/gpu-backend/load";
 import { detectLanguage } from "../../src/language/detect";

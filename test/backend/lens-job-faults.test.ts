@@ -8,7 +8,7 @@ import { mkdtempSync, readdirSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { JOB_FILE } from "../../src/gpu-backend/lens/jobs.js";
+import { JOB_FILE } from "../../src/gpu-backend/lens/jobs/records.js";
 import { LENS_PATH, LensJobRecord } from "../../src/protocol/lens-jobs.js";
 import { type BackendProcess, startBackendProcess, until } from "../support/fault-processes.js";
 import { lensPromptsSkip } from "./lens-prompts.js";

@@ -7,12 +7,12 @@ import { createHash } from "node:crypto";
 import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { Hono } from "hono";
+import type { Hono } from "hono";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createBackendApp } from "../../src/gpu-backend/app";
-import { JOB_FILE, LensJobRunner } from "../../src/gpu-backend/lens/jobs";
-import { decodeProbe } from "../../src/gpu-backend/lens/probe";
-import { mountLensRoutes } from "../../src/gpu-backend/lens/routes";
+import { JOB_FILE } from "../../src/gpu-backend/lens/jobs/records";
+import { LensJobRunner } from "../../src/gpu-backend/lens/jobs/runner";
+import { decodeProbe } from "../../src/gpu-backend/lens/probe/probe";
 import { loadModel, type LoadedModel } from "../../src/gpu-backend/load";
 import { validateDelta } from "../../src/protocol/delta";
 import { LENS_PATH, LensJobRecord } from "../../src/protocol/lens-jobs";
@@ -69,8 +69,8 @@ describe.skipIf(skip !== null)("Lens jobs through the routes, on the embedded mo
     root = mkdtempSync(join(tmpdir(), "lens-jobs-"));
     jobsDir = join(root, "jobs");
     model = await loadModel(embedded.dir, { executionProvider: "cpu", maxBatch: 1, maxQueue: 2 });
-    app = createBackendApp(model);
-    runner = mountLensRoutes(app, model, { dir: jobsDir, sessionOptions: SESSION_OPTIONS });
+    runner = new LensJobRunner(model, { dir: jobsDir, sessionOptions: SESSION_OPTIONS });
+    app = createBackendApp(model, { lens: runner });
   });
   afterAll(async () => {
     await runner?.close();
@@ -217,8 +217,8 @@ describe.skipIf(skip !== null)("Lens jobs through the routes, on the embedded mo
     mkdirSync(join(jobsDir, "job-zzzzzz-00000001"));
     mkdirSync(join(jobsDir, "not-a-job"));
 
-    const app2 = new Hono();
-    const runner2 = mountLensRoutes(app2, model, { dir: jobsDir, sessionOptions: SESSION_OPTIONS });
+    const runner2 = new LensJobRunner(model, { dir: jobsDir, sessionOptions: SESSION_OPTIONS });
+    const app2 = createBackendApp(model, { lens: runner2 });
     try {
       const res = await app2.request(`${LENS_PATH}/jobs/${crashedId}`);
       const r = LensJobRecord.parse(await res.json());
@@ -301,8 +301,8 @@ describe.skipIf(skip !== null)("Lens jobs through the routes, on the embedded mo
 
   it("refuses eval jobs with 501 where no evaluator is set up", async () => {
     const dir = join(root, "no-eval");
-    const app3 = new Hono();
-    const runner3 = mountLensRoutes(app3, model, { dir, evaluate: null });
+    const runner3 = new LensJobRunner(model, { dir, evaluate: null });
+    const app3 = createBackendApp(model, { lens: runner3 });
     try {
       const res = await app3.request(`${LENS_PATH}/jobs`, { method: "POST", body: JSON.stringify({ kind: "eval", delta: trainJob.id }), headers: { "content-type": "application/json" } });
       expect(res.status).toBe(501);

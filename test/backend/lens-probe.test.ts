@@ -8,8 +8,8 @@ import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { describeResidualStream, insertDeltaHooks } from "../../src/gpu-backend/graph/delta-hooks";
 import { HiddenStateCollector, probePromptIds } from "../../src/gpu-backend/lens/hidden-states";
-import { loadProbe, probe, saveProbe } from "../../src/gpu-backend/lens/probe";
-import { subspaceDelta } from "../../src/gpu-backend/lens/subspace-delta";
+import { loadProbe, probe, saveProbe } from "../../src/gpu-backend/lens/probe/probe";
+import { subspaceDelta } from "../../src/gpu-backend/lens/probe/subspace-delta";
 import { ChatTokenizer } from "../../src/gpu-backend/model/chat-tokenizer";
 import { modelFingerprint } from "../../src/gpu-backend/model/fingerprint";
 import { readModelDir } from "../../src/gpu-backend/model/model-dir";
@@ -22,7 +22,7 @@ import {
   probeLayerFromSamples,
   projectRowMajor,
   subspaceEdit,
-} from "../../src/gpu-backend/lens/probe-math";
+} from "../../src/gpu-backend/lens/probe/math";
 import { deltaFeeds, firstCallFeeds, floatValues, readBytes, seeded, sessionFromBytes } from "./helpers-delta";
 import { lensPromptsSkip, parallelPrompts } from "./lens-prompts";
 import { MODEL_CASES } from "./model-fixtures";

@@ -1,5 +1,5 @@
 /**
- * Synthetic language data with a known Lens answer, for the probe-math tests.
+ * Synthetic language data with a known Lens answer, for the probe math tests.
  *
  * Construction (q_0..q_K orthonormal, K = L - 1):
  *   m_l = c q_0 + sum_k C[l][k] q_k        with the columns of C summing to zero over languages,

@@ -8,8 +8,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it, vi } from "vitest";
 import { createBackendApp } from "../../src/gpu-backend/app.js";
-import type { LensJobRunner } from "../../src/gpu-backend/lens/jobs.js";
-import { mountLensRoutes } from "../../src/gpu-backend/lens/routes.js";
+import { LensJobRunner } from "../../src/gpu-backend/lens/jobs/runner.js";
 import { type LoadedModel, loadModel } from "../../src/gpu-backend/load.js";
 import { GENERATE_PATH, backendAuthorization } from "../../src/protocol/backend.js";
 import { DELTAS_PATH } from "../../src/protocol/delta.js";
@@ -146,12 +145,11 @@ describe.skipIf(embedded.skip !== null)("backend: no secrets or stack traces in 
   });
 
   it("the Lens job runner failing: every job route answers a generic 500", async () => {
-    const app = createBackendApp(model, { secret: TEST_BACKEND_SECRET });
     const throwing = () => {
       throw boom();
     };
     const runner = { submit: throwing, list: throwing, get: throwing, cancel: throwing, artifactPath: throwing, close: async () => {} } as unknown as LensJobRunner;
-    mountLensRoutes(app, model, { runner });
+    const app = createBackendApp(model, { secret: TEST_BACKEND_SECRET, lens: runner });
     const errors = vi.spyOn(console, "error").mockImplementation(() => {});
     try {
       const id = "job-abc123-0000aaaa";
@@ -171,8 +169,8 @@ describe.skipIf(embedded.skip !== null)("backend: no secrets or stack traces in 
   });
 
   it("a real runner: a job whose work throws records no stack, and its routes leak nothing", async () => {
-    const app = createBackendApp(model, { secret: TEST_BACKEND_SECRET });
-    jobs = mountLensRoutes(app, model, { dir, promptsFile: join(dir, "no-such-prompts.jsonl") });
+    jobs = new LensJobRunner(model, { dir, promptsFile: join(dir, "no-such-prompts.jsonl") });
+    const app = createBackendApp(model, { secret: TEST_BACKEND_SECRET, lens: jobs });
     // A probe over the held-out split, whose file is missing here: the job fails.
     const res = await app.request(`${LENS_PATH}/jobs`, {
       method: "POST",

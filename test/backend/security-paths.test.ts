@@ -15,8 +15,7 @@ import { join, relative } from "node:path";
 import { serve, type ServerType } from "@hono/node-server";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createBackendApp } from "../../src/gpu-backend/app.js";
-import type { LensJobRunner } from "../../src/gpu-backend/lens/jobs.js";
-import { mountLensRoutes } from "../../src/gpu-backend/lens/routes.js";
+import { LensJobRunner } from "../../src/gpu-backend/lens/jobs/runner.js";
 import { loadModel } from "../../src/gpu-backend/load.js";
 import { GENERATE_PATH, backendAuthorization } from "../../src/protocol/backend.js";
 import { DELTAS_PATH } from "../../src/protocol/delta.js";
@@ -165,8 +164,8 @@ describe.skipIf(embedded.skip !== null)("backend: ids and paths from requests ne
     });
     plantJob(jobsDir, TAMPERED_JOB, { tensors: "../../sentinel.txt", manifest: "../../../sentinel.txt" }, {});
     model = await loadModel(embedded.dir, { executionProvider: "cpu", maxBatch: 1, maxQueue: 2 });
-    app = createBackendApp(model, { secret: SECRET });
-    jobs = mountLensRoutes(app, model, { dir: jobsDir });
+    jobs = new LensJobRunner(model, { dir: jobsDir });
+    app = createBackendApp(model, { secret: SECRET, lens: jobs });
     before = snapshot(root);
     await new Promise<void>((resolve) => {
       server = serve({ fetch: app.fetch, port: 0, hostname: "127.0.0.1" }, (info: AddressInfo) => {

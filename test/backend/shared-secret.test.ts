@@ -6,9 +6,8 @@ import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createBackendApp } from "../../src/gpu-backend/app.js";
-import { mountLensRoutes } from "../../src/gpu-backend/lens/routes.js";
+import { LensJobRunner } from "../../src/gpu-backend/lens/jobs/runner.js";
 import { loadModel } from "../../src/gpu-backend/load.js";
-import type { LensJobRunner } from "../../src/gpu-backend/lens/jobs.js";
 import { BackendErrorBody, GENERATE_PATH, HEALTH_PATH, LIVE_PATH, MODELS_PATH, backendAuthorization } from "../../src/protocol/backend.js";
 import { DELTAS_PATH } from "../../src/protocol/delta.js";
 import { LENS_PATH } from "../../src/protocol/lens-jobs.js";
@@ -39,10 +38,9 @@ describe.skipIf(embedded.skip !== null)("backend shared secret", () => {
   const jobsDir = mkdtempSync(join(tmpdir(), "lens-secret-jobs-"));
   beforeAll(async () => {
     const model = await loadModel(embedded.dir, { executionProvider: "cpu", maxBatch: 1, maxQueue: 2 });
-    app = createBackendApp(model, { secret: SECRET });
-    // Mounted after the guard, as server.ts does: the guard must cover routes added later too.
-    jobs = mountLensRoutes(app, model, { dir: jobsDir });
-
+    jobs = new LensJobRunner(model, { dir: jobsDir });
+    // The app mounts the Lens routes after the guard, as for server.ts: the guard must cover them too.
+    app = createBackendApp(model, { secret: SECRET, lens: jobs });
   });
   afterAll(async () => {
     await jobs?.close();

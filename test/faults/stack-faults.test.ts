@@ -102,7 +102,8 @@ describe.skipIf(skip !== null)("faults on the real stack: backend processes kill
   };
   const outcome = (page: string, name: string) => {
     try {
-      return metric(page, `lens_backend_requests_total{outcome="${name}"}`);
+      // Accepted requests have their own counter; requests_total counts each one again when it ends.
+      return metric(page, name === "accepted" ? "lens_backend_requests_accepted_total" : `lens_backend_requests_total{outcome="${name}"}`);
     } catch {
       return 0;
     }

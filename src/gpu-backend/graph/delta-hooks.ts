@@ -1,6 +1,6 @@
 /**
  * Graph surgery that inserts the delta hook h' = h + (h A) B + b on the residual stream after chosen
- * decoder layers (DESIGN.md, "One kind of edit: the delta"), and optionally exposes the residual stream as
+ * decoder layers (docs/design.md, "One kind of edit: the delta"), and optionally exposes the residual stream as
  * extra graph outputs. Runs once at model load; the backend creates its InferenceSession from `bytes`.
  *
  * Each hooked layer k gets three new graph inputs, one delta per batch row (rows without a delta get zeros):

@@ -1,5 +1,5 @@
 /**
- * The Lens manipulation losses (DESIGN.md, "Lens, exactly") for a delta h = h0 + (h0 A) B + b applied at
+ * The Lens manipulation losses (docs/design.md, "Lens, exactly") for a delta h = h0 + (h0 A) B + b applied at
  * the top layer, with their gradients in closed form. float64 throughout.
  *
  * At the last decoder layer the edited state is an affine function of the unedited one, so every loss

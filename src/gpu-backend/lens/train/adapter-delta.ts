@@ -4,10 +4,10 @@
  * start and at the end (the end as evaluated on the float32 values the file holds).
  */
 import { createHash } from "node:crypto";
-import { deltaTensorName, DeltaManifest, type DeltaDtype } from "../../protocol/delta.js";
-import { serializeSafetensors, type TensorInput } from "../../protocol/safetensors.js";
+import { deltaTensorName, DeltaManifest, type DeltaDtype } from "../../../protocol/delta.js";
+import { serializeSafetensors, type TensorInput } from "../../../protocol/safetensors.js";
 import type { LossValues } from "./losses.js";
-import type { DeltaFile } from "./subspace-delta.js";
+import type { DeltaFile } from "../probe/subspace-delta.js";
 import type { TrainedAdapter } from "./train.js";
 
 export interface AdapterDeltaRequest {

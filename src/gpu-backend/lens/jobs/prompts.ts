@@ -7,7 +7,7 @@ import { fileURLToPath } from "node:url";
 
 export type PromptSplit = "probe" | "train" | "eval";
 
-export const DEFAULT_PROMPTS_FILE = fileURLToPath(new URL("../../../data/lens-prompts/prompts.jsonl", import.meta.url));
+export const DEFAULT_PROMPTS_FILE = fileURLToPath(new URL("../../../../data/lens-prompts/prompts.jsonl", import.meta.url));
 
 interface PromptRow {
   id: string;

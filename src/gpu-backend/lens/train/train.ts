@@ -1,9 +1,9 @@
 /**
  * Trained Lens adapters: one delta h' = h + (h A) B + b per target language at the model's LAST decoder
- * layer, learned with the Lens losses (DESIGN.md, "Lens, exactly"; losses.ts) by full-batch Adam.
+ * layer, learned with the Lens losses (docs/design.md, "Lens, exactly"; losses.ts) by full-batch Adam.
  *
  * Why only the last layer: there the edited state is an affine function of the unedited one, so the
- * unedited states are read once (train-states.ts) and every step is closed-form arithmetic on them, with
+ * unedited states are read once (states.ts) and every step is closed-form arithmetic on them, with
  * no backpropagation through the model. Editing a lower layer would change every state above it, which
  * needs the model's own gradients (not available from an inference session).
  *
@@ -15,20 +15,20 @@
  * reach the scale of alpha Delta_l and of the states themselves), so steps and lr are our own; the
  * defaults and the measurements behind them are at DEFAULTS below.
  *
- * Determinism: states come from fixed batches, the start from a seeded generator (train-init.ts), and
+ * Determinism: states come from fixed batches, the start from a seeded generator (init.ts), and
  * the steps are plain float64 arithmetic in a fixed order, so the same seed and data give the same delta
  * bit for bit (on one machine and Node version; onnxruntime may round differently elsewhere).
  */
-import { isLanguage } from "../../protocol/languages.js";
-import { ChatTokenizer } from "../model/chat-tokenizer.js";
-import { modelFingerprint } from "../model/fingerprint.js";
-import { readModelDir } from "../model/model-dir.js";
-import type { HiddenStateCollector, LoadedModel } from "./hidden-states.js";
+import { isLanguage } from "../../../protocol/languages.js";
+import { ChatTokenizer } from "../../model/chat-tokenizer.js";
+import { modelFingerprint } from "../../model/fingerprint.js";
+import { readModelDir } from "../../model/model-dir.js";
+import type { HiddenStateCollector, LoadedModel } from "../hidden-states.js";
 import { lensLoss, type AdapterParams, type LensLossProblem, type LossValues } from "./losses.js";
-import type { LensProbe, ProbeLayer } from "./probe.js";
-import { Adam, ADAM_DEFAULTS, learningRate, type AdamOptions, type LrSchedule } from "./train-adam.js";
-import { initialParams, type AdapterInit } from "./train-init.js";
-import { PositionStateReader, type PromptStates } from "./train-states.js";
+import type { LensProbe, ProbeLayer } from "../probe/probe.js";
+import { Adam, ADAM_DEFAULTS, learningRate, type AdamOptions, type LrSchedule } from "./adam.js";
+import { initialParams, type AdapterInit } from "./init.js";
+import { PositionStateReader, type PromptStates } from "./states.js";
 import type * as ort from "onnxruntime-node";
 
 /** Settings that decide the result (recorded in the delta's manifest). */
@@ -36,11 +36,11 @@ export interface TrainSettings {
   rank: number;
   steps: number;
   lr: number;
-  /** Weight of the retain term (DESIGN's w_r). */
+  /** Weight of the retain term (the design notes' w_r). */
   w_r: number;
-  /** Weight of the align term (DESIGN's w_a). */
+  /** Weight of the align term (the design notes' w_a). */
   w_a: number;
-  /** The push term's target is alpha * Delta_l (DESIGN's alpha_l). */
+  /** The push term's target is alpha * Delta_l (the design notes' alpha_l). */
   alpha: number;
   seed: number;
   init: AdapterInit;

@@ -1,4 +1,5 @@
 /**
+ * The passes every figure of the evaluation shares (fidelity.ts alone generates through the engine).
  * Full-sequence forward passes for evaluating deltas: the model's graph with the delta hook inserted at
  * a delta's layers (graph/delta-hooks.ts, the same surgery the engine uses) and chosen residual-stream
  * layers exposed, run over left-padded rows from an empty cache. Unlike ModelRunner (last position
@@ -12,16 +13,22 @@
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import * as ort from "onnxruntime-node";
-import { leftPaddedFeeds } from "./left-padded-feeds.js";
-import { floatData } from "../model/float-tensor.js";
-import type { DeltaLayer } from "../../protocol/delta.js";
-import { floatToHalfBits } from "../../protocol/half.js";
-import { ModelRunner } from "../generation/model-runner.js";
-import { insertDeltaHooks } from "../graph/delta-hooks.js";
-import type { ModelInfo } from "../model/model-dir.js";
+import { leftPaddedFeeds } from "../left-padded-feeds.js";
+import { floatData } from "../../model/float-tensor.js";
+import type { DeltaLayer } from "../../../protocol/delta.js";
+import { floatToHalfBits } from "../../../protocol/half.js";
+import { ModelRunner } from "../../generation/model-runner.js";
+import { insertDeltaHooks } from "../../graph/delta-hooks.js";
+import type { ModelInfo } from "../../model/model-dir.js";
 
 /** A delta's layers as decoded from its file (DeltaStore.get(id).layers, validateDelta's delta.layers). */
 export type DeltaLayers = ReadonlyMap<number, DeltaLayer>;
+
+export interface NamedDelta {
+  /** Unique per delta (the engine caches hook inputs by it). */
+  id: string;
+  layers: DeltaLayers;
+}
 
 export interface PassOutput {
   rows: number;
@@ -146,7 +153,6 @@ export class ForwardPasses {
   }
 }
 
-
 /** log-softmax of logits[offset .. offset + V) in float64. */
 export function logSoftmax(logits: ArrayLike<number>, offset: number, V: number): Float64Array {
   let mx = -Infinity;
@@ -170,4 +176,12 @@ export function klDivergence(p: ArrayLike<number>, pOffset: number, q: ArrayLike
   for (let j = 0; j < V; j++) kl += Math.exp(lp[j]!) * (lp[j]! - lq[j]!);
   // Rounding can leave a tiny negative value for near-identical distributions; KL is >= 0.
   return Math.max(0, kl);
+}
+
+/** Indices grouped into batches of similar length (shortest first), so padding stays small. */
+export function lengthBatches(rows: readonly number[][], batchSize: number): number[][] {
+  const order = rows.map((_, i) => i).sort((a, b) => rows[a]!.length - rows[b]!.length || a - b);
+  const out: number[][] = [];
+  for (let s = 0; s < order.length; s += Math.max(1, batchSize)) out.push(order.slice(s, s + Math.max(1, batchSize)));
+  return out;
 }

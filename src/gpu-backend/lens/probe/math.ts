@@ -1,5 +1,5 @@
 /**
- * Lens probe math at one layer (DESIGN.md, "Lens, exactly"), float64, no dependencies:
+ * Lens probe math at one layer (docs/design.md, "Lens, exactly"), float64, no dependencies:
  *
  *   m_l  = mean_i e_l^i                 M = [m_1 ... m_L]                 (d x L)
  *   mu   = M 1/L ;  U,S,V = SVD(M - mu 1^T) ;  r = L - 1 unless set
@@ -8,7 +8,7 @@
  *   M_s  = top-r left singular vectors of (M' - m_a 1^T)
  *   Delta_l = mean_i P_s e_l^i - mean_i P_s e_central^i,   P_s x = M_s M_s^T x
  *
- * and the closed-form subspace edit built from it (DESIGN.md, "One kind of edit"):
+ * and the closed-form subspace edit built from it (docs/design.md, "One kind of edit"):
  *   A = M_s,  B = -lambda M_s^T,  b = alpha Delta_l,   so  h' = h - lambda P_s h + alpha Delta_l.
  *
  * Zero singular values. `pinv` drops singular values s <= tol with tol = max(d, L) * eps * s_max by
@@ -21,7 +21,7 @@
  * Delta_l is computed as P_s (m_l - m_central): the same as the mean of projections by linearity, and
  * cheaper and more accurate (the tests check the two agree).
  */
-import { axpy, combine, dot, numericalRank, project, scaled, thinSvd, type Columns } from "./linalg.js";
+import { axpy, combine, dot, numericalRank, project, scaled, thinSvd, type Columns } from "../linalg.js";
 
 export interface SubspaceOptions {
   /** The language the shifts are measured from (default "en"). */
@@ -49,7 +49,7 @@ export interface LanguageSubspaces {
   fit: Columns;
   /** pinv(M')^T 1 before rescaling: M'^T m = 1 where M' has full column rank. */
   agnosticSolution: Float64Array;
-  /** m_a = agnosticSolution / ||agnosticSolution||^2 (DESIGN's language-agnostic direction). */
+  /** m_a = agnosticSolution / ||agnosticSolution||^2 (the design notes' language-agnostic direction). */
   agnostic: Float64Array;
   /** a = m_a / ||m_a||. */
   agnosticUnit: Float64Array;

@@ -1,5 +1,5 @@
 /**
- * A probe turned into a delta file: the closed-form subspace edit (DESIGN.md, "One kind of edit")
+ * A probe turned into a delta file: the closed-form subspace edit (docs/design.md, "One kind of edit")
  *   A = M_s,  B = -lambda M_s^T,  b = alpha Delta_l        at each chosen layer,
  * so h' = h - lambda P_s h + alpha Delta_l: lambda = 1 removes the language-specific component,
  * alpha moves it to alpha times the language's shift from the central language.
@@ -8,11 +8,11 @@
  * languages span fewer directions), A and B are padded with zero columns, which change nothing.
  */
 import { createHash } from "node:crypto";
-import { deltaTensorName, DeltaManifest, type DeltaDtype } from "../../protocol/delta.js";
-import { isLanguage } from "../../protocol/languages.js";
-import { serializeSafetensors, type TensorInput } from "../../protocol/safetensors.js";
+import { deltaTensorName, DeltaManifest, type DeltaDtype } from "../../../protocol/delta.js";
+import { isLanguage } from "../../../protocol/languages.js";
+import { serializeSafetensors, type TensorInput } from "../../../protocol/safetensors.js";
 import type { LensProbe } from "./probe.js";
-import { subspaceEdit } from "./probe-math.js";
+import { subspaceEdit } from "./math.js";
 
 export interface SubspaceDeltaRequest {
   /** The target language (BCP-47 primary tag; must be one the probe holds). */

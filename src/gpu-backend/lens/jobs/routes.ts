@@ -1,6 +1,6 @@
 /**
- * HTTP routes over the Lens job runner (jobs.ts); the backend mounts them at LENS_PATH
- * (`/internal/v1/lens`) with mountLensRoutes. Only the gateway (and operators through it) calls them.
+ * HTTP routes over the Lens job runner (runner.ts); the backend app mounts them at LENS_PATH
+ * (`/internal/v1/lens`). Only the gateway (and operators through it) calls them.
  *
  *   POST   /jobs                 JSON body: LensJobRequest (src/protocol/lens-jobs.ts), by `kind`:
  *                                 probe | train | subspace | eval          -> 202 { id, state }
@@ -15,12 +15,12 @@
  * anything else happens.
  */
 import { readFileSync } from "node:fs";
-import { Hono, type Context } from "hono";
+import { Hono, type Context, type MiddlewareHandler } from "hono";
 import { bodyLimit } from "hono/body-limit";
 import type { ContentfulStatusCode } from "hono/utils/http-status";
-import { ArtifactPart, JobId, LENS_PATH, type LensJobErrorBody, type LensJobErrorCode } from "../../protocol/lens-jobs.js";
-import { LensJobError, LensJobRunner, type JobModel, type LensJobRunnerOptions } from "./jobs.js";
-import { lensEvaluator } from "./jobs-eval.js";
+import { ArtifactPart, JobId, type LensJobErrorBody, type LensJobErrorCode } from "../../../protocol/lens-jobs.js";
+import type { LensJobRunner } from "./runner.js";
+import { LensJobError } from "./work.js";
 
 /** Job requests are small (explicit prompt lists at most). */
 const MAX_BODY_BYTES = 8 * 2 ** 20;
@@ -50,19 +50,16 @@ function failWith(c: Context, err: unknown): Response {
   throw err;
 }
 
-export function lensRoutes(model: JobModel, jobs: LensJobRunner): Hono {
-  void model; // the runner holds the model; kept in the signature so routes can grow model-level reads
-  const app = new Hono();
+/** Every :id is a job id, checked before any lookup (so "../x" or "a%2Fb" never goes further). */
+const checkJobId: MiddlewareHandler = async (c, next) => {
+  if (!JobId.safeParse(c.req.param("id")).success) return fail(c, "invalid_request", `invalid job id ${JSON.stringify(c.req.param("id"))}`);
+  await next();
+};
 
-  // Every :id is a job id, checked before any lookup (so "../x" or "a%2Fb" never goes further).
-  app.use("/jobs/:id/*", async (c, next) => {
-    if (!JobId.safeParse(c.req.param("id")).success) return fail(c, "invalid_request", `invalid job id ${JSON.stringify(c.req.param("id"))}`);
-    await next();
-  });
-  app.use("/jobs/:id", async (c, next) => {
-    if (!JobId.safeParse(c.req.param("id")).success) return fail(c, "invalid_request", `invalid job id ${JSON.stringify(c.req.param("id"))}`);
-    await next();
-  });
+export function lensRoutes(jobs: LensJobRunner): Hono {
+  const app = new Hono();
+  app.use("/jobs/:id/*", checkJobId);
+  app.use("/jobs/:id", checkJobId);
 
   app.post(
     "/jobs",
@@ -121,23 +118,4 @@ export function lensRoutes(model: JobModel, jobs: LensJobRunner): Hono {
 
   app.notFound((c) => fail(c, "not_found", `unknown route ${c.req.method} ${c.req.path}`));
   return app;
-}
-
-export interface MountLensOptions extends LensJobRunnerOptions {
-  /** An existing runner (default: a new one with these options). */
-  runner?: LensJobRunner;
-}
-
-/**
- * Mounts the job routes at LENS_PATH on the backend app and returns the runner (close it on shutdown:
- * `await runner.close()`). `model` is what loadModel returns; trained deltas with `load: true` go into
- * its delta store, and eval jobs generate through its engine (pass `evaluate: null` to refuse them).
- */
-export function mountLensRoutes(app: Hono, model: JobModel, options: MountLensOptions = {}): LensJobRunner {
-  const { runner: given, ...runnerOptions } = options;
-  // Eval jobs need the generation engine: on by default where the model has one.
-  if (runnerOptions.evaluate === undefined && model.engine) runnerOptions.evaluate = lensEvaluator();
-  const runner = given ?? new LensJobRunner(model, runnerOptions);
-  app.route(LENS_PATH, lensRoutes(model, runner));
-  return runner;
 }

@@ -9,7 +9,7 @@
  *             every entry gets seeded noise N(0, (noise)^2 / d) so the seed always matters.
  *   "random": every entry N(0, 1/d) (columns of about unit norm).
  */
-import { seededRandom } from "../generation/sampler.js";
+import { seededRandom } from "../../generation/sampler.js";
 import type { AdapterParams } from "./losses.js";
 
 /** The sampler's seeded generator (mulberry32), with the seed checked: the same seed gives the same sequence everywhere. */

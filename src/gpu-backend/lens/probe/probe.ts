@@ -1,6 +1,6 @@
 /**
  * The Lens probe as a job and as an artifact: collect last-token hidden states for parallel prompts
- * per language (hidden-states.ts), run the probe math per layer (probe-math.ts), and save the result
+ * per language (../hidden-states.ts), run the probe math per layer (math.ts), and save the result
  * as a safetensors file plus a JSON manifest that a subspace delta can later be made from.
  *
  * Values are kept as float32 (computed in float64, rounded once at the end): that is what the file
@@ -8,7 +8,7 @@
  *
  * Files, for a probe with id P in a folder:
  *   P.safetensors   layers.{k}.means [L, d]   m_l, one row per language in `languages` order
- *                   layers.{k}.m_a   [d]      the language-agnostic direction (DESIGN's m_a, rescaled)
+ *                   layers.{k}.m_a   [d]      the language-agnostic direction (the design notes' m_a, rescaled)
  *                   layers.{k}.M_s   [d, r_k] language-specific basis, orthonormal columns
  *                   layers.{k}.delta [L, d]   Delta_l per language (the central language's row is 0)
  *   P.json          the manifest (ProbeManifest below), written after the tensors, so a folder with a
@@ -19,11 +19,11 @@ import { createHash } from "node:crypto";
 import { mkdirSync, readFileSync, renameSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { z } from "zod";
-import { DeltaId, Fingerprint } from "../../protocol/delta.js";
-import { parseSafetensors, serializeSafetensors, tensorToFloat32, type TensorInput } from "../../protocol/safetensors.js";
-import { modelFingerprint } from "../model/fingerprint.js";
-import { HiddenStateCollector, type CollectorOptions, type LoadedModel, type Truncation, DEFAULT_MAX_PROMPT_TOKENS } from "./hidden-states.js";
-import { columnsToRowMajor, fitLanguageSubspaces, languageMean, type SubspaceOptions } from "./probe-math.js";
+import { DeltaId, Fingerprint } from "../../../protocol/delta.js";
+import { parseSafetensors, serializeSafetensors, tensorToFloat32, type TensorInput } from "../../../protocol/safetensors.js";
+import { modelFingerprint } from "../../model/fingerprint.js";
+import { HiddenStateCollector, type CollectorOptions, type LoadedModel, type Truncation, DEFAULT_MAX_PROMPT_TOKENS } from "../hidden-states.js";
+import { columnsToRowMajor, fitLanguageSubspaces, languageMean, type SubspaceOptions } from "./math.js";
 
 /** One layer of a probe, float32, row-major. */
 export interface ProbeLayer {
@@ -60,6 +60,18 @@ export interface ProbeOptions extends CollectorOptions, Pick<SubspaceOptions, "r
   id?: string;
   /** The base model's fingerprint, when already known (default: computed from the ONNX files). */
   fingerprint?: string;
+  /** Checked before and after each language's states are collected. */
+  signal?: AbortSignal;
+  /** Called after each language's states are collected. */
+  onProgress?: (p: ProbeProgress) => void;
+}
+
+export interface ProbeProgress {
+  /** Languages collected so far, of `total`. */
+  done: number;
+  total: number;
+  /** Time spent collecting states so far (the rest of a probe is its math). */
+  collectMs: number;
 }
 
 /**
@@ -91,9 +103,17 @@ export async function probe(
     // the other so only one language's states are held at a time.
     const means = new Map<number, Record<string, Float64Array>>(wanted.map((l) => [l, {}]));
     const counts: Record<string, number> = {};
+    const { signal, onProgress } = options;
+    let collectMs = 0;
+    let done = 0;
     for (const lang of languages) {
       const prompts = promptsByLanguage[lang]!;
+      signal?.throwIfAborted();
+      const t = performance.now();
       const states = await collector.collect(prompts);
+      collectMs += performance.now() - t;
+      onProgress?.({ done: ++done, total: languages.length, collectMs });
+      signal?.throwIfAborted();
       counts[lang] = states.count;
       for (const layer of wanted) {
         const rows = states.byLayer.get(layer)!;

@@ -3,7 +3,7 @@
  * LAST prompt token and its MEAN over all the prompt's token positions, unedited (h0).
  *
  * Why a session of its own: `HiddenStateCollector` keeps only the last position, and the retain term
- * (DESIGN.md: MSE(mean_t h(x_en), mean_t h_ref(x_en))) needs the mean over positions. The graph is the
+ * (docs/design.md: MSE(mean_t h(x_en), mean_t h_ref(x_en))) needs the mean over positions. The graph is the
  * same one the collector runs (the residual stream exposed as an output by `insertDeltaHooks` with no
  * delta layers, so the states are the unedited model's), the prompts are templated and cut exactly as
  * the collector's (`probePromptIds`, or the collector's own `promptIds` when one is given), and the
@@ -17,13 +17,13 @@
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import * as ort from "onnxruntime-node";
-import { leftPaddedFeeds } from "./left-padded-feeds.js";
-import { floatData } from "../model/float-tensor.js";
-import { ModelRunner } from "../generation/model-runner.js";
-import { insertDeltaHooks } from "../graph/delta-hooks.js";
-import { ChatTokenizer } from "../model/chat-tokenizer.js";
-import { readModelDir, type ModelInfo } from "../model/model-dir.js";
-import { DEFAULT_BATCH_SIZE, HiddenStateCollector, probePromptIds, type LoadedModel, type PromptOptions } from "./hidden-states.js";
+import { leftPaddedFeeds } from "../left-padded-feeds.js";
+import { floatData } from "../../model/float-tensor.js";
+import { ModelRunner } from "../../generation/model-runner.js";
+import { insertDeltaHooks } from "../../graph/delta-hooks.js";
+import { ChatTokenizer } from "../../model/chat-tokenizer.js";
+import { readModelDir, type ModelInfo } from "../../model/model-dir.js";
+import { DEFAULT_BATCH_SIZE, HiddenStateCollector, probePromptIds, type LoadedModel, type PromptOptions } from "../hidden-states.js";
 
 /** Per prompt (in prompt order), float64, row-major [count x hiddenSize]. */
 export interface PromptStates {

@@ -1,15 +1,57 @@
 /**
  * The eval job's work: a delta made by a train or subspace job, evaluated against the base model on the
- * held-out `eval` split with evaluate.ts (language fidelity of greedy replies, English drift, bits per
+ * held-out `eval` split with ../eval/ (language fidelity of greedy replies, English drift, bits per
  * byte, and alignment figures when the delta's probe is held here). The report is the job's artifact.
  *
- * Generation goes through the backend's own engine (the serving path), so an eval job needs a model
- * with one (the backend's loaded model; the CLI loads the full model for eval).
+ * The evaluation itself is a function the runner is given (lensEvaluator by default), so a runner
+ * without an engine refuses eval jobs at submission. lensEvaluator generates through the backend's own
+ * engine (the serving path), so it needs a model with one (the backend's loaded model; the CLI loads
+ * the full model for eval).
  */
-import { validateDelta } from "../../protocol/delta.js";
-import { evaluateLanguage, ForwardPasses } from "./evaluate.js";
-import { LensJobError, type EvaluateFn } from "./jobs.js";
-import { splitPrompts } from "./jobs-prompts.js";
+import type * as ort from "onnxruntime-node";
+import { validateDelta } from "../../../protocol/delta.js";
+import type { EvalJobRequest, LensJobProgress } from "../../../protocol/lens-jobs.js";
+import { evaluateLanguage } from "../eval/evaluate.js";
+import { ForwardPasses } from "../eval/passes.js";
+import type { LensProbe } from "../probe/probe.js";
+import type { DeltaFile } from "../probe/subspace-delta.js";
+import { splitPrompts } from "./prompts.js";
+import { LensJobError, type JobContext, type JobModel, type WorkOutput } from "./work.js";
+
+export interface EvalContext {
+  model: JobModel;
+  request: EvalJobRequest;
+  delta: DeltaFile;
+  /** The probe the delta was made from, when a probe job here made it (for the alignment figures). */
+  probe: LensProbe | null;
+  promptsFile: string;
+  signal: AbortSignal;
+  progress: (p: LensJobProgress) => void;
+  sessionOptions?: ort.InferenceSession.SessionOptions;
+}
+/** Evaluates a delta; the returned report becomes the eval job's artifact (a JSON file). */
+export type EvaluateFn = (ctx: EvalContext) => Promise<Record<string, unknown>>;
+
+export async function evalWork(ctx: JobContext, r: EvalJobRequest, evaluate: EvaluateFn | null): Promise<WorkOutput> {
+  if (typeof evaluate !== "function") throw new LensJobError("not_available", "eval jobs are not available on this backend yet");
+  const delta = ctx.delta(r.delta);
+  const probe = ctx.heldProbe((delta.manifest.method as Record<string, unknown>)["probe"]);
+  const report = await evaluate({
+    model: ctx.model,
+    request: r,
+    delta,
+    probe,
+    promptsFile: ctx.promptsFile,
+    signal: ctx.signal,
+    progress: (p) => ctx.progress(p),
+    sessionOptions: ctx.sessionOptions,
+  });
+  const summary = typeof report["summary"] === "object" && report["summary"] !== null ? (report["summary"] as Record<string, unknown>) : {};
+  return {
+    artifact: { kind: "report", id: ctx.jobId, tensors: null, manifest: { delta_id: delta.manifest.id, ...report } },
+    result: { delta_id: delta.manifest.id, ...summary },
+  };
+}
 
 export function lensEvaluator(): EvaluateFn {
   return async ({ model, request, delta, probe, promptsFile, signal, progress, sessionOptions }) => {
