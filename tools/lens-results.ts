@@ -15,8 +15,8 @@ import { dirname } from "node:path";
 import { HiddenStateCollector } from "../src/gpu-backend/lens/hidden-states";
 import { probe as runProbe, type LensProbe } from "../src/gpu-backend/lens/probe/probe";
 import { subspaceDelta, type DeltaFile } from "../src/gpu-backend/lens/probe/subspace-delta";
-import { trainAdapter } from "../src/gpu-backend/lens/train/train";
-import { adapterDelta } from "../src/gpu-backend/lens/train/adapter-delta";
+import { trainDelta } from "../src/gpu-backend/lens/train/train";
+import { trainedDeltaFile } from "../src/gpu-backend/lens/train/delta-file.js";
 import { driftOf, lastAndAllLogits } from "../src/gpu-backend/lens/eval/drift";
 import { evaluateLanguage, type LanguageEvaluation } from "../src/gpu-backend/lens/eval/evaluate";
 import { countFidelity, generateReplies } from "../src/gpu-backend/lens/eval/fidelity";
@@ -141,7 +141,7 @@ for (const lang of TARGETS) {
   const subspace = register(subspaceDelta(probe, { language: lang, layers: [top], lambda: best.lambda, alpha: best.alpha }));
 
   // 3. Trained adapter on the train split.
-  const trained = await trainAdapter({
+  const trained = await trainDelta({
     model: { info: m.info, tokenizer: m.tokenizer },
     probe,
     language: lang,
@@ -150,7 +150,7 @@ for (const lang of TARGETS) {
     fingerprint: m.fingerprint,
     sessionOptions,
   });
-  const adapter = register(adapterDelta(trained));
+  const adapter = register(trainedDeltaFile(trained));
 
   // 4. Base vs subspace vs adapter on the eval split.
   const evalRows = spreadRows("eval", ["en", lang], S.evalN);
@@ -292,7 +292,7 @@ for the sweep and the adapter, eval for every figure below; no eval text is used
   fidelity among points whose English drift (KL at the last prompt position, train English prompts, delta forced
   on) is at most ${S.sweepKlLimit} nats; where no point qualifies, the best fidelity, ties to the lowest drift (the JSON
   records which rule applied and every point).
-- Adapter: \`trainAdapter\` on up to ${S.trainN} parallel train-split rows (en + target; Swahili: 19), rank ${S.adapter.rank},
+- Adapter: \`trainDelta\` on up to ${S.trainN} parallel train-split rows (en + target; Swahili: 19), rank ${S.adapter.rank},
   ${S.adapter.steps} full-batch Adam steps, lr ${S.adapter.lr} (cosine), alpha ${S.adapter.alpha}, w_r ${S.adapter.w_r}, w_a ${S.adapter.w_a}, seed ${S.adapter.seed}.
 - Evaluation (\`src/gpu-backend/lens/eval/\`): ${S.evalN} eval-split rows per language with both the target text and
   its English original, evenly spaced over the split (Swahili has ${runs.find((r) => r.language === "sw")?.evaluation.base.fidelity.prompts ?? "?"}); fewer than the split holds, to keep

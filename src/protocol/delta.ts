@@ -28,7 +28,12 @@ export const DeltaManifest = z
     id: DeltaId,
     /** BCP-47 primary tag of the language the delta is for. */
     language: z.enum(LANGUAGES),
-    /** "subspace": closed form from the probe (A = M_s, B = -lambda M_s^T, b = alpha Delta). */
+    /**
+     * How the delta was made. "subspace": closed form from the probe (A = M_s, B = -lambda M_s^T,
+     * b = alpha Delta). "adapter": trained with the Lens losses (the stored name of a trained delta,
+     * kept because manifests already say it; in the gateway an "adapter" is any delta an operator
+     * registered, of either kind).
+     */
     kind: z.enum(["subspace", "adapter"]),
     layers: z
       .array(z.number().int().nonnegative())

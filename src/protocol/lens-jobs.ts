@@ -1,7 +1,7 @@
 /**
  * The internal API for Lens jobs on the backend (probe, train, subspace, eval), mounted at
- * LENS_PATH (`/internal/v1/lens`); see src/gpu-backend/lens/routes.ts for the routes and
- * src/gpu-backend/lens/jobs.ts for what each job does.
+ * LENS_PATH (`/internal/v1/lens`); see src/gpu-backend/lens/jobs/routes.ts for the routes,
+ * jobs/runner.ts for the queue, and jobs/<kind>-job.ts for what each job does.
  *
  * Shared by the gateway (which will forward admin requests) and the backend, so this file uses no
  * Node APIs. Every id a request names is checked against a strict pattern here, before the backend

@@ -35,6 +35,7 @@ import {
   type Delta,
 } from "./helpers-delta";
 import { syntheticDecoder } from "./helpers-synthetic";
+import { FIXTURE_MODEL_DIR } from "./model-fixtures.js";
 
 interface Case {
   label: string;
@@ -55,7 +56,7 @@ const CASES: Case[] = [
   },
   {
     label: "tiny-random-llama-fp16-genai (fp16, fused SkipSimplifiedLayerNormalization)",
-    dir: fileURLToPath(new URL("../../../shared/fixtures/tiny-random-llama-fp16-genai", import.meta.url)),
+    dir: FIXTURE_MODEL_DIR,
     style: "skip-norm",
     // genai: the sum after layer k is formed by layer k+1's input norm, after the last layer by the final norm.
     expectedNode: (k, L) =>
@@ -68,7 +69,7 @@ const CASES: Case[] = [
  * 1e-5 of the largest magnitude involved leaves room and is still far below the edits checked.
  * fp16: one fp16 ulp is 2^-10 relative; the hook rounds h A, (h A) B, + b, input + d and + skip, so allow
  * 8 ulps of the largest magnitude. Zero-delta logits on fp16: ORT's CPU provider rounds fp16 differently
- * once nodes are added (TOOLCHAIN.md), so allow 4 ulps of the largest logit.
+ * once nodes are added (docs/design.md, "Measured facts"), so allow 4 ulps of the largest logit.
  */
 const REL_TOL = { float32: 1e-5, float16: 8 * 2 ** -10 } as const;
 const FP16_LOGIT_ULPS = 4 * 2 ** -10;

@@ -60,7 +60,7 @@ describe.each(MODEL_CASES)("deltas in the engine on $name", ({ dir, skip }) => {
     const a = await base.step({ kv: emptyKv(base.shape, 1), tokens: [ids], positions: [0] });
     const b = await hooked.runner.step({ kv: emptyKv(base.shape, 1), tokens: [ids], positions: [0], extraFeeds: hooked.feeds([zero]) });
     if (base.shape.fp16) {
-      // fp16 fused graphs: the CPU provider rounds differently once nodes are added (see DESIGN/TOOLCHAIN);
+      // fp16 fused graphs: the CPU provider rounds differently once nodes are added (docs/design.md, "Measured facts");
       // the engine therefore never sends a zero delta through the hooked graph (next assertion).
       let maxDiff = 0;
       for (let i = 0; i < a.logits.length; i++) maxDiff = Math.max(maxDiff, Math.abs((a.logits[i] as number) - (b.logits[i] as number)));

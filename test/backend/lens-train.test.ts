@@ -6,10 +6,10 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { insertDeltaHooks } from "../../src/gpu-backend/graph/delta-hooks";
 import { HiddenStateCollector } from "../../src/gpu-backend/lens/hidden-states";
-import { adapterDelta } from "../../src/gpu-backend/lens/train/adapter-delta";
-import { lensLoss, lossTerm, LOSS_TERMS, type AdapterParams, type LensLossProblem, type LossTerm } from "../../src/gpu-backend/lens/train/losses";
+import { trainedDeltaFile } from "../../src/gpu-backend/lens/train/delta-file.js";
+import { lensLoss, lossTerm, LOSS_TERMS, type EditParams, type LensLossProblem, type LossTerm } from "../../src/gpu-backend/lens/train/losses";
 import { probe as runProbe, type LensProbe, type ProbeLayer } from "../../src/gpu-backend/lens/probe/probe";
-import { fitAdapter, fitAdapterYielding, lossProblem, trainAdapter, type FitResult, type StepReport, type TrainedAdapter } from "../../src/gpu-backend/lens/train/train";
+import { fitEdit, fitEditYielding, lossProblem, trainDelta, type FitResult, type StepReport, type TrainedDelta } from "../../src/gpu-backend/lens/train/train";
 import { Adam } from "../../src/gpu-backend/lens/train/adam";
 import { initialParams } from "../../src/gpu-backend/lens/train/init";
 import { PositionStateReader, type PromptStates } from "../../src/gpu-backend/lens/train/states";
@@ -126,7 +126,7 @@ function problemOf(x: Synthetic, alpha: number, retainWeight: number, alignWeigh
 }
 
 /** h0 + (h0 A) B + b for one state, plainly. */
-function edited(x: ArrayLike<number>, p: AdapterParams): Float64Array {
+function edited(x: ArrayLike<number>, p: EditParams): Float64Array {
   const d = x.length;
   const out = Float64Array.from(x);
   for (let j = 0; j < p.rank; j++) {
@@ -147,7 +147,7 @@ const mse = (pairs: Array<[ArrayLike<number>, ArrayLike<number>]>) => {
 };
 
 /** DESIGN's three MSEs, unweighted, from every position's edited state. */
-function definitionMses(x: Synthetic, p: AdapterParams, alpha: number): Record<LossTerm, number> {
+function definitionMses(x: Synthetic, p: EditParams, alpha: number): Record<LossTerm, number> {
   const { d } = x;
   const Ps = (v: ArrayLike<number>) => {
     const out = new Float64Array(d);
@@ -176,13 +176,13 @@ function definitionMses(x: Synthetic, p: AdapterParams, alpha: number): Record<L
   };
 }
 
-function randomParams(seed: number, d: number, rank: number, scale: number): AdapterParams {
+function randomParams(seed: number, d: number, rank: number, scale: number): EditParams {
   const rand = seeded(seed);
   return { rank, A: randomVector(rand, d * rank, scale), B: randomVector(rand, rank * d, scale), b: randomVector(rand, d, scale) };
 }
 
 /** || g_fd - g || / || g || over all of A, B and b, with central differences of step h. */
-function gradientError(f: (p: AdapterParams) => number, p: AdapterParams, grad: AdapterParams, h: number): number {
+function gradientError(f: (p: EditParams) => number, p: EditParams, grad: EditParams, h: number): number {
   let diff2 = 0;
   let norm2 = 0;
   for (const k of ["A", "B", "b"] as const) {
@@ -231,7 +231,7 @@ describe("Lens losses and their gradients (float64, small random data)", () => {
 
   const errors: Record<string, number> = {};
   it.each([...LOSS_TERMS, "total"] as const)("the %s gradient agrees with central finite differences (relative error < 1e-4)", (term) => {
-    const value = (params: AdapterParams) => (term === "total" ? lensLoss(params, q).total : lossTerm(term, params, q, false).value);
+    const value = (params: EditParams) => (term === "total" ? lensLoss(params, q).total : lossTerm(term, params, q, false).value);
     const grad = term === "total" ? lensLoss(p, q, true).grad : lossTerm(term, p, q, true).grad!;
     const err = gradientError(value, p, grad, 1e-5);
     errors[term] = err;
@@ -286,7 +286,7 @@ describe("training on synthetic data with a known optimum", () => {
 
   it("the push term alone (w_r = w_a = 0) reaches P_s(h' - h) = alpha Delta on every training row", () => {
     const q = problemOf(x, 0.8, 0, 0);
-    const fit = fitAdapter(q, { rank: 2, steps: 600, lr: 0.03, seed: 5 });
+    const fit = fitEdit(q, { rank: 2, steps: 600, lr: 0.03, seed: 5 });
     expectDecreasing(fit);
     const target = x.shift.map((v) => 0.8 * v);
     const p = asParams(fit);
@@ -301,7 +301,7 @@ describe("training on synthetic data with a known optimum", () => {
     const q = problemOf(x, 0.8, 1, 1);
     // The retain and push terms pull against each other along a narrow valley: it takes Adam a few
     // thousand steps to get to the bottom (1500 steps: 5e-5 of the start; 3000: 1e-8).
-    const fit = fitAdapter(q, { rank: 2, steps: 3000, lr: 0.03, seed: 6 });
+    const fit = fitEdit(q, { rank: 2, steps: 3000, lr: 0.03, seed: 6 });
     expectDecreasing(fit);
     const first = fit.losses[0]!;
     const last = fit.losses.at(-1)!;
@@ -323,7 +323,7 @@ describe("training on synthetic data with a known optimum", () => {
 
   it("is deterministic: the same seed gives the same bits, another seed other bits", () => {
     const q = problemOf(x, 0.8, 1, 1);
-    const run = (seed: number) => fitAdapter(q, { rank: 3, steps: 30, seed });
+    const run = (seed: number) => fitEdit(q, { rank: 3, steps: 30, seed });
     const a = run(1);
     const b = run(1);
     const c = run(2);
@@ -334,10 +334,10 @@ describe("training on synthetic data with a known optimum", () => {
 
   it("trains in slices that let the event loop run: same bits as in one go, and a cancel lands mid-training", async () => {
     const q = problemOf(x, 0.8, 1, 1);
-    const whole = fitAdapter(q, { rank: 3, steps: 400, seed: 4 });
+    const whole = fitEdit(q, { rank: 3, steps: 400, seed: 4 });
     let ticks = 0;
     const timer = setInterval(() => ticks++, 1);
-    const sliced = await fitAdapterYielding(q, { rank: 3, steps: 400, seed: 4 }, 1);
+    const sliced = await fitEditYielding(q, { rank: 3, steps: 400, seed: 4 }, 1);
     clearInterval(timer);
     for (const k of ["A", "B", "b"] as const) expect(Buffer.from(sliced[k].buffer).equals(Buffer.from(whole[k].buffer))).toBe(true);
     // Only meaningful if the run lasted long enough for a 1 ms timer to be due.
@@ -346,7 +346,7 @@ describe("training on synthetic data with a known optimum", () => {
     let steps = 0;
     setTimeout(() => controller.abort(), 5);
     await expect(
-      fitAdapterYielding(q, { rank: 3, steps: 200_000, seed: 4, signal: controller.signal, onStep: () => steps++ }, 1),
+      fitEditYielding(q, { rank: 3, steps: 200_000, seed: 4, signal: controller.signal, onStep: () => steps++ }, 1),
     ).rejects.toThrow(/abort/i);
     expect(steps).toBeLessThan(200_000);
   });
@@ -363,7 +363,7 @@ describe("training on synthetic data with a known optimum", () => {
   it("reports each step's losses, and stops when its signal is aborted", () => {
     const q = problemOf(x, 0.8, 1, 1);
     const seen: StepReport[] = [];
-    const fit = fitAdapter(q, { rank: 2, steps: 12, onStep: (r) => seen.push(r) });
+    const fit = fitEdit(q, { rank: 2, steps: 12, onStep: (r) => seen.push(r) });
     expect(seen.map((r) => r.step)).toEqual(Array.from({ length: 12 }, (_, i) => i));
     expect(seen.map((r) => r.losses)).toEqual(fit.losses.slice(0, 12));
     expect(seen[0]!.lr).toBe(0.03);
@@ -371,7 +371,7 @@ describe("training on synthetic data with a known optimum", () => {
     const controller = new AbortController();
     let calls = 0;
     expect(() =>
-      fitAdapter(q, {
+      fitEdit(q, {
         rank: 2,
         steps: 12,
         signal: controller.signal,
@@ -382,16 +382,16 @@ describe("training on synthetic data with a known optimum", () => {
       }),
     ).toThrow(/abort/i);
     expect(calls).toBe(3);
-    expect(() => fitAdapter(q, { rank: 0 })).toThrow(RangeError);
-    expect(() => fitAdapter(q, { rank: 2, lr: -1 })).toThrow(RangeError);
+    expect(() => fitEdit(q, { rank: 0 })).toThrow(RangeError);
+    expect(() => fitEdit(q, { rank: 2, lr: -1 })).toThrow(RangeError);
   });
 });
 
-function zeroLike(p: AdapterParams): AdapterParams {
+function zeroLike(p: EditParams): EditParams {
   return { rank: p.rank, A: new Float64Array(p.A.length), B: new Float64Array(p.B.length), b: new Float64Array(p.b.length) };
 }
 
-function asParams(p: Pick<FitResult, "rank" | "A" | "B" | "b">): AdapterParams {
+function asParams(p: Pick<FitResult, "rank" | "A" | "B" | "b">): EditParams {
   return { rank: p.rank, A: Float64Array.from(p.A), B: Float64Array.from(p.B), b: Float64Array.from(p.b) };
 }
 
@@ -466,7 +466,7 @@ describe.skipIf(embeddedSkip !== null)("training an adapter on the embedded mode
 
   it("lowers the loss, keeps English as it was, writes a delta that validates, and the graph's hook applies it as trained", async () => {
     const steps: StepReport[] = [];
-    const trained = await trainAdapter({
+    const trained = await trainDelta({
       model: collector,
       probe,
       language: "sw",
@@ -504,7 +504,7 @@ describe.skipIf(embeddedSkip !== null)("training an adapter on the embedded mode
     const energy = dot(en.mean, en.mean) / en.mean.length;
     expect(last.mse.retain).toBeLessThan(1e-3 * energy);
 
-    const file = adapterDelta(trained);
+    const file = trainedDeltaFile(trained);
     const expectations = { fingerprint, hiddenSize: info.hiddenSize, numLayers: info.numLayers, maxBytes: 1 << 24 };
     const checked = validateDelta(file.bytes, file.manifest, expectations);
     if (!checked.ok) throw new Error(checked.error.message);
@@ -524,7 +524,7 @@ describe.skipIf(embeddedSkip !== null)("training an adapter on the embedded mode
     const d = info.hiddenSize;
     const graph = insertDeltaHooks(readBytes(info.onnxPath), { deltaLayers: [top], exposeHidden: [top] }, { numLayers: info.numLayers, hiddenSize: d });
     const session = await sessionFromBytes(graph.bytes, info.onnxPath, graph.externalData);
-    const params: AdapterParams = { rank: edit.rank, A: Float64Array.from(edit.A), B: Float64Array.from(edit.B), b: Float64Array.from(edit.b) };
+    const params: EditParams = { rank: edit.rank, A: Float64Array.from(edit.A), B: Float64Array.from(edit.B), b: Float64Array.from(edit.b) };
     const run = async (text: string) => {
       const ids = collector.promptIds(text);
       const out = await session.run({
@@ -559,7 +559,7 @@ describe.skipIf(embeddedSkip !== null)("training an adapter on the embedded mode
 
   it("gives the same delta bytes for the same seed and data, other bytes for another seed", async () => {
     const train = (seed: number) =>
-      trainAdapter({
+      trainDelta({
         model: collector,
         probe,
         language: "sw",
@@ -570,7 +570,7 @@ describe.skipIf(embeddedSkip !== null)("training an adapter on the embedded mode
         fingerprint,
         sessionOptions: SESSION_OPTIONS,
       });
-    const bytes = (t: TrainedAdapter) => Buffer.from(adapterDelta(t, { id: "same-id" }).bytes);
+    const bytes = (t: TrainedDelta) => Buffer.from(trainedDeltaFile(t, { id: "same-id" }).bytes);
     const a = await train(3);
     const b = await train(3);
     const c = await train(4);
@@ -581,10 +581,10 @@ describe.skipIf(embeddedSkip !== null)("training an adapter on the embedded mode
 
   it("refuses what it cannot train: an unprobed language, a mismatched model, unpaired prompts, a cancelled job", async () => {
     const base = { model: collector, probe, rank: 2, steps: 5, fingerprint, prompts: { en: prompts.en!.slice(0, 2), target: prompts.sw!.slice(0, 2) } };
-    await expect(trainAdapter({ ...base, language: "ja" })).rejects.toThrow(/no "ja"/);
-    await expect(trainAdapter({ ...base, language: "sw", fingerprint: `sha256:${"1".repeat(64)}` })).rejects.toThrow(/probe was made on/);
-    await expect(trainAdapter({ ...base, language: "sw", prompts: { en: prompts.en!.slice(0, 2), target: prompts.sw!.slice(0, 1) } })).rejects.toThrow(/parallel/);
-    await expect(trainAdapter({ ...base, language: "sw", signal: AbortSignal.abort() })).rejects.toThrow(/abort/i);
+    await expect(trainDelta({ ...base, language: "ja" })).rejects.toThrow(/no "ja"/);
+    await expect(trainDelta({ ...base, language: "sw", fingerprint: `sha256:${"1".repeat(64)}` })).rejects.toThrow(/probe was made on/);
+    await expect(trainDelta({ ...base, language: "sw", prompts: { en: prompts.en!.slice(0, 2), target: prompts.sw!.slice(0, 1) } })).rejects.toThrow(/parallel/);
+    await expect(trainDelta({ ...base, language: "sw", signal: AbortSignal.abort() })).rejects.toThrow(/abort/i);
   });
 });
 

@@ -9,7 +9,7 @@
  *                 direction: the align term of Lens's loss pulls these together)
  *   specificGap   mean over pairs of ||P_s h_l - P_s h_en|| (M_s: the probe's language-specific basis;
  *                 the push term moves the target away from English along it)
- * `bothEdited` repeats the three with the English prompt edited too, which is what the adapter's
+ * `bothEdited` repeats the three with the English prompt edited too, which is what the trained delta's
  * training losses see (the delta applied to both sides).
  */
 import type { ChatTokenizer } from "../../model/chat-tokenizer.js";
@@ -26,7 +26,7 @@ export interface AlignmentFigures {
 export interface AlignmentResult extends AlignmentFigures {
   layer: number;
   pairs: number;
-  /** The same figures with the English prompt edited by the delta too (as the adapter's losses see it); null for base. */
+  /** The same figures with the English prompt edited by the delta too (as the training losses see it); null for base. */
   bothEdited: AlignmentFigures | null;
 }
 

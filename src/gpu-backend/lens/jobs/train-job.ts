@@ -1,10 +1,10 @@
 /**
- * The train job's work: an adapter for one target language trained against a probe's subspaces
+ * The train job's work: a trained delta for one target language trained against a probe's subspaces
  * (../train/train.ts), encoded as a delta file (the job's artifact), loaded into the store on request.
  */
 import type { TrainJobRequest } from "../../../protocol/lens-jobs.js";
-import { adapterDelta } from "../train/adapter-delta.js";
-import { trainAdapter } from "../train/train.js";
+import { trainedDeltaFile } from "../train/delta-file.js";
+import { trainDelta } from "../train/train.js";
 import { splitPrompts } from "./prompts.js";
 import { loadDelta, ms, type JobContext, type WorkOutput } from "./work.js";
 
@@ -19,7 +19,7 @@ export async function trainWork(ctx: JobContext, r: TrainJobRequest): Promise<Wo
     prompts = { en: split[central]!, target: split[r.language]! };
   } else prompts = { en: r.prompts.central, target: r.prompts.target };
   ctx.progress({ stage: "reading states", done: 0, total: r.steps ?? 0 });
-  const trained = await trainAdapter({
+  const trained = await trainDelta({
     model: { info: model.info, tokenizer: model.tokenizer },
     probe,
     language: r.language,
@@ -42,7 +42,7 @@ export async function trainWork(ctx: JobContext, r: TrainJobRequest): Promise<Wo
     },
   });
   const w0 = performance.now();
-  const file = adapterDelta(trained, { dtype: r.dtype, ...(r.description !== undefined ? { description: r.description } : {}) });
+  const file = trainedDeltaFile(trained, { dtype: r.dtype, ...(r.description !== undefined ? { description: r.description } : {}) });
   const encodeMs = performance.now() - w0;
   const first = trained.losses[0]!;
   const last = trained.losses[trained.losses.length - 1]!;

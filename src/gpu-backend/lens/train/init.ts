@@ -1,5 +1,5 @@
 /**
- * Seeded randomness and the starting point of adapter training.
+ * Seeded randomness and the starting point of delta training.
  *
  * Start: B = 0 and b = 0, so the edit starts as the identity (the first losses are the unedited model's)
  * and, as in LoRA, A only starts to move once B has; A is not zero (with A = 0 and B = 0 neither would
@@ -10,7 +10,7 @@
  *   "random": every entry N(0, 1/d) (columns of about unit norm).
  */
 import { seededRandom } from "../../generation/sampler.js";
-import type { AdapterParams } from "./losses.js";
+import type { EditParams } from "./losses.js";
 
 /** The sampler's seeded generator (mulberry32), with the seed checked: the same seed gives the same sequence everywhere. */
 export function seededUniform(seed: number): () => number {
@@ -28,13 +28,13 @@ export function seededNormal(seed: number): () => number {
   };
 }
 
-export type AdapterInit = "probe" | "random";
+export type EditInit = "probe" | "random";
 
 export interface InitOptions {
   hiddenSize: number;
   rank: number;
   seed: number;
-  init: AdapterInit;
+  init: EditInit;
   /** M_s row-major [hiddenSize x basisRank] (used by "probe"). */
   basis: ArrayLike<number>;
   basisRank: number;
@@ -42,7 +42,7 @@ export interface InitOptions {
   noise?: number;
 }
 
-export function initialParams(o: InitOptions): AdapterParams {
+export function initialParams(o: InitOptions): EditParams {
   const d = o.hiddenSize;
   const r = o.rank;
   const normal = seededNormal(o.seed);

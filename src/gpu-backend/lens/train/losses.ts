@@ -25,7 +25,7 @@
  */
 
 /** A delta's parameters while training: A [d x rank] as A[i*rank+j], B [rank x d] as B[j*d+i], b [d]. */
-export interface AdapterParams {
+export interface EditParams {
   rank: number;
   A: Float64Array;
   B: Float64Array;
@@ -61,7 +61,7 @@ export interface TermValue {
   value: number;
   /** The bare MSE (before the term's weight). */
   mse: number;
-  grad?: AdapterParams;
+  grad?: EditParams;
 }
 
 export interface LossValues {
@@ -73,15 +73,15 @@ export interface LossValues {
 }
 
 export interface LossWithGradient extends LossValues {
-  grad: AdapterParams;
+  grad: EditParams;
 }
 
-export function zeroParams(hiddenSize: number, rank: number): AdapterParams {
+export function zeroParams(hiddenSize: number, rank: number): EditParams {
   return { rank, A: new Float64Array(hiddenSize * rank), B: new Float64Array(rank * hiddenSize), b: new Float64Array(hiddenSize) };
 }
 
 /** Rows of X through the edit's low-rank part: XA [n x rank] and U = X A B (+ b) [n x d]. */
-function throughEdit(X: Float64Array, d: number, p: AdapterParams, withBias: boolean): { n: number; XA: Float64Array; U: Float64Array } {
+function throughEdit(X: Float64Array, d: number, p: EditParams, withBias: boolean): { n: number; XA: Float64Array; U: Float64Array } {
   const r = p.rank;
   const n = X.length / d;
   const XA = new Float64Array(n * r);
@@ -105,7 +105,7 @@ function throughEdit(X: Float64Array, d: number, p: AdapterParams, withBias: boo
 }
 
 /** The chain rule through U = X A B (+ b), accumulated into `grad`. */
-function backThroughEdit(X: Float64Array, XA: Float64Array, G: Float64Array, d: number, p: AdapterParams, withBias: boolean, grad: AdapterParams): void {
+function backThroughEdit(X: Float64Array, XA: Float64Array, G: Float64Array, d: number, p: EditParams, withBias: boolean, grad: EditParams): void {
   const r = p.rank;
   const n = X.length / d;
   const GBt = new Float64Array(r);
@@ -147,7 +147,7 @@ function rowCount(rows: Float64Array, d: number, what: string): number {
 }
 
 /** One term's weighted value, bare MSE and (when asked) gradient. */
-export function lossTerm(term: LossTerm, p: AdapterParams, q: LensLossProblem, withGrad: boolean): TermValue {
+export function lossTerm(term: LossTerm, p: EditParams, q: LensLossProblem, withGrad: boolean): TermValue {
   const d = q.hiddenSize;
   const grad = withGrad ? zeroParams(d, p.rank) : undefined;
   if (term === "retain") {
@@ -214,9 +214,9 @@ export function lossTerm(term: LossTerm, p: AdapterParams, q: LensLossProblem, w
 }
 
 /** The total and each term; terms with weight 0 still report their bare MSE. */
-export function lensLoss(p: AdapterParams, q: LensLossProblem, withGrad: true): LossWithGradient;
-export function lensLoss(p: AdapterParams, q: LensLossProblem, withGrad?: false): LossValues;
-export function lensLoss(p: AdapterParams, q: LensLossProblem, withGrad = false): LossValues | LossWithGradient {
+export function lensLoss(p: EditParams, q: LensLossProblem, withGrad: true): LossWithGradient;
+export function lensLoss(p: EditParams, q: LensLossProblem, withGrad?: false): LossValues;
+export function lensLoss(p: EditParams, q: LensLossProblem, withGrad = false): LossValues | LossWithGradient {
   checkShapes(p, q);
   const grad = withGrad ? zeroParams(q.hiddenSize, p.rank) : undefined;
   const values = {} as Record<LossTerm, TermValue>;
@@ -237,7 +237,7 @@ export function lensLoss(p: AdapterParams, q: LensLossProblem, withGrad = false)
   return grad ? { ...out, grad } : out;
 }
 
-function addInto(into: AdapterParams, g: AdapterParams): void {
+function addInto(into: EditParams, g: EditParams): void {
   for (const k of ["A", "B", "b"] as const) {
     const x = into[k];
     const y = g[k];
@@ -245,7 +245,7 @@ function addInto(into: AdapterParams, g: AdapterParams): void {
   }
 }
 
-export function checkShapes(p: AdapterParams, q: LensLossProblem): void {
+export function checkShapes(p: EditParams, q: LensLossProblem): void {
   const d = q.hiddenSize;
   const r = p.rank;
   if (!Number.isInteger(r) || r < 1) throw new RangeError(`rank must be a positive integer, got ${r}`);

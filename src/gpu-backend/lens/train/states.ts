@@ -1,5 +1,5 @@
 /**
- * Hidden states for training a Lens adapter at one layer: per prompt, the residual stream's value at the
+ * Hidden states for training a Lens delta at one layer: per prompt, the residual stream's value at the
  * LAST prompt token and its MEAN over all the prompt's token positions, unedited (h0).
  *
  * Why a session of its own: `HiddenStateCollector` keeps only the last position, and the retain term

@@ -1,5 +1,5 @@
 /**
- * Trained Lens adapters: one delta h' = h + (h A) B + b per target language at the model's LAST decoder
+ * Trained Lens deltas: one delta h' = h + (h A) B + b per target language at the model's LAST decoder
  * layer, learned with the Lens losses (docs/design.md, "Lens, exactly"; losses.ts) by full-batch Adam.
  *
  * Why only the last layer: there the edited state is an affine function of the unedited one, so the
@@ -24,10 +24,10 @@ import { ChatTokenizer } from "../../model/chat-tokenizer.js";
 import { modelFingerprint } from "../../model/fingerprint.js";
 import { readModelDir } from "../../model/model-dir.js";
 import type { HiddenStateCollector, LoadedModel } from "../hidden-states.js";
-import { lensLoss, type AdapterParams, type LensLossProblem, type LossValues } from "./losses.js";
+import { lensLoss, type EditParams, type LensLossProblem, type LossValues } from "./losses.js";
 import type { LensProbe, ProbeLayer } from "../probe/probe.js";
 import { Adam, ADAM_DEFAULTS, learningRate, type AdamOptions, type LrSchedule } from "./adam.js";
-import { initialParams, type AdapterInit } from "./init.js";
+import { initialParams, type EditInit } from "./init.js";
 import { PositionStateReader, type PromptStates } from "./states.js";
 import type * as ort from "onnxruntime-node";
 
@@ -43,7 +43,7 @@ export interface TrainSettings {
   /** The push term's target is alpha * Delta_l (the design notes' alpha_l). */
   alpha: number;
   seed: number;
-  init: AdapterInit;
+  init: EditInit;
   schedule: LrSchedule;
   adam: Required<AdamOptions>;
 }
@@ -68,7 +68,7 @@ export const DEFAULTS = {
   w_a: 1,
   alpha: 1,
   seed: 0,
-  init: "probe" as AdapterInit,
+  init: "probe" as EditInit,
   schedule: "cosine" as LrSchedule,
   adam: { ...ADAM_DEFAULTS },
 };
@@ -129,7 +129,7 @@ export function resolveSettings(o: FitOptions): TrainSettings {
 }
 
 /** Full-batch Adam on a loss problem: the part of training that needs no model. */
-export function fitAdapter(problem: LensLossProblem, options: FitOptions): FitResult {
+export function fitEdit(problem: LensLossProblem, options: FitOptions): FitResult {
   const steps = fitSteps(problem, options);
   let next = steps.next();
   while (!next.done) next = steps.next();
@@ -140,7 +140,7 @@ export function fitAdapter(problem: LensLossProblem, options: FitOptions): FitRe
  * The same, giving the event loop a turn every `sliceMs`: on the backend, training then neither
  * pauses generation and HTTP for its whole length nor delays a cancel until it ends.
  */
-export async function fitAdapterYielding(problem: LensLossProblem, options: FitOptions, sliceMs = 10): Promise<FitResult> {
+export async function fitEditYielding(problem: LensLossProblem, options: FitOptions, sliceMs = 10): Promise<FitResult> {
   const steps = fitSteps(problem, options);
   let sliceStart = performance.now();
   let next = steps.next();
@@ -187,7 +187,7 @@ function* fitSteps(problem: LensLossProblem, options: FitOptions): Generator<voi
   return { settings, ...rounded, losses, trainMs: performance.now() - started };
 }
 
-function asFloat64(p: { rank: number; A: Float32Array; B: Float32Array; b: Float32Array }): AdapterParams {
+function asFloat64(p: { rank: number; A: Float32Array; B: Float32Array; b: Float32Array }): EditParams {
   return { rank: p.rank, A: Float64Array.from(p.A), B: Float64Array.from(p.B), b: Float64Array.from(p.b) };
 }
 
@@ -225,7 +225,7 @@ export function lossProblem(
   };
 }
 
-export interface TrainAdapterOptions extends FitOptions {
+export interface TrainDeltaOptions extends FitOptions {
   /**
    * A model directory, parts already loaded, or a collector. With a directory or parts, prompts are
    * templated and cut with the probe's settings; a collector uses its own (keep them the probe's).
@@ -245,7 +245,7 @@ export interface TrainAdapterOptions extends FitOptions {
   sessionOptions?: ort.InferenceSession.SessionOptions;
 }
 
-export interface TrainedAdapter extends FitResult {
+export interface TrainedDelta extends FitResult {
   language: string;
   central: string;
   /** The edited layer (the model's last). */
@@ -258,8 +258,8 @@ export interface TrainedAdapter extends FitResult {
   timings: { statesMs: number; trainMs: number; totalMs: number };
 }
 
-/** Reads the unedited states for the prompts, then fits the adapter (`fitAdapter`). */
-export async function trainAdapter(o: TrainAdapterOptions): Promise<TrainedAdapter> {
+/** Reads the unedited states for the prompts, then fits the edit (`fitEdit`). */
+export async function trainDelta(o: TrainDeltaOptions): Promise<TrainedDelta> {
   const started = performance.now();
   o.signal?.throwIfAborted();
   const { probe, language } = o;
@@ -292,7 +292,7 @@ export async function trainAdapter(o: TrainAdapterOptions): Promise<TrainedAdapt
     const statesMs = performance.now() - started;
     const settings = resolveSettings(o);
     const problem = lossProblem(centralStates, targetStates, probeLayer, language, settings);
-    const fit = await fitAdapterYielding(problem, o);
+    const fit = await fitEditYielding(problem, o);
     return {
       ...fit,
       language,
@@ -309,7 +309,7 @@ export async function trainAdapter(o: TrainAdapterOptions): Promise<TrainedAdapt
   }
 }
 
-function readerOptions(o: TrainAdapterOptions, probe: LensProbe) {
+function readerOptions(o: TrainDeltaOptions, probe: LensProbe) {
   // The probe's prompt settings, so states are read as the probe read them.
   return {
     maxPromptTokens: probe.prompt.maxTokens,

@@ -1,5 +1,5 @@
 /**
- * A trained adapter (train.ts) as a delta file: safetensors `layers.{k}.A/B/b` plus a manifest of kind
+ * A trained delta (train.ts) as a delta file: safetensors `layers.{k}.A/B/b` plus a manifest of kind
  * "adapter" that records every setting the result depends on, the probe it used, and its losses at the
  * start and at the end (the end as evaluated on the float32 values the file holds).
  */
@@ -8,9 +8,9 @@ import { deltaTensorName, DeltaManifest, type DeltaDtype } from "../../../protoc
 import { serializeSafetensors, type TensorInput } from "../../../protocol/safetensors.js";
 import type { LossValues } from "./losses.js";
 import type { DeltaFile } from "../probe/subspace-delta.js";
-import type { TrainedAdapter } from "./train.js";
+import type { TrainedDelta } from "./train.js";
 
-export interface AdapterDeltaRequest {
+export interface TrainedDeltaRequest {
   /** Delta id (default: `adapter-<language>-<hash of the tensors and settings>`). */
   id?: string;
   /** Storage dtype (default float32: the values as trained). */
@@ -18,7 +18,7 @@ export interface AdapterDeltaRequest {
   description?: string;
 }
 
-export function adapterDelta(t: TrainedAdapter, request: AdapterDeltaRequest = {}): DeltaFile {
+export function trainedDeltaFile(t: TrainedDelta, request: TrainedDeltaRequest = {}): DeltaFile {
   const d = t.hiddenSize;
   const { rank } = t;
   const dtype: DeltaDtype = request.dtype ?? "float32";
