@@ -9,7 +9,7 @@ import { existsSync, readFileSync } from "node:fs";
 import { DeltaId } from "../../../protocol/delta.js";
 import type { LensJobArtifact, LensJobRecord } from "../../../protocol/lens-jobs.js";
 import type { DeltaFile } from "../probe/subspace-delta.js";
-import { safeJoin, writeFileAtomic } from "./files.js";
+import { safeJoin, writeFileAtomic } from "../../files.js";
 import { LensJobError, type WorkOutput } from "./work.js";
 
 export type ArtifactPart = "tensors" | "manifest";

@@ -13,7 +13,7 @@ import { existsSync, readdirSync, readFileSync, rmSync, statSync } from "node:fs
 import { join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { JobId, LensJobRecord, LensJobRequest } from "../../../protocol/lens-jobs.js";
-import { fsyncDir, isSafeName, safeJoin, TMP_MARK, writeFileAtomic } from "./files.js";
+import { fsyncDir, isSafeName, safeJoin, TMP_MARK, writeFileAtomic } from "../../files.js";
 
 export const JOB_FILE = "job.json";
 

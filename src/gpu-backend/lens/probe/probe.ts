@@ -13,14 +13,15 @@
  *                   layers.{k}.delta [L, d]   Delta_l per language (the central language's row is 0)
  *   P.json          the manifest (ProbeManifest below), written after the tensors, so a folder with a
  *                   manifest has its tensors; the manifest records the tensors' SHA-256 to pair them.
- * Each file is written to a temporary name in the same folder and renamed into place.
+ * Each file is written atomically (files.ts: a temporary name in the same folder, fsync, rename).
  */
 import { createHash } from "node:crypto";
-import { mkdirSync, readFileSync, renameSync, rmSync, writeFileSync } from "node:fs";
-import { join } from "node:path";
+import { mkdirSync, readFileSync } from "node:fs";
+import { basename, join } from "node:path";
 import { z } from "zod";
 import { DeltaId, Fingerprint } from "../../../protocol/delta.js";
 import { parseSafetensors, serializeSafetensors, tensorToFloat32, type TensorInput } from "../../../protocol/safetensors.js";
+import { writeFileAtomic } from "../../files.js";
 import { modelFingerprint } from "../../model/fingerprint.js";
 import { HiddenStateCollector, type CollectorOptions, type LoadedModel, type Truncation, DEFAULT_MAX_PROMPT_TOKENS } from "../hidden-states.js";
 import { columnsToRowMajor, fitLanguageSubspaces, languageMean, type SubspaceOptions } from "./math.js";
@@ -285,8 +286,8 @@ export function saveProbe(p: LensProbe, dir: string): ProbeFiles {
   const { bytes, manifest } = encodeProbe(p);
   const files = probeFiles(dir, p.id);
   mkdirSync(dir, { recursive: true });
-  writeAtomically(files.tensorsPath, bytes);
-  writeAtomically(files.manifestPath, new TextEncoder().encode(`${JSON.stringify(manifest, null, 2)}\n`));
+  writeFileAtomic(dir, basename(files.tensorsPath), bytes);
+  writeFileAtomic(dir, basename(files.manifestPath), `${JSON.stringify(manifest, null, 2)}\n`);
   return files;
 }
 
@@ -296,16 +297,4 @@ export function loadProbe(dir: string, id: string): LensProbe {
   const loaded = decodeProbe(new Uint8Array(readFileSync(files.tensorsPath)), manifest);
   if (loaded.id !== id) throw new Error(`${files.manifestPath} holds probe ${loaded.id}, not ${id}`);
   return loaded;
-}
-
-/** Same folder, so the rename is atomic; the temporary name is unique to this process and moment. */
-function writeAtomically(path: string, data: Uint8Array): void {
-  const tmp = `${path}.tmp-${process.pid}-${Date.now()}-${Math.random().toString(36).slice(2, 8)}`;
-  try {
-    writeFileSync(tmp, data);
-    renameSync(tmp, path);
-  } catch (err) {
-    rmSync(tmp, { force: true });
-    throw err;
-  }
 }

@@ -1,5 +1,5 @@
 /**
- * File handling for Lens jobs: atomic writes (temporary file in the same folder, fsync, rename, fsync
+ * Files the backend writes (Lens jobs, probes): atomic writes (temporary file in the same folder, fsync, rename, fsync
  * of the folder) and the one check every name must pass before it is joined onto a folder.
  */
 import { closeSync, fsyncSync, openSync, renameSync, rmSync, writeSync } from "node:fs";
