@@ -14,6 +14,8 @@ import { adminPageHandler } from "./handlers/admin-page.js";
 import { createApiKey, listApiKeys, revokeApiKey, updateApiKey } from "./handlers/admin-keys.js";
 import { cancelLensJobHandler, getLensJobHandler, registerLensJobHandler, submitLensJobHandler } from "./handlers/admin-lens-jobs.js";
 import { listLanguagesHandler, rollbackLanguageHandler, setLanguageHandler } from "./handlers/admin-languages.js";
+import { registryHandler } from "./handlers/admin-registry.js";
+import { trafficHandler } from "./handlers/admin-traffic.js";
 import { chatCompletions } from "./handlers/chat-completions.js";
 import { feedbackHandler } from "./handlers/feedback.js";
 import { listModels } from "./handlers/models.js";
@@ -56,6 +58,8 @@ export function createApp(): Hono<GatewayEnv> {
   app.post("/admin/experiments/:id/resume", experimentStateHandler("resume"));
   app.post("/admin/experiments/:id/stop", experimentStateHandler("stop"));
   app.post("/admin/experiments/:id/promote", limitBody(), promoteExperimentHandler);
+  app.get("/admin/traffic", trafficHandler);
+  app.get("/admin/registry", registryHandler);
   app.post("/admin/lens/jobs", limitBody(), submitLensJobHandler);
   app.get("/admin/lens/jobs/:id", getLensJobHandler);
   app.delete("/admin/lens/jobs/:id", cancelLensJobHandler);

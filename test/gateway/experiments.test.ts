@@ -3,7 +3,7 @@ import { beforeAll, describe, expect, it } from "vitest";
 import type { DeltaManifest } from "../../src/protocol/delta.js";
 import { createKey } from "../../src/gateway/services/api-keys.js";
 import { assignArm } from "../../src/gateway/services/experiment-assign.js";
-import { compareProportions, mean, normalCdf, percentile, summarizeArms } from "../../src/gateway/services/experiment-stats.js";
+import { compareProportions, mean, normalCdf, percentile } from "../../src/gateway/services/experiment-stats.js";
 import type { Experiment } from "../../src/gateway/services/experiments.js";
 import { makeDelta } from "../support/make-delta.js";
 import { TEST_MODEL, backendLog, gatewayFetch, newKey, postChatTracked } from "./helpers.js";
@@ -207,58 +207,151 @@ describe("experiments through the admin API and chat", () => {
     expect(off).toMatchObject({ arm: null, delta: "none", row: { experiment_id: null, arm: null } });
   });
 
-  it("computes results that match a hand computation", async () => {
+  type Compared = { diff: number; sequential: { p_value: number; ci: [number, number]; significant: boolean }; fixed_horizon: { ci95: [number, number]; p_value: number; significant: boolean } };
+  type Results = {
+    control: string;
+    state: string;
+    stop_reason: unknown;
+    srm: { flagged: boolean; p_value: number | null; statistic: number | null; arms: { arm: string; observed: number; expected_share: number }[] };
+    arms: {
+      arm: string;
+      requests: number;
+      errors: { count: number; rate: number };
+      fidelity: { rate: number };
+      latency: { mean_ms: number; p95_ms: number };
+      feedback: { rate: number; mean_score: number };
+      vs_control: null | { fidelity: Compared; feedback_rate: Compared; error_rate: Compared; verdict: string; guardrails: { metric: string; status: string }[] };
+    }[];
+  };
+
+  async function seededExperiment(language: string, arms: { name: string; weight: number }[], guardrails?: unknown[]): Promise<string> {
     const res = await admin_("POST", "/admin/experiments", {
-      name: "seeded",
-      languages: ["de"],
-      arms: [
-        { name: "base", delta: null, weight: 1 },
-        { name: "control", delta: null, weight: 1 },
-      ],
+      name: `seeded ${language}`,
+      languages: [language],
+      arms: arms.map((a) => ({ name: a.name, delta: null, weight: a.weight })),
+      ...(guardrails ? { guardrails } : {}),
     });
     expect(res.status).toBe(201);
-    const id = ((await res.json()) as Experiment).id;
-    // control: 4 rows, match 1,1,0,null; feedback on 2 (1, 0); times 100,200,300,400.
-    // base:    5 rows, match 1,1,1,1,0; feedback on 1 (-1); times 10,20,30,40,50.
-    const seed: [string, number, number | null, number | null][] = [
-      ["control", 100, 1, 1], ["control", 200, 1, 0], ["control", 300, 0, null], ["control", 400, null, null],
-      ["base", 10, 1, -1], ["base", 20, 1, null], ["base", 30, 1, null], ["base", 40, 1, null], ["base", 50, 0, null],
-    ];
-    await env.DB.batch(
-      seed.map(([arm, ms, match, score], i) =>
-        env.DB.prepare(
-          `INSERT INTO requests (id, key_id, language, experiment_id, arm, model, status, total_ms, finish_reason, language_match, stream, created_at, feedback_score)
-           VALUES (?1, 'k', 'de', ?2, ?3, 'm', 200, ?4, 'stop', ?5, 0, 0, ?6)`,
-        ).bind(`seed-${id}-${i}`, id, arm, ms, match, score),
-      ),
-    );
-    const results = (await (await admin_("GET", `/admin/experiments/${id}/results`)).json()) as {
-      control: string;
-      arms: { arm: string; requests: number; fidelity: { rate: number }; latency: { mean_ms: number; p95_ms: number }; feedback: { rate: number; mean_score: number }; vs_control: null | { fidelity: { diff: number; ci95: [number, number]; p_value: number }; feedback_rate: { diff: number; p_value: number } } }[];
-    };
-    expect(results.control).toBe("control");
-    const [base, control] = results.arms;
-    expect(control).toMatchObject({ arm: "control", requests: 4, fidelity: { rate: 2 / 3 }, latency: { mean_ms: 250, p95_ms: 400 }, feedback: { rate: 0.5, mean_score: 0.5 }, vs_control: null });
-    expect(base).toMatchObject({ arm: "base", requests: 5, fidelity: { rate: 0.8 }, latency: { mean_ms: 30, p95_ms: 50 }, feedback: { rate: 0.2, mean_score: -1 } });
-    // Fidelity: 4/5 vs 2/3: diff 2/15; se sqrt(.8*.2/5 + (2/3)(1/3)/3); pooled 6/8 -> z = (2/15)/sqrt(.75*.25*(1/5+1/3)) = 0.42164, p = 0.67329.
+    return ((await res.json()) as Experiment).id;
+  }
+
+  /** Inserts request rows [arm, total_ms, language_match, feedback_score, status?, finish_reason?] with SQL. */
+  async function seedRows(id: string, language: string, rows: [string, number, number | null, number | null, number?, string?][]): Promise<void> {
+    for (let at = 0; at < rows.length; at += 50) {
+      await env.DB.batch(
+        rows.slice(at, at + 50).map(([arm, ms, match, score, status, finish], i) =>
+          env.DB.prepare(
+            `INSERT INTO requests (id, key_id, language, experiment_id, arm, model, status, total_ms, finish_reason, language_match, stream, created_at, feedback_score)
+             VALUES (?1, 'k', ?2, ?3, ?4, 'm', ?5, ?6, ?7, ?8, 0, 0, ?9)`,
+          ).bind(`seed-${id}-${at + i}`, language, id, arm, status ?? 200, ms, finish ?? "stop", match, score),
+        ),
+      );
+    }
+  }
+
+  const results = async (id: string) => {
+    const res = await admin_("GET", `/admin/experiments/${id}/results`);
+    expect(res.status).toBe(200);
+    return (await res.json()) as Results;
+  };
+
+  it("computes results that match a hand computation, from SQL aggregates", async () => {
+    const id = await seededExperiment("de", [{ name: "base", weight: 1 }, { name: "control", weight: 1 }]);
+    // control: 4 rows, match 1,1,0,null; feedback on 2 (1, 0); times 100,200,300,400; one 502.
+    // base:    5 rows, match 1,1,1,1,0; feedback on 1 (-1); times 10,20,30,40,50; one stream error.
+    await seedRows(id, "de", [
+      ["control", 100, 1, 1], ["control", 200, 1, 0], ["control", 300, 0, null], ["control", 400, null, null, 502, "error"],
+      ["base", 10, 1, -1], ["base", 20, 1, null], ["base", 30, 1, null, 200, "error"], ["base", 40, 1, null], ["base", 50, 0, null],
+    ]);
+    const r = await results(id);
+    expect(r.control).toBe("control");
+    const [base, control] = r.arms;
+    expect(control).toMatchObject({ arm: "control", requests: 4, errors: { count: 1, rate: 0.25 }, fidelity: { rate: 2 / 3 }, latency: { mean_ms: 250, p95_ms: 400 }, feedback: { rate: 0.5, mean_score: 0.5 }, vs_control: null });
+    expect(base).toMatchObject({ arm: "base", requests: 5, errors: { count: 1, rate: 0.2 }, fidelity: { rate: 0.8 }, latency: { mean_ms: 30, p95_ms: 50 }, feedback: { rate: 0.2, mean_score: -1 } });
+    // Fixed-horizon, as before: 4/5 vs 2/3: diff 2/15; pooled 6/8 -> z = 0.42164, p = 0.67329.
     const fid = base!.vs_control!.fidelity;
     expect(fid.diff).toBeCloseTo(2 / 15, 10);
     const se = Math.sqrt(0.16 / 5 + 2 / 27);
-    expect(fid.ci95[0]).toBeCloseTo(2 / 15 - 1.959964 * se, 5);
-    expect(fid.ci95[1]).toBeCloseTo(2 / 15 + 1.959964 * se, 5);
-    const z = 2 / 15 / Math.sqrt(0.75 * 0.25 * (1 / 5 + 1 / 3));
-    expect(z).toBeCloseTo(0.42164, 4);
-    expect(fid.p_value).toBeCloseTo(0.67329, 4);
-    // Feedback rate: 1/5 vs 2/4: diff -0.3; pooled 3/9 -> z = -0.3/sqrt((1/3)(2/3)(1/5+1/4)) = -0.94868, p = 0.34278.
+    expect(fid.fixed_horizon.ci95[0]).toBeCloseTo(2 / 15 - 1.959964 * se, 5);
+    expect(fid.fixed_horizon.ci95[1]).toBeCloseTo(2 / 15 + 1.959964 * se, 5);
+    expect(fid.fixed_horizon.p_value).toBeCloseTo(0.67329, 4);
+    // Sequential: wider than the fixed-horizon interval and never more confident.
+    expect(fid.sequential.ci[0]).toBeLessThan(fid.fixed_horizon.ci95[0]);
+    expect(fid.sequential.ci[1]).toBeGreaterThan(fid.fixed_horizon.ci95[1]);
+    expect(fid.sequential.p_value).toBeGreaterThanOrEqual(fid.fixed_horizon.p_value);
+    expect(base!.vs_control!.verdict).toBe("inconclusive");
+    // Feedback rate: 1/5 vs 2/4: diff -0.3; pooled 3/9 -> z = -0.94868, p = 0.34278.
     expect(base!.vs_control!.feedback_rate.diff).toBeCloseTo(-0.3, 10);
-    expect(base!.vs_control!.feedback_rate.p_value).toBeCloseTo(0.34278, 4);
+    expect(base!.vs_control!.feedback_rate.fixed_horizon.p_value).toBeCloseTo(0.34278, 4);
+    expect(base!.vs_control!.error_rate.diff).toBeCloseTo(0.2 - 0.25, 10);
+    expect(r.srm).toMatchObject({ flagged: false, arms: [{ arm: "base", observed: 5, expected_share: 0.5 }, { arm: "control", observed: 4, expected_share: 0.5 }] });
+  });
+
+  it("gives a sequential verdict once the difference is clear", async () => {
+    const id = await seededExperiment("ja", [{ name: "control", weight: 1 }, { name: "lens", weight: 1 }]);
+    const rows: [string, number, number | null, number | null][] = [];
+    for (let i = 0; i < 600; i++) rows.push(["control", 100 + (i % 50), i % 10 < 5 ? 1 : 0, null], ["lens", 100 + (i % 50), i % 10 < 8 ? 1 : 0, null]);
+    await seedRows(id, "ja", rows);
+    const lens = (await results(id)).arms[1]!;
+    expect(lens.vs_control!.fidelity.diff).toBeCloseTo(0.3, 10);
+    expect(lens.vs_control!.fidelity.sequential.significant).toBe(true);
+    expect(lens.vs_control!.verdict).toBe("better");
+    // p95 by nearest rank over 600 rows per arm: rank 570 of 100..149 (12 each) = 147.
+    expect(lens.latency.p95_ms).toBe(147);
+  });
+
+  it("flags a sample-ratio mismatch when one arm lost records, and not for a fair split", async () => {
+    const arms = [{ name: "control", weight: 50 }, { name: "lens", weight: 50 }];
+    const fairId = await seededExperiment("ko", arms);
+    // Users assigned by the gateway's own hash: a fair split.
+    const fair: [string, number, number | null, number | null][] = [];
+    for (let u = 0; u < 3000; u++) fair.push([assignArm("ex_srm_fixed", `user-${u}`, arms).name, 100, 1, null]);
+    await seedRows(fairId, "ko", fair);
+    const fairResults = await results(fairId);
+    expect(fairResults.srm.flagged).toBe(false);
+    expect(fairResults.arms[1]!.vs_control!.verdict).not.toBe("untrusted");
+    await admin_("POST", `/admin/experiments/${fairId}/stop`);
+
+    const skewedId = await seededExperiment("ko", arms);
+    // The same users, but the lens arm loses one record in seven (say, a crash before logging).
+    const skewed: [string, number, number | null, number | null][] = [];
+    for (let u = 0; u < 3000; u++) {
+      const arm = assignArm("ex_srm_fixed", `user-${u}`, arms).name;
+      if (arm === "lens" && u % 7 === 0) continue;
+      skewed.push([arm, 100, arm === "lens" ? 1 : 0, null]);
+    }
+    await seedRows(skewedId, "ko", skewed);
+    const skewedResults = await results(skewedId);
+    expect(skewedResults.srm.flagged).toBe(true);
+    expect(skewedResults.srm.p_value!).toBeLessThan(0.001);
+    // A huge fidelity difference, yet no verdict is to be trusted.
+    expect(skewedResults.arms[1]!.vs_control!.fidelity.sequential.significant).toBe(true);
+    expect(skewedResults.arms[1]!.vs_control!.verdict).toBe("untrusted");
+    await admin_("POST", `/admin/experiments/${skewedId}/stop`);
+  });
+
+  it("validates guardrails and records why an experiment stopped", async () => {
+    const arms = [{ name: "a", delta: null, weight: 1 }, { name: "b", delta: null, weight: 1 }];
+    const bad = await admin_("POST", "/admin/experiments", { name: "g", languages: ["es"], arms, guardrails: [{ metric: "error_rate" }, { metric: "error_rate" }] });
+    expect(bad.status).toBe(400);
+    const unknown = await admin_("POST", "/admin/experiments", { name: "g", languages: ["es"], arms, guardrails: [{ metric: "happiness" }] });
+    expect(unknown.status).toBe(400);
+    expect(((await unknown.json()) as { error: { param: string } }).error.param).toContain("guardrails");
+    const ok = await admin_("POST", "/admin/experiments", { name: "g", languages: ["es"], arms, guardrails: [{ metric: "p95_latency", margin_ms: 100 }, { metric: "error_rate" }] });
+    expect(ok.status).toBe(201);
+    const created = (await ok.json()) as Experiment;
+    expect(created.guardrails).toEqual([{ metric: "p95_latency", margin_ms: 100 }, { metric: "error_rate", margin: 0 }]);
+    expect(created.stop_reason).toBeNull();
+    const stopped = (await (await admin_("POST", `/admin/experiments/${created.id}/stop`)).json()) as Experiment;
+    expect(stopped).toMatchObject({ state: "stopped", stop_reason: { by: "operator" } });
+    expect(stopped.stopped_at).toBeTypeOf("number");
   });
 
   it("promotes an arm: the language's delta is set and the experiment stops", async () => {
     expect((await admin_("POST", `/admin/experiments/${experiment.id}/promote`, { arm: "nope" })).status).toBe(400);
     const res = await admin_("POST", `/admin/experiments/${experiment.id}/promote`, { arm: "lens" });
     expect(res.status).toBe(200);
-    expect(await res.json()).toMatchObject({ state: "stopped", promoted_arm: "lens" });
+    expect(await res.json()).toMatchObject({ state: "stopped", promoted_arm: "lens", stop_reason: { by: "promotion", arm: "lens" } });
     const langs = (await (await admin_("GET", "/admin/languages")).json()) as { data: { language: string; delta_id: string; adapter_id: string }[] };
     expect(langs.data.find((l) => l.language === "sw")).toMatchObject({ delta_id: swDeltaId, adapter_id: swAdapter });
     const after = await chatAs("anyone");

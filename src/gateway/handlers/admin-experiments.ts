@@ -3,6 +3,7 @@ import { z } from "zod";
 import type { GatewayEnv } from "../env.js";
 import { notFound } from "../errors.js";
 import { parseJsonBody, validate } from "../openai/parse-request.js";
+import { GuardrailDeclarations } from "../services/guardrails.js";
 import { changeState, createExperiment, experimentResults, getExperiment, listExperiments, promoteArm } from "../services/experiments.js";
 
 const Arm = z.strictObject({
@@ -20,6 +21,8 @@ const CreateExperiment = z.strictObject({
     .min(2)
     .max(20)
     .refine((arms) => new Set(arms.map((a) => a.name)).size === arms.length, "arm names must be unique"),
+  /** Metrics no arm may make worse than the control; a breach stops the experiment. */
+  guardrails: GuardrailDeclarations.optional(),
 });
 
 const Promote = z.strictObject({ arm: z.string().min(1).max(64) });

@@ -8,6 +8,7 @@ import { collectCompletion, streamCompletion } from "../openai/responses.js";
 import { samplingOf } from "../openai/sampling.js";
 import { type RequestScope, scopeOf } from "../request-scope.js";
 import { chooseDelta } from "../services/delta-choice.js";
+import { guardrailCheckAfterRecord } from "../services/guardrail-watch.js";
 import { admitChat, effectiveLimits } from "../services/rate-limit/admission.js";
 import { RequestRecorder } from "../services/request-records.js";
 import { routeChat } from "../services/routing.js";
@@ -42,6 +43,7 @@ async function answer(c: Context<GatewayEnv>, record: RequestRecorder, scope: Re
     c.header("x-lens-arm", assigned.arm);
     record.experimentId = assigned.experimentId;
     record.arm = assigned.arm;
+    record.afterWrite = guardrailCheckAfterRecord(c.get("bindings").DB, assigned.experiment, config.backendTimeoutMs);
   }
 
   const requestId = record.id;

@@ -1,4 +1,8 @@
-/** Statistics for experiment results: pure functions over numbers. */
+/**
+ * Fixed-horizon statistics for experiment results: pure functions over numbers. Their p-values hold
+ * only when looked at once, at a sample size fixed in advance; sequential-test.ts holds the
+ * always-valid ones that verdicts rest on.
+ */
 
 /** 97.5th percentile of the standard normal: a 95% two-sided interval is ±Z95 standard errors. */
 export const Z95 = 1.959963984540054;
@@ -52,53 +56,7 @@ export function compareProportions(x1: number, n1: number, x2: number, n2: numbe
   };
 }
 
-export interface ResultRow {
-  arm: string | null;
-  total_ms: number;
-  language_match: number | null;
-  feedback_score: number | null;
-}
-
-export interface ArmResult {
-  arm: string;
-  requests: number;
-  fidelity: { matched: number; measured: number; rate: number | null };
-  latency: { mean_ms: number | null; p95_ms: number | null };
-  feedback: { count: number; rate: number | null; mean_score: number | null };
-  vs_control: { fidelity: ProportionDiff | null; feedback_rate: ProportionDiff | null } | null;
-}
-
 /** The control arm: the one named "control", else the first. */
 export function controlArm(arms: readonly string[]): string {
   return arms.includes("control") ? "control" : arms[0]!;
-}
-
-/** Per-arm results over the experiment's request rows, each arm compared with the control. */
-export function summarizeArms(arms: readonly string[], rows: readonly ResultRow[]): ArmResult[] {
-  const control = controlArm(arms);
-  const base = arms.map((arm) => {
-    const mine = rows.filter((r) => r.arm === arm);
-    const measured = mine.filter((r) => r.language_match !== null);
-    const matched = measured.filter((r) => r.language_match === 1).length;
-    const scores = mine.filter((r) => r.feedback_score !== null).map((r) => r.feedback_score!);
-    const times = mine.map((r) => r.total_ms);
-    return {
-      arm,
-      requests: mine.length,
-      fidelity: { matched, measured: measured.length, rate: measured.length ? matched / measured.length : null },
-      latency: { mean_ms: mean(times), p95_ms: percentile(times, 95) },
-      feedback: { count: scores.length, rate: mine.length ? scores.length / mine.length : null, mean_score: mean(scores) },
-    };
-  });
-  const c = base.find((b) => b.arm === control)!;
-  return base.map((b) => ({
-    ...b,
-    vs_control:
-      b.arm === control
-        ? null
-        : {
-            fidelity: compareProportions(b.fidelity.matched, b.fidelity.measured, c.fidelity.matched, c.fidelity.measured),
-            feedback_rate: compareProportions(b.feedback.count, b.requests, c.feedback.count, c.requests),
-          },
-  }));
 }

@@ -11,7 +11,8 @@ import { GatewayError, invalidRequest, notFound } from "../errors.js";
 import { getAdapter } from "./adapters.js";
 import { setLanguageAdapter } from "./adapters-languages.js";
 import { assignArm } from "./experiment-assign.js";
-import { type ArmResult, type ResultRow, controlArm, summarizeArms } from "./experiment-stats.js";
+import { type ResultsSummary, loadExperimentFigures, summarizeResults } from "./experiment-results.js";
+import { type GuardrailDeclaration, GuardrailDeclarations, type GuardrailMetric, type GuardrailStatus } from "./guardrails.js";
 
 export type ExperimentState = "running" | "paused" | "stopped";
 
@@ -25,6 +26,20 @@ export interface ExperimentArm {
   weight: number;
 }
 
+/** Why an experiment stopped. */
+export type StopReason =
+  | { by: "operator" }
+  | { by: "promotion"; arm: string }
+  | {
+      by: "guardrail";
+      arm: string;
+      metric: GuardrailMetric;
+      reason: string;
+      /** The guardrail's figures when it fired, and each arm's request count then. */
+      figures: GuardrailStatus;
+      requests: { arm: number; control: number };
+    };
+
 export interface Experiment {
   id: string;
   name: string;
@@ -32,20 +47,28 @@ export interface Experiment {
   arms: ExperimentArm[];
   state: ExperimentState;
   promoted_arm: string | null;
+  /** Metrics the arms must not make worse; a breach stops the experiment (guardrail-watch.ts). */
+  guardrails: GuardrailDeclaration[];
+  stop_reason: StopReason | null;
+  stopped_at: number | null;
+  guardrails_checked_at: number | null;
   created_at: number;
   created_by: string;
   updated_at: number;
 }
 
-interface ExperimentDbRow extends Omit<Experiment, "languages" | "arms"> {
+interface ExperimentDbRow extends Omit<Experiment, "languages" | "arms" | "guardrails" | "stop_reason"> {
   languages: string;
   arms: string;
+  guardrails: string;
+  stop_reason: string | null;
 }
 
 export interface NewExperiment {
   name: string;
   languages: string[];
   arms: { name: string; delta: string | null; scale: number; weight: number }[];
+  guardrails?: GuardrailDeclaration[];
 }
 
 const CACHE_MS = 10_000;
@@ -55,7 +78,14 @@ function forgetRunning(): void {
   runningCache.clear();
 }
 
-const fromRow = (r: ExperimentDbRow): Experiment => ({ ...r, languages: JSON.parse(r.languages) as Language[], arms: JSON.parse(r.arms) as ExperimentArm[] });
+const fromRow = (r: ExperimentDbRow): Experiment => ({
+  ...r,
+  languages: JSON.parse(r.languages) as Language[],
+  arms: JSON.parse(r.arms) as ExperimentArm[],
+  // Written by createExperiment after the same validation; parsed again so defaults apply.
+  guardrails: GuardrailDeclarations.parse(JSON.parse(r.guardrails)),
+  stop_reason: r.stop_reason === null ? null : (JSON.parse(r.stop_reason) as StopReason),
+});
 
 const conflict = (message: string, code: string) => new GatewayError(409, "invalid_request_error", message, code);
 
@@ -135,6 +165,10 @@ export async function createExperiment(db: D1Database, input: NewExperiment, cre
     arms,
     state: "running",
     promoted_arm: null,
+    guardrails: input.guardrails ?? [],
+    stop_reason: null,
+    stopped_at: null,
+    guardrails_checked_at: null,
     created_at: ts,
     created_by: createdBy,
     updated_at: ts,
@@ -143,8 +177,10 @@ export async function createExperiment(db: D1Database, input: NewExperiment, cre
     db,
     [
       db
-        .prepare("INSERT INTO experiments (id, name, languages, arms, state, created_at, created_by, updated_at) VALUES (?1, ?2, ?3, ?4, 'running', ?5, ?6, ?5)")
-        .bind(experiment.id, experiment.name, JSON.stringify(experiment.languages), JSON.stringify(arms), ts, createdBy),
+        .prepare(
+          "INSERT INTO experiments (id, name, languages, arms, state, guardrails, created_at, created_by, updated_at) VALUES (?1, ?2, ?3, ?4, 'running', ?5, ?6, ?7, ?6)",
+        )
+        .bind(experiment.id, experiment.name, JSON.stringify(experiment.languages), JSON.stringify(arms), JSON.stringify(experiment.guardrails), ts, createdBy),
       ...lockStatements(db, experiment),
     ],
     languages,
@@ -162,7 +198,12 @@ export async function changeState(db: D1Database, id: string, action: "pause" | 
   if (!ALLOWED[action].includes(e.state)) throw conflict(`Experiment ${id} is ${e.state}; it cannot ${action}.`, "invalid_state");
   const target = TARGET[action];
   const ts = Math.floor(now / 1000);
-  const update = db.prepare("UPDATE experiments SET state = ?2, updated_at = ?3 WHERE id = ?1 AND state = ?4").bind(id, target, ts, e.state);
+  const update =
+    target === "stopped"
+      ? db
+          .prepare("UPDATE experiments SET state = 'stopped', stop_reason = ?2, stopped_at = ?3, updated_at = ?3 WHERE id = ?1 AND state = ?4")
+          .bind(id, JSON.stringify({ by: "operator" } satisfies StopReason), ts, e.state)
+      : db.prepare("UPDATE experiments SET state = ?2, updated_at = ?3 WHERE id = ?1 AND state = ?4").bind(id, target, ts, e.state);
   if (target === "running") {
     await refuseBusy(db, e.languages, id);
     await batchWithLocks(db, [update, ...lockStatements(db, e)], e.languages, id);
@@ -180,7 +221,9 @@ export async function promoteArm(db: D1Database, id: string, armName: string, no
   if (!arm) throw invalidRequest(`Experiment ${id} has no arm '${armName}'.`, "arm", "unknown_arm");
   for (const language of e.languages) await setLanguageAdapter(db, language, arm.delta, arm.scale);
   await db.batch([
-    db.prepare("UPDATE experiments SET state = 'stopped', promoted_arm = ?2, updated_at = ?3 WHERE id = ?1").bind(id, arm.name, Math.floor(now / 1000)),
+    db
+      .prepare("UPDATE experiments SET state = 'stopped', promoted_arm = ?2, stop_reason = COALESCE(stop_reason, ?3), stopped_at = COALESCE(stopped_at, ?4), updated_at = ?4 WHERE id = ?1")
+      .bind(id, arm.name, JSON.stringify({ by: "promotion", arm: arm.name } satisfies StopReason), Math.floor(now / 1000)),
     db.prepare("DELETE FROM experiment_running WHERE experiment_id = ?1").bind(id),
   ]);
   forgetRunning();
@@ -212,6 +255,8 @@ export interface Assignment {
   experimentId: string;
   arm: string;
   delta: DeltaRef | null;
+  /** The experiment as this isolate knows it (for its guardrail check). */
+  experiment: Experiment;
 }
 
 /** The arm a subject (the request's `user`, else its key id) gets in the language's running experiment. */
@@ -219,22 +264,50 @@ export async function assignment(db: D1Database, language: string, subject: stri
   const e = await runningExperiment(db, language, deadline);
   if (!e) return null;
   const arm = assignArm(e.id, subject, e.arms);
-  return { experimentId: e.id, arm: arm.name, delta: arm.delta_id ? { id: arm.delta_id, scale: arm.scale } : null };
+  return { experimentId: e.id, arm: arm.name, delta: arm.delta_id ? { id: arm.delta_id, scale: arm.scale } : null, experiment: e };
 }
 
-export interface ExperimentResults {
+/**
+ * Stops a running experiment because a guardrail fired; false when it was no longer running
+ * (stopped, paused or promoted meanwhile).
+ */
+export async function stopForGuardrail(db: D1Database, id: string, reason: StopReason & { by: "guardrail" }, now = Date.now()): Promise<boolean> {
+  const ts = Math.floor(now / 1000);
+  const [update] = await db.batch([
+    db
+      .prepare("UPDATE experiments SET state = 'stopped', stop_reason = ?2, stopped_at = ?3, updated_at = ?3 WHERE id = ?1 AND state = 'running'")
+      .bind(id, JSON.stringify(reason), ts),
+    // Only the lock rows of this experiment, and only once it is stopped.
+    db.prepare("DELETE FROM experiment_running WHERE experiment_id = ?1 AND EXISTS (SELECT 1 FROM experiments WHERE id = ?1 AND state = 'stopped')").bind(id),
+  ]);
+  forgetRunning();
+  return (update?.meta.changes ?? 0) === 1;
+}
+
+/**
+ * Claims this round of guardrail checks for the experiment: true for exactly one caller per
+ * `intervalS` across isolates (a conditional write), so that isolates take turns.
+ */
+export async function claimGuardrailCheck(db: D1Database, id: string, intervalS: number, now = Date.now()): Promise<boolean> {
+  const ts = Math.floor(now / 1000);
+  const res = await db
+    .prepare(
+      "UPDATE experiments SET guardrails_checked_at = ?2 WHERE id = ?1 AND state = 'running' AND (guardrails_checked_at IS NULL OR guardrails_checked_at <= ?2 - ?3)",
+    )
+    .bind(id, ts, intervalS)
+    .run();
+  return res.meta.changes === 1;
+}
+
+export interface ExperimentResults extends ResultsSummary {
   experiment_id: string;
   state: ExperimentState;
-  control: string;
-  arms: ArmResult[];
+  stop_reason: StopReason | null;
+  stopped_at: number | null;
 }
 
 export async function experimentResults(db: D1Database, id: string): Promise<ExperimentResults> {
   const e = await mustGet(db, id);
-  const { results } = await db
-    .prepare("SELECT arm, total_ms, language_match, feedback_score FROM requests WHERE experiment_id = ?1")
-    .bind(id)
-    .all<ResultRow>();
-  const names = e.arms.map((a) => a.name);
-  return { experiment_id: id, state: e.state, control: controlArm(names), arms: summarizeArms(names, results) };
+  const summary = summarizeResults(e, await loadExperimentFigures(db, e));
+  return { experiment_id: id, state: e.state, stop_reason: e.stop_reason, stopped_at: e.stopped_at, ...summary };
 }

@@ -52,6 +52,8 @@ export class RequestRecorder {
   stream = false;
   /** Told the request's tokens (prompt + completion) once it is finished: the key's rate limit spends them. */
   onTokens: ((tokens: number) => Promise<void>) | null = null;
+  /** Runs once the row is written, under the same waitUntil (an experiment's guardrail check); must not throw. */
+  afterWrite: (() => Promise<void>) | null = null;
   private done = false;
 
   constructor(
@@ -93,7 +95,9 @@ export class RequestRecorder {
       stream: this.stream ? 1 : 0,
       created_at: Math.floor(this.startedAt / 1000),
     };
-    this.waitUntil(writeRequestRecord(this.db, row, this.writeWithinMs));
+    const written = writeRequestRecord(this.db, row, this.writeWithinMs);
+    const after = this.afterWrite;
+    this.waitUntil(after ? written.then(after) : written);
     const tokens = (this.promptTokens ?? 0) + (summary.completionTokens ?? 0);
     if (this.onTokens && tokens > 0) this.waitUntil(this.onTokens(tokens));
   }
