@@ -4,7 +4,9 @@
  */
 import { type ChildProcess, spawn, spawnSync } from "node:child_process";
 import { createHash, randomBytes } from "node:crypto";
+import { readFileSync } from "node:fs";
 import { createServer } from "node:net";
+import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 
 export const ROOT = fileURLToPath(new URL("..", import.meta.url));
@@ -16,6 +18,19 @@ export function wrangler(args: string[], persistTo?: string, cwd = ROOT): string
   const run = spawnSync(WRANGLER, full, { cwd, env: wranglerEnv, encoding: "utf8" });
   if (run.status !== 0) throw new Error(`wrangler ${args.join(" ")} failed:\n${run.stdout}\n${run.stderr}`);
   return run.stdout;
+}
+
+/** What wrangler.toml says of the runtime and the storage, for Miniflare runs of the deployable bundle. */
+export function wranglerSettings(): { compatibilityDate: string; compatibilityFlags: string[]; d1DatabaseId: string; r2Bucket: string } {
+  const toml = readFileSync(join(ROOT, "wrangler.toml"), "utf8");
+  const value = (key: string) => new RegExp(`^${key}\\s*=\\s*"([^"]+)"`, "m").exec(toml)?.[1] ?? "";
+  const flags = /^compatibility_flags\s*=\s*\[([^\]]*)\]/m.exec(toml)?.[1] ?? "";
+  return {
+    compatibilityDate: value("compatibility_date"),
+    compatibilityFlags: [...flags.matchAll(/"([^"]+)"/g)].map((m) => m[1] as string),
+    d1DatabaseId: value("database_id"),
+    r2Bucket: value("bucket_name"),
+  };
 }
 
 export function applyMigrations(persistTo?: string): void {

@@ -18,7 +18,7 @@ import { join } from "node:path";
 import { performance } from "node:perf_hooks";
 import { Miniflare } from "miniflare";
 import { GENERATE_PATH, type GenerateRequest, HEALTH_PATH } from "../../src/protocol/backend.js";
-import { ROOT, applyMigrations, freePort, registerKeys, sha256, startGateway, waitForHttp, wrangler } from "../../scripts/local-stack.js";
+import { ROOT, applyMigrations, freePort, registerKeys, sha256, startGateway, waitForHttp, wrangler, wranglerSettings } from "../../scripts/local-stack.js";
 
 const SCALE = Number(process.env["BENCH_REQUESTS"] ?? 1);
 const CLIENT_KEY = "lens-bench-client-key";
@@ -144,7 +144,8 @@ async function startMiniflareGateway(backendUrl: string, outdir: string): Promis
     modules: true,
     scriptPath: join(outdir, "index.js"),
     modulesRoot: outdir,
-    compatibilityDate: "2026-04-20",
+    compatibilityDate: wranglerSettings().compatibilityDate,
+    compatibilityFlags: wranglerSettings().compatibilityFlags,
     host: "127.0.0.1",
     port: await freePort(),
     d1Databases: { DB: "lens-bench" },

@@ -10,7 +10,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { HEALTH_PATH, LIVE_PATH, backendAuthorization } from "../../src/protocol/backend.js";
 import type { Language } from "../../src/protocol/languages.js";
-import { ROOT, applyMigrations, backendSecret, freePort, registerKeys, waitForHttp, wrangler } from "../../scripts/local-stack.js";
+import { ROOT, applyMigrations, backendSecret, freePort, registerKeys, waitForHttp, wrangler, wranglerSettings } from "../../scripts/local-stack.js";
 import { makeDelta } from "../../test/support/make-delta.js";
 import { Miniflare } from "miniflare";
 
@@ -170,10 +170,8 @@ async function startGatewaySnapshot(state: string, vars: Record<string, string>)
   return { url };
 }
 
-/** The bindings wrangler.toml declares, as wrangler dev gives them to Miniflare locally. */
-const D1_DATABASE_ID = /database_id\s*=\s*"([^"]+)"/.exec(readFileSync(join(ROOT, "wrangler.toml"), "utf8"))?.[1] ?? "";
-const R2_BUCKET = /bucket_name\s*=\s*"([^"]+)"/.exec(readFileSync(join(ROOT, "wrangler.toml"), "utf8"))?.[1] ?? "";
-const COMPATIBILITY_DATE = /compatibility_date\s*=\s*"([^"]+)"/.exec(readFileSync(join(ROOT, "wrangler.toml"), "utf8"))?.[1] ?? "";
+/** The runtime and bindings wrangler.toml declares, as wrangler dev gives them to Miniflare locally. */
+const SETTINGS = wranglerSettings();
 
 /**
  * Replaces `wrangler dev` with the bundle `wrangler deploy` would upload, run in one workerd through
@@ -192,11 +190,12 @@ export async function switchToWorkerd(stack: Stack): Promise<void> {
     modules: true,
     scriptPath: join(outdir, "index.js"),
     modulesRoot: outdir,
-    compatibilityDate: COMPATIBILITY_DATE,
+    compatibilityDate: SETTINGS.compatibilityDate,
+    compatibilityFlags: SETTINGS.compatibilityFlags,
     host: "127.0.0.1",
     port: await freePort(),
-    d1Databases: { DB: D1_DATABASE_ID },
-    r2Buckets: { ADAPTERS: R2_BUCKET },
+    d1Databases: { DB: SETTINGS.d1DatabaseId },
+    r2Buckets: { ADAPTERS: SETTINGS.r2Bucket },
     durableObjects: { RATE_LIMITER: "KeyRateLimiter" },
     d1Persist: join(v3, "d1"),
     r2Persist: join(v3, "r2"),

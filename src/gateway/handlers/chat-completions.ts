@@ -66,17 +66,26 @@ async function answer(c: Context<GatewayEnv>, record: RequestRecorder, scope: Re
     includeUsage: body.stream_options?.include_usage === true,
   };
   const onFinish = record.finish.bind(record);
-  if (!body.stream) return c.json(await collectCompletion(generation, meta, (s) => onFinish(s)));
+  // Aborted when the client hangs up (the enable_request_signal compatibility flag).
+  const clientGone = c.req.raw.signal;
+  if (!body.stream) return c.json(await collectCompletion(generation, meta, (s) => onFinish(s), clientGone));
   c.header("content-type", "text/event-stream; charset=utf-8");
   c.header("cache-control", "no-cache");
   // workerd cancels a request's pending work when its client disconnects unless a waitUntil promise
-  // is outstanding; without one, the stream's cancel() never wrote the "disconnected" record.
+  // is outstanding; without one, the stream's cancel() never wrote the "disconnected" record. The
+  // promise ends when the answer does: finished, failed, or the client gone (the request's signal
+  // says so even when the runtime never cancels the unread body), so it never outlives the request.
   let streamDone!: () => void;
   scope.waitUntil(new Promise<void>((resolve) => (streamDone = resolve)));
   return c.body(
-    streamCompletion(generation, meta, (s) => {
-      onFinish(s);
-      streamDone();
-    }),
+    streamCompletion(
+      generation,
+      meta,
+      (s) => {
+        onFinish(s);
+        streamDone();
+      },
+      clientGone,
+    ),
   );
 }

@@ -22,9 +22,26 @@ function usageOf(u: { prompt_tokens: number; completion_tokens: number }): ChatC
   return { prompt_tokens: u.prompt_tokens, completion_tokens: u.completion_tokens, total_tokens: u.prompt_tokens + u.completion_tokens };
 }
 
-export async function collectCompletion(gen: OpenGeneration, meta: CompletionMeta, onFinish: OnFinish = () => {}): Promise<ChatCompletion> {
+/**
+ * `clientGone` is the incoming request's signal: when the client hangs up, the backend's generation
+ * is cancelled and the answer reported finished ("disconnected") even if nobody reads the stream
+ * again; otherwise the request's after-work would wait for a finish that never comes.
+ */
+export async function collectCompletion(
+  gen: OpenGeneration,
+  meta: CompletionMeta,
+  onFinish: OnFinish = () => {},
+  clientGone?: AbortSignal,
+): Promise<ChatCompletion> {
   const parts: string[] = [];
   let firstContentAt: number | null = null;
+  let gone = false;
+  const leave = () => {
+    gone = true;
+    gen.frames.cancel("client disconnected");
+  };
+  if (clientGone?.aborted) leave();
+  else clientGone?.addEventListener("abort", leave, { once: true });
   try {
     for (;;) {
       const frame = await gen.frames.next();
@@ -55,14 +72,22 @@ export async function collectCompletion(gen: OpenGeneration, meta: CompletionMet
   } catch (err) {
     gen.frames.cancel();
     const e = midStreamError(err);
-    onFinish({ finishReason: "error", text: parts.join(""), completionTokens: null, firstContentAt, status: e.status });
+    if (gone) onFinish({ finishReason: "disconnected", text: parts.join(""), completionTokens: null, firstContentAt });
+    else onFinish({ finishReason: "error", text: parts.join(""), completionTokens: null, firstContentAt, status: e.status });
     throw e;
+  } finally {
+    clientGone?.removeEventListener("abort", leave);
   }
 }
 
 const encoder = new TextEncoder();
 
-export function streamCompletion(gen: OpenGeneration, meta: CompletionMeta, onFinish: OnFinish = () => {}): ReadableStream<Uint8Array> {
+export function streamCompletion(
+  gen: OpenGeneration,
+  meta: CompletionMeta,
+  onFinish: OnFinish = () => {},
+  clientGone?: AbortSignal,
+): ReadableStream<Uint8Array> {
   // Every chunk shares this prefix; building it once keeps the per-token cost to one string concat.
   const prefix = `data: {"id":${JSON.stringify(meta.id)},"object":"chat.completion.chunk","created":${meta.created},"model":${JSON.stringify(meta.model)},"system_fingerprint":null,"choices":[`;
   const usageNull = meta.includeUsage ? `,"usage":null` : "";
@@ -71,14 +96,28 @@ export function streamCompletion(gen: OpenGeneration, meta: CompletionMeta, onFi
   let closed = false;
   const parts: string[] = [];
   let firstContentAt: number | null = null;
-  const finish = (finishReason: CompletionSummary["finishReason"], completionTokens: number | null) =>
+  const finish = (finishReason: CompletionSummary["finishReason"], completionTokens: number | null) => {
+    clientGone?.removeEventListener("abort", leave);
     onFinish({ finishReason, text: parts.join(""), completionTokens, firstContentAt });
+  };
+  // The client went away: stop the backend's generation too. The runtime does not always cancel a
+  // response body nobody will read (a client that leaves just as the answer starts), so the
+  // request's own signal says it as well.
+  function leave(): void {
+    if (closed) return;
+    closed = true;
+    gen.frames.cancel("client disconnected");
+    finish("disconnected", null);
+  }
+  if (clientGone?.aborted) queueMicrotask(leave);
+  else clientGone?.addEventListener("abort", leave, { once: true });
 
   return new ReadableStream<Uint8Array>({
     start(controller) {
       controller.enqueue(encoder.encode(chunk(`{"role":"assistant","content":""}`, "null")));
     },
     async pull(controller) {
+      if (closed) return;
       const send = (text: string) => controller.enqueue(encoder.encode(text));
       try {
         const frame = await gen.frames.next();
@@ -116,12 +155,7 @@ export function streamCompletion(gen: OpenGeneration, meta: CompletionMeta, onFi
       }
     },
     cancel() {
-      // The client went away: stop the backend's generation too.
-      if (!closed) {
-        closed = true;
-        gen.frames.cancel("client disconnected");
-        finish("disconnected", null);
-      }
+      leave();
     },
   });
 }
