@@ -1,14 +1,14 @@
 /** The sample-ratio check and the guardrail decisions, on counts (pure). */
 import { describe, expect, it } from "vitest";
-import { assignArm } from "../../src/gateway/services/experiment-assign.js";
+import { assignArm } from "../../src/gateway/services/experiments/assign.js";
 import {
   GUARDRAIL_MIN_REQUESTS,
   GuardrailDeclarations,
   evaluateGuardrails,
   guardrailAlpha,
   latencyRanksFor,
-} from "../../src/gateway/services/guardrails.js";
-import { chiSquareSurvival, sampleRatioCheck } from "../../src/gateway/services/sample-ratio.js";
+} from "../../src/gateway/services/experiments/guardrails.js";
+import { chiSquareSurvival, sampleRatioCheck } from "../../src/gateway/services/experiments/sample-ratio.js";
 
 describe("sample-ratio mismatch", () => {
   it("chi-square tail probabilities match tables", () => {

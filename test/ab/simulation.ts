@@ -3,8 +3,8 @@
  * results are looked at after every batch, as an operator watching the page would. Seeded, so
  * every run gives the same figures.
  */
-import { compareProportions } from "../../src/gateway/services/experiment-stats.js";
-import { quantileCsRanks, sequentialProportions } from "../../src/gateway/services/sequential-test.js";
+import { compareProportions } from "../../src/gateway/services/experiments/fixed-horizon.js";
+import { quantileCsRanks, sequentialProportions } from "../../src/gateway/services/experiments/sequential-test.js";
 
 /** mulberry32: a small, fast, seeded uniform generator in [0, 1). */
 function seeded(seed: number): () => number {

@@ -2,7 +2,7 @@ import { env } from "cloudflare:workers";
 import { beforeAll, describe, expect, it } from "vitest";
 import type { DeltaManifest } from "../../src/protocol/delta.js";
 import { createKey } from "../../src/gateway/services/api-keys.js";
-import { blobKey, manifestKey } from "../../src/gateway/services/adapters.js";
+import { blobKey, manifestKey } from "../../src/gateway/services/deltas/adapters.js";
 import { makeDelta, rawSafetensors, type MadeDelta } from "../support/make-delta.js";
 import { type Overrides, TEST_MODEL, backendLog, backends, gatewayFetch, newKey, postChat } from "./helpers.js";
 import { backendAuthorization } from "../../src/protocol/backend.js";
@@ -296,7 +296,7 @@ describe("a backend without the active delta", () => {
 
   it("serves the base model when the delta has no adapter row", async () => {
     await env.DB.prepare("INSERT INTO language_deltas (language, delta_id, scale, updated_at) VALUES ('th', 'th-orphan-1', 1, 0)").run();
-    const { forgetActiveDeltas } = await import("../../src/gateway/services/language-deltas.js");
+    const { forgetActiveDeltas } = await import("../../src/gateway/services/deltas/active-deltas.js");
     forgetActiveDeltas();
     expect(await chatOnStrict("th", "sawasdee krap")).toEqual({ header: "none", sent: ["th-orphan-1", null] });
     expect((await held()).map((m) => m.id)).not.toContain("th-orphan-1");

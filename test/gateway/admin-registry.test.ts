@@ -1,7 +1,7 @@
 /** GET /admin/registry: languages with their active and previous delta, adapters with source and uses. */
 import { env } from "cloudflare:workers";
 import { beforeAll, describe, expect, it } from "vitest";
-import type { AdapterEntry, LanguageEntry } from "../../src/gateway/services/admin-registry.js";
+import type { AdapterEntry, LanguageEntry } from "../../src/gateway/services/console/registry.js";
 import { makeDelta } from "../support/make-delta.js";
 import { TEST_MODEL, gatewayFetch, newKey } from "./helpers.js";
 

@@ -1,7 +1,7 @@
 /** GET /admin/traffic: hourly per-language aggregates (base vs edited) computed in SQL. */
 import { env } from "cloudflare:workers";
 import { beforeAll, describe, expect, it } from "vitest";
-import type { TrafficPoint } from "../../src/gateway/services/traffic-hourly.js";
+import type { TrafficPoint } from "../../src/gateway/services/console/traffic.js";
 import { gatewayFetch, newKey } from "./helpers.js";
 
 let admin: string;

@@ -4,7 +4,7 @@
  */
 import { env } from "cloudflare:workers";
 import { beforeAll, describe, expect, it } from "vitest";
-import { forgetActiveDeltas } from "../../src/gateway/services/language-deltas.js";
+import { forgetActiveDeltas } from "../../src/gateway/services/deltas/active-deltas.js";
 import { makeDelta } from "../support/make-delta.js";
 import { backends, newKey, openai, postChat, sseData } from "./helpers.js";
 import { backendAuthorization } from "../../src/protocol/backend.js";

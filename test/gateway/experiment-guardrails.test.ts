@@ -7,12 +7,12 @@ import { createExecutionContext, waitOnExecutionContext } from "cloudflare:test"
 import { env } from "cloudflare:workers";
 import { afterEach, beforeAll, beforeEach, describe, expect, it, vi } from "vitest";
 import { createKey } from "../../src/gateway/services/api-keys.js";
-import { assignArm } from "../../src/gateway/services/experiment-assign.js";
+import { assignArm } from "../../src/gateway/services/experiments/assign.js";
 import type { GatewayBindings } from "../../src/gateway/env.js";
-import type { Experiment } from "../../src/gateway/services/experiments.js";
+import type { Experiment } from "../../src/gateway/services/experiments/store.js";
 import worker from "../../src/gateway/index.js";
 import { TEST_BACKEND_SECRET } from "../support/echo.js";
-import { CHECK_INTERVAL_S, ISOLATE_CHECK_INTERVAL_MS } from "../../src/gateway/services/guardrail-watch.js";
+import { CHECK_INTERVAL_S, ISOLATE_CHECK_INTERVAL_MS } from "../../src/gateway/services/experiments/guardrail-watch.js";
 import { makeDelta } from "../support/make-delta.js";
 import { TEST_MODEL, backends, gatewayFetch, newKey, postChatTracked } from "./helpers.js";
 

@@ -2,9 +2,9 @@ import { env } from "cloudflare:workers";
 import { beforeAll, describe, expect, it } from "vitest";
 import type { DeltaManifest } from "../../src/protocol/delta.js";
 import { createKey } from "../../src/gateway/services/api-keys.js";
-import { assignArm } from "../../src/gateway/services/experiment-assign.js";
-import { compareProportions, mean, normalCdf, percentile } from "../../src/gateway/services/experiment-stats.js";
-import type { Experiment } from "../../src/gateway/services/experiments.js";
+import { assignArm } from "../../src/gateway/services/experiments/assign.js";
+import { compareProportions, mean, normalCdf, percentile } from "../../src/gateway/services/experiments/fixed-horizon.js";
+import type { Experiment } from "../../src/gateway/services/experiments/store.js";
 import { makeDelta } from "../support/make-delta.js";
 import { TEST_MODEL, backendLog, gatewayFetch, newKey, postChatTracked } from "./helpers.js";
 

@@ -8,7 +8,7 @@ import { env } from "cloudflare:workers";
 import { beforeAll, describe, expect, it } from "vitest";
 import type { GatewayBindings } from "../../src/gateway/env.js";
 import { createKey } from "../../src/gateway/services/api-keys.js";
-import { blobKey, manifestKey } from "../../src/gateway/services/adapters.js";
+import { blobKey, manifestKey } from "../../src/gateway/services/deltas/adapters.js";
 import { preferenceOrder } from "../../src/gateway/services/backends/affinity.js";
 import type { RequestRecordRow } from "../../src/gateway/services/request-records.js";
 import worker from "../../src/gateway/index.js";

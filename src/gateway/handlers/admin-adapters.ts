@@ -3,7 +3,7 @@ import { type GatewayBindings, type GatewayEnv, gatewayConfig } from "../env.js"
 import { GatewayError, notFound } from "../errors.js";
 import { readBodyWithin } from "../middleware/body-limit.js";
 import { scopeOf } from "../request-scope.js";
-import { badUpload, deleteAdapter, getAdapter, listAdapters, uploadAdapter } from "../services/adapters.js";
+import { badUpload, deleteAdapter, getAdapter, listAdapters, uploadAdapter } from "../services/deltas/adapters.js";
 
 /** Room for the manifest field and multipart framing on top of the file cap. */
 const MULTIPART_OVERHEAD_BYTES = 1 << 20;

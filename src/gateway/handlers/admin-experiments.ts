@@ -3,8 +3,8 @@ import { z } from "zod";
 import type { GatewayEnv } from "../env.js";
 import { notFound } from "../errors.js";
 import { parseJsonBody, validate } from "../openai/parse-request.js";
-import { GuardrailDeclarations } from "../services/guardrails.js";
-import { changeState, createExperiment, experimentResults, getExperiment, listExperiments, promoteArm } from "../services/experiments.js";
+import { GuardrailDeclarations } from "../services/experiments/guardrails.js";
+import { changeState, createExperiment, experimentResults, getExperiment, listExperiments, promoteArm } from "../services/experiments/store.js";
 
 const Arm = z.strictObject({
   name: z.string().min(1).max(64).regex(/^[A-Za-z0-9._-]+$/, "letters, digits and ._- only"),

@@ -4,7 +4,7 @@ import { type Language, isLanguage } from "../../protocol/languages.js";
 import type { GatewayEnv } from "../env.js";
 import { invalidRequest } from "../errors.js";
 import { parseJsonBody, validate } from "../openai/parse-request.js";
-import { listLanguageDeltas, rollbackLanguage, setLanguageAdapter } from "../services/adapters-languages.js";
+import { listLanguageDeltas, rollbackLanguage, setLanguageAdapter } from "../services/deltas/language-adapters.js";
 
 const SetLanguage = z.strictObject({
   adapter: z.string().min(1).max(200).nullable(),

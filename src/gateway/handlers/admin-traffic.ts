@@ -2,7 +2,7 @@ import type { Context } from "hono";
 import { z } from "zod";
 import type { GatewayEnv } from "../env.js";
 import { invalidRequest } from "../errors.js";
-import { MAX_TRAFFIC_HOURS, hourlyTraffic } from "../services/traffic-hourly.js";
+import { MAX_TRAFFIC_HOURS, hourlyTraffic } from "../services/console/traffic.js";
 
 const TrafficQuery = z.strictObject({
   hours: z

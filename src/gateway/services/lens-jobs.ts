@@ -8,7 +8,7 @@ import { JobId, LENS_PATH, LensJobErrorCode, LensJobRecord, LensJobRequest } fro
 import type { Deadline } from "../deadline.js";
 import type { GatewayConfig } from "../env.js";
 import { GatewayError, backendFailure, backendTimeout, invalidRequest, noBackend, notFound } from "../errors.js";
-import { type AdapterRow, getAdapter, uploadAdapter } from "./adapters.js";
+import { type AdapterRow, getAdapter, uploadAdapter } from "./deltas/adapters.js";
 import type { RequestScope } from "../request-scope.js";
 import { backendsFor, getCatalog } from "./backends/catalog.js";
 

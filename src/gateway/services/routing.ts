@@ -8,7 +8,7 @@ import { GatewayError, noBackend, notFound } from "../errors.js";
 import { preferenceOrder } from "./backends/affinity.js";
 import { backendsFor } from "./backends/catalog.js";
 import { type OpenGeneration, openGeneration } from "./backends/client.js";
-import { type DeltaSource, retryWithDelta } from "./delta-sync.js";
+import { type DeltaSource, retryWithDelta } from "./deltas/sync.js";
 
 export interface RouteInput {
   requestId: string;

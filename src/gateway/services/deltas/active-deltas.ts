@@ -2,8 +2,8 @@
  * Which delta a language's requests carry, read from D1 and kept per isolate for a few seconds so
  * that a chat request normally costs no D1 read; a change reaches every isolate within CACHE_MS.
  */
-import type { DeltaRef } from "../../protocol/backend.js";
-import { type Deadline, storageTimeout } from "../deadline.js";
+import type { DeltaRef } from "../../../protocol/backend.js";
+import { type Deadline, storageTimeout } from "../../deadline.js";
 
 export const CACHE_MS = 10_000;
 const cache = new Map<string, { delta: DeltaRef | null; until: number }>();

@@ -2,7 +2,7 @@
  * Guardrails: metrics an experiment must not make worse. Declared at creation; each treatment arm
  * is compared with the control on each, with always-valid tests (sequential-test.ts), and the
  * experiment stops as soon as one arm is significantly worse by more than the declared margin.
- * Pure: the aggregates come from SQL (experiment-aggregates.ts).
+ * Pure: the aggregates come from SQL (aggregates.ts).
  */
 import { z } from "zod";
 import { DEFAULT_ALPHA, quantileCsRanks, sequentialProportions } from "./sequential-test.js";

@@ -4,14 +4,14 @@
  * per language (the experiment_running table's primary key); a chat request looks its language's
  * up through a per-isolate cache, like the active delta.
  */
-import type { DeltaRef } from "../../protocol/backend.js";
-import { type Language, isLanguage } from "../../protocol/languages.js";
-import { type Deadline, storageTimeout } from "../deadline.js";
-import { GatewayError, invalidRequest, notFound } from "../errors.js";
-import { getAdapter } from "./adapters.js";
-import { setLanguageAdapter } from "./adapters-languages.js";
-import { assignArm } from "./experiment-assign.js";
-import { type ResultsSummary, loadExperimentFigures, summarizeResults } from "./experiment-results.js";
+import type { DeltaRef } from "../../../protocol/backend.js";
+import { type Language, isLanguage } from "../../../protocol/languages.js";
+import { type Deadline, storageTimeout } from "../../deadline.js";
+import { GatewayError, invalidRequest, notFound } from "../../errors.js";
+import { getAdapter } from "../deltas/adapters.js";
+import { setLanguageAdapter } from "../deltas/language-adapters.js";
+import { assignArm } from "./assign.js";
+import { type ResultsSummary, loadExperimentFigures, summarizeResults } from "./results.js";
 import { type GuardrailDeclaration, GuardrailDeclarations, type GuardrailMetric, type GuardrailStatus } from "./guardrails.js";
 
 export type ExperimentState = "running" | "paused" | "stopped";

@@ -7,16 +7,16 @@
  * request is sending the same one: an upload shared between requests dies with the request that
  * started it, and whoever waited on it would wait forever. The backend's PUT is idempotent.
  */
-import type { GenerateRequest } from "../../protocol/backend.js";
-import { DELTAS_PATH } from "../../protocol/delta.js";
-import type { LanguageOrUnd } from "../../protocol/languages.js";
-import { storageTimeout } from "../deadline.js";
-import type { GatewayConfig } from "../env.js";
-import { backendTimeout } from "../errors.js";
-import type { RequestScope } from "../request-scope.js";
+import type { GenerateRequest } from "../../../protocol/backend.js";
+import { DELTAS_PATH } from "../../../protocol/delta.js";
+import type { LanguageOrUnd } from "../../../protocol/languages.js";
+import { storageTimeout } from "../../deadline.js";
+import type { GatewayConfig } from "../../env.js";
+import { backendTimeout } from "../../errors.js";
+import type { RequestScope } from "../../request-scope.js";
 import { adapterByDeltaId } from "./adapters.js";
-import { preferenceOrder } from "./backends/affinity.js";
-import { type OpenGeneration, openGeneration } from "./backends/client.js";
+import { preferenceOrder } from "../backends/affinity.js";
+import { type OpenGeneration, openGeneration } from "../backends/client.js";
 
 /** Where deltas are read from: the adapter registry (D1) and its blobs (R2). */
 export interface DeltaSource {

@@ -6,10 +6,10 @@
  * across isolates by a conditional write in D1, so that one isolate at a time reads the aggregates.
  * Nothing here holds a promise between requests; the isolate keeps timestamps only.
  */
-import { boundedD1 } from "../bounded-bindings.js";
-import { Deadline } from "../deadline.js";
-import { loadExperimentFigures, summarizeResults } from "./experiment-results.js";
-import { type Experiment, type StopReason, claimGuardrailCheck, stopForGuardrail } from "./experiments.js";
+import { boundedD1 } from "../../bounded-bindings.js";
+import { Deadline } from "../../deadline.js";
+import { loadExperimentFigures, summarizeResults } from "./results.js";
+import { type Experiment, type StopReason, claimGuardrailCheck, stopForGuardrail } from "./store.js";
 
 /** How often an isolate looks at one experiment's guardrails. */
 export const ISOLATE_CHECK_INTERVAL_MS = 10_000;

@@ -2,7 +2,7 @@
  * Sticky arm assignment: the same experiment and subject (the request's `user`, else the API key id)
  * always land in the same arm, whatever the retries, fallbacks or isolate. Pure.
  */
-import { hash32 } from "./hash.js";
+import { hash32 } from "../hash.js";
 
 /** A point in [0, totalWeight) for this experiment and subject. */
 export function assignmentPoint(experimentId: string, subject: string, totalWeight: number): number {

@@ -4,8 +4,8 @@
  * beside them, the sample-ratio check, and the guardrails. Assembly is pure; `loadExperimentFigures`
  * is the only part that reads D1.
  */
-import { type ArmAggregate, readArmAggregates, readLatencyRanks } from "./experiment-aggregates.js";
-import { compareProportions, controlArm } from "./experiment-stats.js";
+import { type ArmAggregate, readArmAggregates, readLatencyRanks } from "./aggregates.js";
+import { compareProportions, controlArm } from "./fixed-horizon.js";
 import {
   type GuardrailDeclaration,
   type GuardrailStatus,

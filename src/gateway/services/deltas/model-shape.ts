@@ -4,12 +4,12 @@
  * that finds none asks itself, within its deadline).
  */
 import { z } from "zod";
-import { HEALTH_PATH } from "../../protocol/backend.js";
-import { Fingerprint } from "../../protocol/delta.js";
-import type { GatewayConfig } from "../env.js";
-import { noBackend } from "../errors.js";
-import type { RequestScope } from "../request-scope.js";
-import { backendsFor } from "./backends/catalog.js";
+import { HEALTH_PATH } from "../../../protocol/backend.js";
+import { Fingerprint } from "../../../protocol/delta.js";
+import type { GatewayConfig } from "../../env.js";
+import { noBackend } from "../../errors.js";
+import type { RequestScope } from "../../request-scope.js";
+import { backendsFor } from "../backends/catalog.js";
 
 export const HEALTH_CACHE_MS = 5_000;
 const HEALTH_TIMEOUT_MS = 5_000;

@@ -3,11 +3,11 @@
  * per content (R2 blob at deltas/<sha256>.safetensors, manifest beside it) with one D1 row each.
  * Nothing is left half-written: a failed insert removes the blobs unless a row still needs them.
  */
-import { type DeltaManifest, type DeltaValidationCode, parseDeltaManifest, validateDelta } from "../../protocol/delta.js";
-import type { GatewayConfig } from "../env.js";
-import type { RequestScope } from "../request-scope.js";
-import { GatewayError, notFound } from "../errors.js";
-import { modelShape } from "./adapters-model.js";
+import { type DeltaManifest, type DeltaValidationCode, parseDeltaManifest, validateDelta } from "../../../protocol/delta.js";
+import type { GatewayConfig } from "../../env.js";
+import type { RequestScope } from "../../request-scope.js";
+import { GatewayError, notFound } from "../../errors.js";
+import { modelShape } from "./model-shape.js";
 
 export interface AdapterRow {
   id: string;

@@ -3,10 +3,10 @@
  * with the previous version kept for a one-step rollback. delta_id is always the adapter's delta id
  * (the name backends know), adapter_id the version it came from.
  */
-import type { Language } from "../../protocol/languages.js";
-import { GatewayError, notFound } from "../errors.js";
+import type { Language } from "../../../protocol/languages.js";
+import { GatewayError, notFound } from "../../errors.js";
 import { getAdapter } from "./adapters.js";
-import { forgetActiveDeltas } from "./language-deltas.js";
+import { forgetActiveDeltas } from "./active-deltas.js";
 
 export interface LanguageDeltaRow {
   language: string;

@@ -3,12 +3,12 @@
  * language; else the arm's delta when the language has a running experiment (null: the base arm);
  * else the language's active delta.
  */
-import type { DeltaRef } from "../../protocol/backend.js";
-import type { LanguageOrUnd } from "../../protocol/languages.js";
-import type { Deadline } from "../deadline.js";
-import type { LensMode } from "../language/choose.js";
-import { type Assignment, assignment } from "./experiments.js";
-import { activeDelta } from "./language-deltas.js";
+import type { DeltaRef } from "../../../protocol/backend.js";
+import type { LanguageOrUnd } from "../../../protocol/languages.js";
+import type { Deadline } from "../../deadline.js";
+import type { LensMode } from "../../language/choose.js";
+import { type Assignment, assignment } from "../experiments/store.js";
+import { activeDelta } from "./active-deltas.js";
 
 export interface DeltaChoice {
   delta: DeltaRef | null;

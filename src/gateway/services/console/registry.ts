@@ -4,7 +4,7 @@
  * came from (uploaded, or registered from a Lens job) and where it is in use. A few joined queries
  * over small tables (languages, adapters, jobs, experiments).
  */
-import type { ExperimentState } from "./experiments.js";
+import type { ExperimentState } from "../experiments/store.js";
 
 interface DeltaSummary {
   adapter_id: string | null;
