@@ -1,7 +1,7 @@
 import { Hono } from "hono";
 import type { GatewayEnv } from "./env.js";
 import { GatewayError, toGatewayError } from "./errors.js";
-import { deleteAdapterHandler, getAdapterHandler, limitUpload, listAdaptersHandler, uploadAdapterHandler } from "./handlers/admin-adapters.js";
+import { deleteAdapterHandler, getAdapterHandler, listAdaptersHandler, uploadAdapterHandler } from "./handlers/admin-adapters.js";
 import {
   createExperimentHandler,
   experimentResultsHandler,
@@ -21,7 +21,7 @@ import { feedbackHandler } from "./handlers/feedback.js";
 import { listModels } from "./handlers/models.js";
 import { requireKey } from "./middleware/auth.js";
 import { deadline } from "./middleware/deadline.js";
-import { limitBody } from "./middleware/body-limit.js";
+import { limitBody, limitUpload } from "./middleware/body-limit.js";
 import { requestId } from "./middleware/request-id.js";
 
 export function createApp(): Hono<GatewayEnv> {

@@ -4,7 +4,7 @@
  * request's after-work (its record, the waitUntil that keeps it) ends too.
  */
 import { describe, expect, it } from "vitest";
-import type { CompletionSummary } from "../../src/gateway/services/request-records.js";
+import type { AnswerSummary } from "../../src/gateway/answer.js";
 import type { OpenGeneration } from "../../src/gateway/services/backends/client.js";
 import { FrameReader } from "../../src/gateway/services/backends/frames.js";
 import { collectCompletion, streamCompletion } from "../../src/gateway/openai/responses.js";
@@ -31,8 +31,8 @@ describe("a client that hangs up", () => {
   it("streaming: finishes the answer as disconnected and cancels the backend, though the body is never read", async () => {
     const { gen, cancelled } = silentGeneration();
     const gone = new AbortController();
-    const finished: CompletionSummary[] = [];
-    streamCompletion(gen, meta, (s) => finished.push(s), gone.signal);
+    const finished: AnswerSummary[] = [];
+    streamCompletion(gen.frames, meta, (s) => finished.push(s), gone.signal);
     await new Promise((r) => setTimeout(r, 10));
     expect(finished).toEqual([]);
     gone.abort();
@@ -43,8 +43,8 @@ describe("a client that hangs up", () => {
 
   it("streaming: a client already gone when the answer starts is finished at once", async () => {
     const { gen, cancelled } = silentGeneration();
-    const finished: CompletionSummary[] = [];
-    streamCompletion(gen, meta, (s) => finished.push(s), AbortSignal.abort());
+    const finished: AnswerSummary[] = [];
+    streamCompletion(gen.frames, meta, (s) => finished.push(s), AbortSignal.abort());
     await new Promise((r) => setTimeout(r, 10));
     expect(finished.map((s) => s.finishReason)).toEqual(["disconnected"]);
     expect(cancelled()).toBe(true);
@@ -53,8 +53,8 @@ describe("a client that hangs up", () => {
   it("not streaming: the wait for the backend ends, reported as disconnected, not as a backend error", async () => {
     const { gen, cancelled } = silentGeneration();
     const gone = new AbortController();
-    const finished: CompletionSummary[] = [];
-    const answer = collectCompletion(gen, meta, (s) => finished.push(s), gone.signal).catch((e: unknown) => e);
+    const finished: AnswerSummary[] = [];
+    const answer = collectCompletion(gen.frames, meta, (s) => finished.push(s), gone.signal).catch((e: unknown) => e);
     gone.abort();
     await answer;
     expect(finished.map((s) => s.finishReason)).toEqual(["disconnected"]);
@@ -71,8 +71,8 @@ describe("a client that hangs up", () => {
     });
     const gen: OpenGeneration = { backend: "b", start: { type: "start", model: "m", prompt_tokens: 3 }, frames: new FrameReader(body.getReader(), 60_000) };
     const gone = new AbortController();
-    const finished: CompletionSummary[] = [];
-    const text = await new Response(streamCompletion(gen, meta, (s) => finished.push(s), gone.signal)).text();
+    const finished: AnswerSummary[] = [];
+    const text = await new Response(streamCompletion(gen.frames, meta, (s) => finished.push(s), gone.signal)).text();
     gone.abort();
     expect(text).toContain("[DONE]");
     expect(finished.map((s) => s.finishReason)).toEqual(["stop"]);

@@ -1,24 +1,10 @@
-import type { Context, MiddlewareHandler } from "hono";
+import type { Context } from "hono";
 import { type GatewayBindings, type GatewayEnv, gatewayConfig } from "../env.js";
 import { GatewayError, notFound } from "../errors.js";
-import { readBodyWithin } from "../middleware/body-limit.js";
 import { scopeOf } from "../request-scope.js";
 import { badUpload, deleteAdapter, getAdapter, listAdapters, uploadAdapter } from "../services/deltas/adapters.js";
 
-/** Room for the manifest field and multipart framing on top of the file cap. */
-const MULTIPART_OVERHEAD_BYTES = 1 << 20;
-
 const maxAdapterBytes = (env: GatewayBindings) => gatewayConfig(env).maxAdapterBytes;
-
-/** Refuses an oversized upload while reading it, before multipart parsing buffers it all. */
-export const limitUpload = (): MiddlewareHandler<GatewayEnv> => (c, next) => {
-  const maxSize = maxAdapterBytes(c.env) + MULTIPART_OVERHEAD_BYTES;
-  // Counts what it reads whatever Content-Length says (see readBodyWithin).
-  return readBodyWithin(
-    maxSize,
-    () => new GatewayError(413, "invalid_request_error", `The upload is larger than the limit of ${maxSize} bytes.`, "too_large", "tensors"),
-  )(c, next);
-};
 
 /** POST /admin/adapters: multipart/form-data with `manifest` (JSON text) and `tensors` (safetensors file). */
 export async function uploadAdapterHandler(c: Context<GatewayEnv>): Promise<Response> {

@@ -2,7 +2,7 @@ import type { Context } from "hono";
 import { z } from "zod";
 import type { GatewayEnv } from "../env.js";
 import { notFound } from "../errors.js";
-import { parseJsonBody, validate } from "../openai/parse-request.js";
+import { parseJsonBody, validate } from "../json-body.js";
 import { GuardrailDeclarations } from "../services/experiments/guardrails.js";
 import { changeState, createExperiment, experimentResults, getExperiment, listExperiments, promoteArm } from "../services/experiments/store.js";
 

@@ -2,7 +2,7 @@ import type { Context } from "hono";
 import { z } from "zod";
 import type { GatewayEnv } from "../env.js";
 import { notFound } from "../errors.js";
-import { parseJsonBody, validate } from "../openai/parse-request.js";
+import { parseJsonBody, validate } from "../json-body.js";
 import { createKey, listKeys, revokeKey, setKeyLimits } from "../services/api-keys.js";
 
 /** Per minute; null: the deployment default (RATE_LIMIT_RPM / RATE_LIMIT_TPM); 0: no limit. */

@@ -3,7 +3,7 @@ import { z } from "zod";
 import { type Language, isLanguage } from "../../protocol/languages.js";
 import type { GatewayEnv } from "../env.js";
 import { invalidRequest } from "../errors.js";
-import { parseJsonBody, validate } from "../openai/parse-request.js";
+import { parseJsonBody, validate } from "../json-body.js";
 import { listLanguageDeltas, rollbackLanguage, setLanguageAdapter } from "../services/deltas/language-adapters.js";
 
 const SetLanguage = z.strictObject({

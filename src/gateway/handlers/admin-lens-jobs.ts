@@ -1,6 +1,6 @@
 import type { Context } from "hono";
 import { type GatewayEnv, gatewayConfig } from "../env.js";
-import { parseJsonBody } from "../openai/parse-request.js";
+import { parseJsonBody } from "../json-body.js";
 import { scopeOf } from "../request-scope.js";
 import { cancelLensJob, getLensJob, registerLensJob, submitLensJob } from "../services/lens-jobs.js";
 

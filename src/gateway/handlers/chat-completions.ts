@@ -3,7 +3,7 @@ import { ChatCompletionRequest } from "../../protocol/openai.js";
 import { type GatewayEnv, gatewayConfig } from "../env.js";
 import { toGatewayError } from "../errors.js";
 import { chooseLanguage, parseLensMode } from "../language/choose.js";
-import { parseJsonBody, validate } from "../openai/parse-request.js";
+import { parseJsonBody, validate } from "../json-body.js";
 import { collectCompletion, streamCompletion } from "../openai/responses.js";
 import { samplingOf } from "../openai/sampling.js";
 import { type RequestScope, scopeOf } from "../request-scope.js";
@@ -68,7 +68,7 @@ async function answer(c: Context<GatewayEnv>, record: RequestRecorder, scope: Re
   const onFinish = record.finish.bind(record);
   // Aborted when the client hangs up (the enable_request_signal compatibility flag).
   const clientGone = c.req.raw.signal;
-  if (!body.stream) return c.json(await collectCompletion(generation, meta, (s) => onFinish(s), clientGone));
+  if (!body.stream) return c.json(await collectCompletion(generation.frames, meta, (s) => onFinish(s), clientGone));
   c.header("content-type", "text/event-stream; charset=utf-8");
   c.header("cache-control", "no-cache");
   // workerd cancels a request's pending work when its client disconnects unless a waitUntil promise
@@ -79,7 +79,7 @@ async function answer(c: Context<GatewayEnv>, record: RequestRecorder, scope: Re
   scope.waitUntil(new Promise<void>((resolve) => (streamDone = resolve)));
   return c.body(
     streamCompletion(
-      generation,
+      generation.frames,
       meta,
       (s) => {
         onFinish(s);

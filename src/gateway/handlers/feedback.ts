@@ -2,7 +2,7 @@ import type { Context } from "hono";
 import { z } from "zod";
 import type { GatewayEnv } from "../env.js";
 import { notFound } from "../errors.js";
-import { parseJsonBody, validate } from "../openai/parse-request.js";
+import { parseJsonBody, validate } from "../json-body.js";
 import { attachFeedback } from "../services/request-records.js";
 
 const Feedback = z.strictObject({

@@ -9,7 +9,7 @@ import { GatewayError } from "../errors.js";
  * a body that says 10 bytes and sends megabytes (a Content-Length lie, possible for requests that
  * reach the Worker other than through the edge's HTTP parser) is counted like a chunked one.
  */
-export const readBodyWithin = (maxSize: number, tooLarge: () => Error): MiddlewareHandler<GatewayEnv> => async (c, next) => {
+const readBodyWithin = (maxSize: number, tooLarge: () => Error): MiddlewareHandler<GatewayEnv> => async (c, next) => {
   const body = c.req.raw.body;
   if (!body) return next();
   const declared = c.req.header("content-length")?.trim();
@@ -46,5 +46,17 @@ export const limitBody = (): MiddlewareHandler<GatewayEnv> => (c, next) => {
   return readBodyWithin(
     maxSize,
     () => new GatewayError(413, "invalid_request_error", `The request body is larger than the limit of ${maxSize} bytes.`, "request_too_large"),
+  )(c, next);
+};
+
+/** Room for the manifest field and multipart framing on top of an adapter upload's file cap. */
+const MULTIPART_OVERHEAD_BYTES = 1 << 20;
+
+/** Refuses an oversized adapter upload while reading it, before multipart parsing buffers it all. */
+export const limitUpload = (): MiddlewareHandler<GatewayEnv> => (c, next) => {
+  const maxSize = gatewayConfig(c.env).maxAdapterBytes + MULTIPART_OVERHEAD_BYTES;
+  return readBodyWithin(
+    maxSize,
+    () => new GatewayError(413, "invalid_request_error", `The upload is larger than the limit of ${maxSize} bytes.`, "too_large", "tensors"),
   )(c, next);
 };

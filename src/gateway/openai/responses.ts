@@ -4,12 +4,18 @@
  * chunk, `[DONE]`). An error after streaming began is one `data: {"error": ...}` event, then close.
  */
 import type { ChatCompletion, ChatCompletionUsage } from "../../protocol/openai.js";
-import { BackendProtocolError, BackendReportedError, midStreamError } from "../services/backends/errors.js";
-import type { OpenGeneration } from "../services/backends/client.js";
-import type { CompletionSummary } from "../services/request-records.js";
+import type { GenerateFrame } from "../../protocol/backend.js";
+import type { AnswerSummary } from "../answer.js";
+import { BackendProtocolError, BackendReportedError, midStreamError } from "../errors.js";
+
+/** The backend's frames after its start frame, as the backend client reads them (services/backends/frames.ts). */
+export interface FrameSource {
+  next(): Promise<GenerateFrame | null>;
+  cancel(reason?: string): void;
+}
 
 /** Called once when the answer is finished (ended, failed, or the client went away). */
-export type OnFinish = (summary: CompletionSummary) => void;
+export type OnFinish = (summary: AnswerSummary) => void;
 
 export interface CompletionMeta {
   id: string;
@@ -28,7 +34,7 @@ function usageOf(u: { prompt_tokens: number; completion_tokens: number }): ChatC
  * again; otherwise the request's after-work would wait for a finish that never comes.
  */
 export async function collectCompletion(
-  gen: OpenGeneration,
+  frames: FrameSource,
   meta: CompletionMeta,
   onFinish: OnFinish = () => {},
   clientGone?: AbortSignal,
@@ -38,13 +44,13 @@ export async function collectCompletion(
   let gone = false;
   const leave = () => {
     gone = true;
-    gen.frames.cancel("client disconnected");
+    frames.cancel("client disconnected");
   };
   if (clientGone?.aborted) leave();
   else clientGone?.addEventListener("abort", leave, { once: true });
   try {
     for (;;) {
-      const frame = await gen.frames.next();
+      const frame = await frames.next();
       if (frame === null) throw new BackendProtocolError("the stream ended before its end frame");
       if (frame.type === "text") {
         if (firstContentAt === null && frame.text !== "") firstContentAt = Date.now();
@@ -70,7 +76,7 @@ export async function collectCompletion(
       }
     }
   } catch (err) {
-    gen.frames.cancel();
+    frames.cancel();
     const e = midStreamError(err);
     if (gone) onFinish({ finishReason: "disconnected", text: parts.join(""), completionTokens: null, firstContentAt });
     else onFinish({ finishReason: "error", text: parts.join(""), completionTokens: null, firstContentAt, status: e.status });
@@ -83,7 +89,7 @@ export async function collectCompletion(
 const encoder = new TextEncoder();
 
 export function streamCompletion(
-  gen: OpenGeneration,
+  frames: FrameSource,
   meta: CompletionMeta,
   onFinish: OnFinish = () => {},
   clientGone?: AbortSignal,
@@ -96,7 +102,7 @@ export function streamCompletion(
   let closed = false;
   const parts: string[] = [];
   let firstContentAt: number | null = null;
-  const finish = (finishReason: CompletionSummary["finishReason"], completionTokens: number | null) => {
+  const finish = (finishReason: AnswerSummary["finishReason"], completionTokens: number | null) => {
     clientGone?.removeEventListener("abort", leave);
     onFinish({ finishReason, text: parts.join(""), completionTokens, firstContentAt });
   };
@@ -106,7 +112,7 @@ export function streamCompletion(
   function leave(): void {
     if (closed) return;
     closed = true;
-    gen.frames.cancel("client disconnected");
+    frames.cancel("client disconnected");
     finish("disconnected", null);
   }
   if (clientGone?.aborted) queueMicrotask(leave);
@@ -120,7 +126,7 @@ export function streamCompletion(
       if (closed) return;
       const send = (text: string) => controller.enqueue(encoder.encode(text));
       try {
-        const frame = await gen.frames.next();
+        const frame = await frames.next();
         if (frame === null) throw new BackendProtocolError("the stream ended before its end frame");
         switch (frame.type) {
           case "text":
@@ -147,7 +153,7 @@ export function streamCompletion(
           }
         }
       } catch (err) {
-        gen.frames.cancel();
+        frames.cancel();
         closed = true;
         send(`data: ${JSON.stringify(midStreamError(err).body())}\n\n`);
         controller.close();

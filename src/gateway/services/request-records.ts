@@ -4,20 +4,7 @@
  */
 import { storageTimeout, within } from "../deadline.js";
 import { detectLanguage } from "../../language/detect.js";
-
-export type RecordFinish = "stop" | "length" | "error" | "disconnected";
-
-/** What a response builder reports when its answer is finished. */
-export interface CompletionSummary {
-  finishReason: RecordFinish;
-  /** The reply text sent (so far). */
-  text: string;
-  completionTokens: number | null;
-  /** Date.now() when the first content was sent; null when none was. */
-  firstContentAt: number | null;
-  /** The HTTP status, when it is not the one the recorder assumes (an error before the body). */
-  status?: number;
-}
+import type { AnswerSummary, RecordFinish } from "../answer.js";
 
 export interface RequestRecordRow {
   id: string;
@@ -71,7 +58,7 @@ export class RequestRecorder {
   }
 
   /** Records a finished answer; later calls are ignored. */
-  finish(summary: CompletionSummary, status = 200): void {
+  finish(summary: AnswerSummary, status = 200): void {
     if (this.done) return;
     this.done = true;
     const now = Date.now();

@@ -14,8 +14,7 @@ import {
 } from "../../../protocol/backend.js";
 import type { Deadline } from "../../deadline.js";
 import type { GatewayConfig } from "../../env.js";
-import { GatewayError, backendFailure, backendTimeout, noBackend } from "../../errors.js";
-import { midStreamError } from "./errors.js";
+import { GatewayError, backendFailure, backendTimeout, midStreamError, noBackend } from "../../errors.js";
 import { FrameReader } from "./frames.js";
 import { markDown, markUp } from "./health.js";
 

@@ -1,6 +1,6 @@
 /** Reads the backend's NDJSON generation stream frame by frame, validating each frame. */
 import { GenerateFrame } from "../../../protocol/backend.js";
-import { BackendProtocolError, BackendSilentError } from "./errors.js";
+import { BackendProtocolError, BackendSilentError } from "../../errors.js";
 
 export class FrameReader {
   private buffer = "";

@@ -1,6 +1,12 @@
-/** Reads and validates an OpenAI request body; every failure is a 400 that names the field. */
+/**
+ * Reads and validates a JSON request body (the OpenAI API and the admin API alike); every failure is
+ * a 400 that names the field, in OpenAI's words. Not @hono/zod-validator: its json target validates
+ * an empty object when the content type is not JSON (hono/validator skips the body), and answers
+ * malformed JSON with its own HTTPException before any hook runs, where OpenAI (and so this gateway)
+ * reads the body whatever the content type says.
+ */
 import type { z } from "zod";
-import { invalidRequest } from "../errors.js";
+import { invalidRequest } from "./errors.js";
 
 export function formatPath(path: ReadonlyArray<PropertyKey>): string {
   let out = "";
