@@ -1,7 +1,7 @@
 import { cloudflareTest, readD1Migrations } from "@cloudflare/vitest-pool-workers";
 import { createServer } from "node:net";
 import { defineConfig } from "vitest/config";
-import { TEST_BACKEND_SECRET } from "./test/support/echo.js";
+import { TEST_BACKEND_SECRET } from "./dev/echo.js";
 
 /** A loopback port free now: the global setup starts the backend behind `SELF` on it. */
 async function freePort(): Promise<number> {

@@ -5,7 +5,7 @@
  */
 import { randomBytes } from "node:crypto";
 import { parseArgs } from "node:util";
-import { sha256, sql, wrangler } from "./local-stack.js";
+import { sha256, sql, wrangler } from "../dev/local-stack.js";
 
 const { values } = parseArgs({
   options: {

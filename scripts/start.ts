@@ -5,7 +5,7 @@
  * Both sides share LENS_BACKEND_SECRET (a random one per run when unset; set it for external backends).
  */
 import { type ChildProcess, spawn } from "node:child_process";
-import { ROOT, applyMigrations, backendSecret, registerKeys, startGateway, waitForHttp } from "./local-stack.js";
+import { ROOT, applyMigrations, backendSecret, registerKeys, startGateway, waitForHttp } from "../dev/local-stack.js";
 import { LIVE_PATH, MODELS_PATH, ModelsResponse, backendAuthorization } from "../src/protocol/backend.js";
 
 function port(name: string, fallback: number): number {

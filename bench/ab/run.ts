@@ -13,7 +13,7 @@ import { existsSync, mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { performance } from "node:perf_hooks";
-import { applyMigrations, freePort, registerKeys, startGateway, wrangler } from "../../scripts/local-stack.js";
+import { applyMigrations, freePort, registerKeys, startGateway, wrangler } from "../../dev/local-stack.js";
 
 const ROWS = Number(process.env["AB_ROWS"] ?? 1_000_000);
 const REPEAT = Number(process.env["AB_REPEAT"] ?? 5);

@@ -38,7 +38,8 @@ import { concatRows, emptyKv } from "../../src/gpu-backend/generation/kv-batch.j
 import { argmax } from "../../src/gpu-backend/generation/sampler.js";
 import { type LoadedModel, loadModel, sessionOptions } from "../../src/gpu-backend/load.js";
 import { GENERATE_PATH, type GenerateFrame, type GenerateRequestInput, type SamplingParams } from "../../src/protocol/backend.js";
-import { makeDelta } from "../../test/support/make-delta.js";
+import { makeDelta } from "../../dev/make-delta.js";
+import { percentile } from "../../dev/percentile.js";
 
 const ROOT = resolve(fileURLToPath(new URL("../../", import.meta.url)));
 const OUT = join(ROOT, ".bench-out");
@@ -106,10 +107,6 @@ function fastest(results: Result[]): Result {
   return { ...best, runs: results.map((r) => rate(r) * 1000) };
 }
 
-function percentile(xs: number[], p: number): number {
-  const s = [...xs].sort((a, b) => a - b);
-  return s.length ? (s[Math.min(s.length - 1, Math.floor((p / 100) * s.length))] as number) : NaN;
-}
 
 const median = (xs: number[]): number => {
   if (xs.length === 0) return NaN;
@@ -287,7 +284,7 @@ async function stepPair(m: LoadedModel, hooked: HookedSession, rows: number, ste
       if (i >= 2) (which === "base" ? baseTimes : hookedTimes).push(performance.now() - t);
     }
   }
-  return { rows, baseMs: median(baseTimes), hookedMs: median(hookedTimes), baseMinMs: percentile(baseTimes, 10), hookedMinMs: percentile(hookedTimes, 10), feedsMs: median(feedTimes) };
+  return { rows, baseMs: median(baseTimes), hookedMs: median(hookedTimes), baseMinMs: percentile(baseTimes, 10) ?? Number.NaN, hookedMinMs: percentile(hookedTimes, 10) ?? Number.NaN, feedsMs: median(feedTimes) };
 }
 
 // ---------------------------------------------------------------- the engine, over HTTP

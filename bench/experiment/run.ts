@@ -12,7 +12,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { LIVE_PATH } from "../../src/protocol/backend.js";
 import { splitPrompts } from "../../src/gpu-backend/lens/jobs/prompts.js";
-import { ROOT, applyMigrations, backendSecret, freePort, registerKeys, startGateway, waitForHttp } from "../../scripts/local-stack.js";
+import { ROOT, applyMigrations, backendSecret, freePort, registerKeys, startGateway, waitForHttp } from "../../dev/local-stack.js";
 
 const LANGUAGE = "fr";
 const REQUESTS = Number(process.env["EXPERIMENT_REQUESTS"] ?? 300);

@@ -1,5 +1,5 @@
 // The stand-in backend as its own process, so that it does not share the load generator's event loop.
-import { startTestBackend } from "../../test/support/test-backend.js";
+import { startTestBackend } from "../../dev/stand-in-backend.js";
 
 const port = Number(process.env["BACKEND_PORT"] ?? 0);
 const backend = await startTestBackend("echo", { port });

@@ -18,7 +18,8 @@ import { join } from "node:path";
 import { performance } from "node:perf_hooks";
 import { Miniflare } from "miniflare";
 import { GENERATE_PATH, type GenerateRequest, HEALTH_PATH } from "../../src/protocol/backend.js";
-import { ROOT, applyMigrations, freePort, registerKeys, sha256, startGateway, waitForHttp, wrangler, wranglerSettings } from "../../scripts/local-stack.js";
+import { ROOT, applyMigrations, freePort, registerKeys, sha256, startGateway, waitForHttp, wrangler, wranglerSettings } from "../../dev/local-stack.js";
+import { percentile } from "../../dev/percentile.js";
 
 const SCALE = Number(process.env["BENCH_REQUESTS"] ?? 1);
 const CLIENT_KEY = "lens-bench-client-key";
@@ -43,10 +44,6 @@ interface Stats {
   rps: number;
 }
 
-function percentile(sorted: number[], p: number): number {
-  if (sorted.length === 0) return NaN;
-  return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))] as number;
-}
 
 /** One request; resolves with milliseconds to the whole body (`firstByte`: to the first content). */
 function timeOne(agent: Agent, t: Target, i: number, firstContent?: (chunk: string) => boolean): Promise<number> {
@@ -109,7 +106,7 @@ async function load(t: Target, concurrency: number, total: number, firstContent?
   const seconds = (performance.now() - started) / 1000;
   agent.destroy();
   times.sort((a, b) => a - b);
-  return { n: times.length, errors, errorKinds, p50: percentile(times, 50), p99: percentile(times, 99), rps: times.length / seconds };
+  return { n: times.length, errors, errorKinds, p50: percentile(times, 50) ?? Number.NaN, p99: percentile(times, 99) ?? Number.NaN, rps: times.length / seconds };
 }
 
 const generateBody = (stream: boolean) => (i: number): string => {

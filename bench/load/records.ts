@@ -1,5 +1,5 @@
 /** The D1 records of a batch of requests, compared with what the client sent and saw. */
-import { sql } from "../../scripts/local-stack.js";
+import { sql } from "../../dev/local-stack.js";
 import type { Outcome } from "./client.js";
 import type { RecordCheck } from "./report.js";
 import type { Stack } from "./stack.js";

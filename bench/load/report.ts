@@ -1,6 +1,7 @@
 /** Per-level figures from the outcomes, the stdout table, and docs/load.md + docs/load.json. */
 import { existsSync, readFileSync, writeFileSync } from "node:fs";
 import type { Outcome } from "./client.js";
+import { percentile } from "../../dev/percentile.js";
 
 export interface RecordCheck {
   /** Rows in D1 `requests` for this level's ids. */
@@ -45,12 +46,6 @@ export interface LevelResult {
   records: RecordCheck;
 }
 
-/** Nearest-rank percentile. */
-export function percentile(values: number[], p: number): number | null {
-  if (values.length === 0) return null;
-  const sorted = [...values].sort((a, b) => a - b);
-  return sorted[Math.min(sorted.length - 1, Math.max(0, Math.ceil((p / 100) * sorted.length) - 1))]!;
-}
 
 const bump = (m: Record<string, number>, k: string) => (m[k] = (m[k] ?? 0) + 1);
 

@@ -27,7 +27,7 @@ import { checkRecords } from "./records.js";
 import type { RecordCheck } from "./report.js";
 import { CLIENT_KEY, type Stack, admin, gatewayLogLines, gatewayLogTail, killAllNow, setUpArms, startStack, stopAll, switchToWorkerd, uploadAdapter } from "./stack.js";
 import type { Language } from "../../src/protocol/languages.js";
-import { sql } from "../../scripts/local-stack.js";
+import { sql } from "../../dev/local-stack.js";
 
 const RUNS = Number(process.env["SOAK_RUNS"] || 3);
 const FRONTS = (process.env["SOAK_GATEWAY"] || "wrangler,workerd").split(",").map((s) => s.trim());

@@ -10,8 +10,8 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { HEALTH_PATH, LIVE_PATH, backendAuthorization } from "../../src/protocol/backend.js";
 import type { Language } from "../../src/protocol/languages.js";
-import { ROOT, applyMigrations, backendSecret, freePort, registerKeys, waitForHttp, wrangler, wranglerSettings } from "../../scripts/local-stack.js";
-import { makeDelta } from "../../test/support/make-delta.js";
+import { ROOT, applyMigrations, backendSecret, freePort, registerKeys, waitForHttp, wrangler, wranglerSettings } from "../../dev/local-stack.js";
+import { makeDelta } from "../../dev/make-delta.js";
 import { Miniflare } from "miniflare";
 
 export const CLIENT_KEY = "lens-load-client-key";
@@ -138,7 +138,7 @@ export async function startStack(o: { maxBatch: number; maxQueue: number }): Pro
  * `wrangler dev` rebuilds and restarts the worker whenever a source file changes, cutting every
  * request in flight ("Your worker restarted mid-request"). So the gateway runs from a copy of the
  * sources taken now: edits made in the working tree during the run do not reach it. Otherwise as
- * scripts/local-stack.ts startGateway (same wrangler.toml, local D1/R2 under `state`).
+ * dev/local-stack.ts startGateway (same wrangler.toml, local D1/R2 under `state`).
  */
 async function startGatewaySnapshot(state: string, vars: Record<string, string>): Promise<{ url: string }> {
   const dir = join(state, "gateway");

@@ -18,9 +18,9 @@ import {
   startGateway,
   wrangler,
   type GatewayProcess,
-} from "../../scripts/local-stack.js";
-import { makeDelta } from "../support/make-delta.js";
-import { TEST_MODEL, type TestBackend, startTestBackend } from "../support/test-backend.js";
+} from "../../dev/local-stack.js";
+import { makeDelta } from "../../dev/make-delta.js";
+import { TEST_MODEL, type TestBackend, startTestBackend } from "../../dev/stand-in-backend.js";
 
 const CHROMIUM = "/usr/bin/chromium";
 const hasChromium = existsSync(CHROMIUM);

@@ -14,7 +14,7 @@ import {
 } from "../../src/protocol/delta.js";
 import { decodeF16, encodeF16, floatToHalfBits } from "../../src/protocol/half.js";
 import { parseSafetensors, serializeSafetensors, tensorToFloat32, type TensorInput } from "../../src/protocol/safetensors.js";
-import { makeDelta, type MadeDelta, rawSafetensors, TEST_FINGERPRINT } from "../support/make-delta.js";
+import { makeDelta, type MadeDelta, rawSafetensors, TEST_FINGERPRINT } from "../../dev/make-delta.js";
 
 const HIDDEN = 8;
 const RANK = 2;

@@ -10,7 +10,7 @@ import { type LoadedModel, loadModel } from "../../src/gpu-backend/load.js";
 import { createHookedSession } from "../../src/gpu-backend/deltas/hooked-session.js";
 import { sessionOptions } from "../../src/gpu-backend/load.js";
 import { toRowDelta } from "../../src/gpu-backend/deltas/row-delta.js";
-import { makeDelta } from "../support/make-delta.js";
+import { makeDelta } from "../../dev/make-delta.js";
 import { MODEL_CASES } from "./model-fixtures.js";
 
 function rowDelta(m: LoadedModel, opts: { seed: number; layers: number[]; rank: number; zero?: boolean; scale?: number; size?: number }): RowDelta {

@@ -26,7 +26,7 @@ import {
   truncation,
   wrongTypeValues,
 } from "../support/fuzz-mutations.js";
-import { makeDelta, type MadeDelta } from "../support/make-delta.js";
+import { makeDelta, type MadeDelta } from "../../dev/make-delta.js";
 import { checkHistogram, parseExposition, total } from "./helpers-exposition.js";
 import { MODEL_CASES } from "./model-fixtures.js";
 

@@ -17,7 +17,7 @@ import { ForwardPasses, klDivergence, type NamedDelta } from "../../src/gpu-back
 import { probePromptIds } from "../../src/gpu-backend/lens/hidden-states";
 import { loadModel, sessionOptions, type LoadedModel } from "../../src/gpu-backend/load";
 import { detectLanguage } from "../../src/language/detect";
-import { makeDelta } from "../support/make-delta";
+import { makeDelta } from "../../dev/make-delta";
 import { MODEL_CASES } from "./model-fixtures";
 
 describe("klDivergence and countFidelity (no model)", () => {

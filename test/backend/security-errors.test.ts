@@ -13,7 +13,7 @@ import { type LoadedModel, loadModel } from "../../src/gpu-backend/load.js";
 import { GENERATE_PATH, backendAuthorization } from "../../src/protocol/backend.js";
 import { DELTAS_PATH } from "../../src/protocol/delta.js";
 import { LENS_PATH } from "../../src/protocol/lens-jobs.js";
-import { TEST_BACKEND_SECRET } from "../support/echo.js";
+import { TEST_BACKEND_SECRET } from "../../dev/echo.js";
 import { MODEL_CASES } from "./model-fixtures.js";
 
 const embedded = MODEL_CASES[0]!;

@@ -20,7 +20,7 @@ import { loadModel } from "../../src/gpu-backend/load.js";
 import { GENERATE_PATH, backendAuthorization } from "../../src/protocol/backend.js";
 import { DELTAS_PATH } from "../../src/protocol/delta.js";
 import { LENS_PATH } from "../../src/protocol/lens-jobs.js";
-import { makeDelta } from "../support/make-delta.js";
+import { makeDelta } from "../../dev/make-delta.js";
 import { MODEL_CASES } from "./model-fixtures.js";
 
 const embedded = MODEL_CASES[0]!;

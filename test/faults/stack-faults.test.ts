@@ -16,7 +16,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import OpenAI from "openai";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { type GatewayProcess, applyMigrations, freePort, registerKeys, startGateway, wrangler } from "../../scripts/local-stack.js";
+import { type GatewayProcess, applyMigrations, freePort, registerKeys, startGateway, wrangler } from "../../dev/local-stack.js";
 import { preferenceOrder } from "../../src/gateway/services/backends/affinity.js";
 import { LANGUAGES } from "../../src/protocol/languages.js";
 import { MODEL_CASES } from "../backend/model-fixtures.js";

@@ -3,10 +3,10 @@ import { beforeAll, describe, expect, it } from "vitest";
 import type { DeltaManifest } from "../../src/protocol/delta.js";
 import { createKey } from "../../src/gateway/services/api-keys.js";
 import { blobKey, manifestKey } from "../../src/gateway/services/deltas/adapters.js";
-import { makeDelta, rawSafetensors, type MadeDelta } from "../support/make-delta.js";
+import { makeDelta, rawSafetensors, type MadeDelta } from "../../dev/make-delta.js";
 import { type Overrides, TEST_MODEL, backendLog, backends, gatewayFetch, newKey, postChat } from "./helpers.js";
 import { backendAuthorization } from "../../src/protocol/backend.js";
-import { TEST_BACKEND_SECRET } from "../support/echo.js";
+import { TEST_BACKEND_SECRET } from "../../dev/echo.js";
 
 let admin: string;
 let adminId: string;

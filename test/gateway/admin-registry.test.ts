@@ -2,7 +2,7 @@
 import { env } from "cloudflare:workers";
 import { beforeAll, describe, expect, it } from "vitest";
 import type { AdapterEntry, LanguageEntry } from "../../src/gateway/services/console/registry.js";
-import { makeDelta } from "../support/make-delta.js";
+import { makeDelta } from "../../dev/make-delta.js";
 import { TEST_MODEL, gatewayFetch, newKey } from "./helpers.js";
 
 let admin: string;

@@ -11,8 +11,8 @@ import type { GatewayBindings } from "../../src/gateway/env.js";
 import { createKey } from "../../src/gateway/services/api-keys.js";
 import type { RequestRecordRow } from "../../src/gateway/services/request-records.js";
 import worker from "../../src/gateway/index.js";
-import { TEST_BACKEND_SECRET } from "../support/echo.js";
-import { makeDelta } from "../support/make-delta.js";
+import { TEST_BACKEND_SECRET } from "../../dev/echo.js";
+import { makeDelta } from "../../dev/make-delta.js";
 import { TEST_MODEL, backends, gatewayFetch } from "./helpers.js";
 
 const never = () => new Promise<never>(() => {});

@@ -1,5 +1,5 @@
 import { beforeAll, describe, expect, it } from "vitest";
-import { echoReply, echoTokens } from "../support/echo.js";
+import { echoReply, echoTokens } from "../../dev/echo.js";
 import { TEST_MODEL, backendLog, backends, newKey, openai, postChat, sseData, until } from "./helpers.js";
 
 let key: string;

@@ -5,10 +5,10 @@
 import { env } from "cloudflare:workers";
 import { beforeAll, describe, expect, it } from "vitest";
 import { forgetActiveDeltas } from "../../src/gateway/services/deltas/active-deltas.js";
-import { makeDelta } from "../support/make-delta.js";
+import { makeDelta } from "../../dev/make-delta.js";
 import { backends, newKey, openai, postChat, sseData } from "./helpers.js";
 import { backendAuthorization } from "../../src/protocol/backend.js";
-import { TEST_BACKEND_SECRET } from "../support/echo.js";
+import { TEST_BACKEND_SECRET } from "../../dev/echo.js";
 
 const real = backends["real"];
 const BACKEND_AUTH = { authorization: backendAuthorization(TEST_BACKEND_SECRET) };

@@ -11,9 +11,9 @@ import { assignArm } from "../../src/gateway/services/experiments/assign.js";
 import type { GatewayBindings } from "../../src/gateway/env.js";
 import type { Experiment } from "../../src/gateway/services/experiments/store.js";
 import worker from "../../src/gateway/index.js";
-import { TEST_BACKEND_SECRET } from "../support/echo.js";
+import { TEST_BACKEND_SECRET } from "../../dev/echo.js";
 import { CHECK_INTERVAL_S, ISOLATE_CHECK_INTERVAL_MS } from "../../src/gateway/services/experiments/guardrail-watch.js";
-import { makeDelta } from "../support/make-delta.js";
+import { makeDelta } from "../../dev/make-delta.js";
 import { TEST_MODEL, backends, gatewayFetch, newKey, postChatTracked } from "./helpers.js";
 
 let admin: string;

@@ -10,11 +10,11 @@ import fc from "fast-check";
 import { beforeAll, describe, expect, it } from "vitest";
 import { createKey } from "../../src/gateway/services/api-keys.js";
 import { deltaUploadCase, type DeltaBase, type Expect } from "../support/fuzz-mutations.js";
-import { makeDelta, type MadeDelta } from "../support/make-delta.js";
+import { makeDelta, type MadeDelta } from "../../dev/make-delta.js";
 import { TEST_MODEL, gatewayFetch } from "./helpers.js";
 
 const RUNS = 1000;
-/** The model shape the stand-in backends report (test/support/test-backend.ts, a Node module). */
+/** The model shape the stand-in backends report (dev/stand-in-backend.ts, a Node module). */
 const SHAPE = { hidden_size: 8, num_layers: 4 };
 const SEED = 42;
 

@@ -1,6 +1,6 @@
 /**
  * The fault matrix, gateway side (docs/faults.md): each row injects one fault with a stand-in
- * backend (test/support/test-backend.ts) or a wrapped binding, and asserts both what the client
+ * backend (dev/stand-in-backend.ts) or a wrapped binding, and asserts both what the client
  * sees and what is recorded (the D1 `requests` row, adapters rows and R2 objects).
  */
 import { createExecutionContext, waitOnExecutionContext } from "cloudflare:test";
@@ -15,8 +15,8 @@ import worker from "../../src/gateway/index.js";
 import { GENERATE_PATH, MODELS_PATH, NDJSON_CONTENT_TYPE, backendAuthorization } from "../../src/protocol/backend.js";
 import { DELTAS_PATH } from "../../src/protocol/delta.js";
 import { LANGUAGES } from "../../src/protocol/languages.js";
-import { TEST_BACKEND_SECRET, echoReply } from "../support/echo.js";
-import { makeDelta } from "../support/make-delta.js";
+import { TEST_BACKEND_SECRET, echoReply } from "../../dev/echo.js";
+import { makeDelta } from "../../dev/make-delta.js";
 import { type Overrides, TEST_MODEL, backendLog, backends, postChatTracked, sseData, until } from "./helpers.js";
 
 let client: string;

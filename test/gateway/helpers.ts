@@ -3,13 +3,13 @@ import { createExecutionContext, waitOnExecutionContext } from "cloudflare:test"
 import { env } from "cloudflare:workers";
 import OpenAI from "openai";
 import { inject } from "vitest";
-import { type LoggedRequest, TEST_BACKEND_SECRET } from "../support/echo.js";
+import { type LoggedRequest, TEST_BACKEND_SECRET } from "../../dev/echo.js";
 import type { GatewayBindings } from "../../src/gateway/env.js";
 import { createKey } from "../../src/gateway/services/api-keys.js";
 import worker from "../../src/gateway/index.js";
 
 export const backends = inject("backends");
-export { TEST_MODEL } from "../support/echo.js";
+export { TEST_MODEL } from "../../dev/echo.js";
 
 export type Overrides = Partial<Omit<GatewayBindings, "DB" | "ADAPTERS">>;
 

@@ -1,4 +1,4 @@
-import { TEST_BACKEND_SECRET } from "../support/echo.js";
+import { TEST_BACKEND_SECRET } from "../../dev/echo.js";
 import { env } from "cloudflare:workers";
 import { beforeAll, describe, expect, it } from "vitest";
 import { TEST_MODEL, backendLog, newKey, postChat } from "./helpers.js";

@@ -8,7 +8,7 @@ import { SELF } from "cloudflare:test";
 import { env } from "cloudflare:workers";
 import { afterEach, beforeAll, beforeEach, describe, expect, it, vi } from "vitest";
 import { createKey } from "../../src/gateway/services/api-keys.js";
-import { makeDelta } from "../support/make-delta.js";
+import { makeDelta } from "../../dev/make-delta.js";
 import { TEST_MODEL, backends, newKey, until } from "./helpers.js";
 
 const backend = backends["self"]!;

@@ -3,7 +3,7 @@ import { beforeAll, describe, expect, it } from "vitest";
 import { detectLanguage } from "../../src/language/detect.js";
 import { createKey } from "../../src/gateway/services/api-keys.js";
 import type { RequestRecordRow } from "../../src/gateway/services/request-records.js";
-import { echoReply } from "../support/echo.js";
+import { echoReply } from "../../dev/echo.js";
 import { TEST_MODEL, backends, gatewayFetch, postChatTracked, until } from "./helpers.js";
 
 let key: string;

@@ -6,7 +6,7 @@ import { preferenceOrder } from "../../src/gateway/services/backends/affinity.js
 import { openGeneration } from "../../src/gateway/services/backends/client.js";
 import { LANGUAGES } from "../../src/protocol/languages.js";
 import { backendAuthorization } from "../../src/protocol/backend.js";
-import { TEST_BACKEND_SECRET, echoReply } from "../support/echo.js";
+import { TEST_BACKEND_SECRET, echoReply } from "../../dev/echo.js";
 import { TEST_MODEL, backendLog, backends, newKey, openai, postChat, sseData } from "./helpers.js";
 
 let key: string;

@@ -11,7 +11,7 @@ import { env } from "cloudflare:workers";
 import { afterEach, describe, expect, it, vi } from "vitest";
 import type { GatewayBindings } from "../../src/gateway/env.js";
 import worker from "../../src/gateway/index.js";
-import { TEST_BACKEND_SECRET } from "../support/echo.js";
+import { TEST_BACKEND_SECRET } from "../../dev/echo.js";
 import { backends, newKey } from "./helpers.js";
 
 /** The part of every thrown message that must never reach a client. */

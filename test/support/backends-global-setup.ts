@@ -9,7 +9,7 @@ import { fileURLToPath } from "node:url";
 import { serve } from "@hono/node-server";
 import { createBackendApp } from "../../src/gpu-backend/app.js";
 import { loadModel } from "../../src/gpu-backend/load.js";
-import { type Behaviour, TEST_BACKEND_SECRET, type TestBackend, startTestBackend } from "./test-backend.js";
+import { type Behaviour, TEST_BACKEND_SECRET, type TestBackend, startTestBackend } from "../../dev/stand-in-backend.js";
 
 const EMBEDDED_MODEL = fileURLToPath(new URL("../../models/lens-tiny-chat", import.meta.url));
 

@@ -6,7 +6,7 @@ import { type ChildProcess, spawn } from "node:child_process";
 import { once } from "node:events";
 import { fileURLToPath } from "node:url";
 import { LIVE_PATH, backendAuthorization } from "../../src/protocol/backend.js";
-import { freePort, waitForHttp } from "../../scripts/local-stack.js";
+import { freePort, waitForHttp } from "../../dev/local-stack.js";
 
 export const ROOT = fileURLToPath(new URL("../..", import.meta.url));
 export const FAULT_SECRET = "fault-matrix-backend-secret";

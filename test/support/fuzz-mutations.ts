@@ -5,7 +5,7 @@
  */
 import fc from "fast-check";
 import { deltaTensorName } from "../../src/protocol/delta.js";
-import { rawSafetensors } from "./make-delta.js";
+import { rawSafetensors } from "../../dev/make-delta.js";
 
 /** What a case may be answered with: allowed statuses, and for errors the allowed codes. */
 export interface Expect {

@@ -12,14 +12,6 @@ export function mean(values: readonly number[]): number | null {
   return values.reduce((s, v) => s + v, 0) / values.length;
 }
 
-/** Nearest-rank percentile (p in (0, 100]): the smallest value with at least p% of values at or below it. */
-export function percentile(values: readonly number[], p: number): number | null {
-  if (values.length === 0) return null;
-  const sorted = [...values].sort((a, b) => a - b);
-  const rank = Math.max(1, Math.ceil((p / 100) * sorted.length));
-  return sorted[rank - 1]!;
-}
-
 /** The standard normal CDF (Abramowitz & Stegun 7.1.26 erf; absolute error under 1.5e-7). */
 export function normalCdf(z: number): number {
   const x = Math.abs(z) / Math.SQRT2;

@@ -3,11 +3,11 @@
  * bytes from a hand-written header for crafting broken files. Runtime-neutral, so gateway tests
  * (workerd) can use it too.
  */
-import { deltaTensorName, type DeltaLayer, type DeltaManifest } from "../../src/protocol/delta.js";
-import { decodeF16, encodeF16 } from "../../src/protocol/half.js";
-import { seededRandom } from "../../src/gpu-backend/generation/sampler.js";
-import type { Language } from "../../src/protocol/languages.js";
-import { serializeSafetensors, type TensorInput } from "../../src/protocol/safetensors.js";
+import { deltaTensorName, type DeltaLayer, type DeltaManifest } from "../src/protocol/delta.js";
+import { decodeF16, encodeF16 } from "../src/protocol/half.js";
+import { seededRandom } from "../src/gpu-backend/generation/sampler.js";
+import type { Language } from "../src/protocol/languages.js";
+import { serializeSafetensors, type TensorInput } from "../src/protocol/safetensors.js";
 
 /** A well-formed fingerprint no real model has. */
 export const TEST_FINGERPRINT = `sha256:${"ab".repeat(32)}`;

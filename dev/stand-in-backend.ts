@@ -21,9 +21,9 @@ import {
   MODELS_PATH,
   NDJSON_CONTENT_TYPE,
   encodeFrame,
-} from "../../src/protocol/backend.js";
-import { DELTAS_PATH, type DeltaErrorBody, type DeltaManifest, validateDelta } from "../../src/protocol/delta.js";
-import { JOB_ID_PATTERN, LENS_PATH, type LensJobRecord, LensJobRequest } from "../../src/protocol/lens-jobs.js";
+} from "../src/protocol/backend.js";
+import { DELTAS_PATH, type DeltaErrorBody, type DeltaManifest, validateDelta } from "../src/protocol/delta.js";
+import { JOB_ID_PATTERN, LENS_PATH, type LensJobRecord, LensJobRequest } from "../src/protocol/lens-jobs.js";
 import { type LoggedRequest, TEST_BACKEND_SECRET, TEST_MODEL, echoReply, echoTokens } from "./echo.js";
 import { TEST_FINGERPRINT, makeDelta } from "./make-delta.js";
 
