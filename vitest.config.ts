@@ -27,7 +27,11 @@ export default defineConfig(async () => {
             cloudflareTest({
               wrangler: { configPath: "./wrangler.toml" },
               miniflare: {
-                bindings: { TEST_MIGRATIONS: migrations, BACKEND_URLS: selfBackend, BACKEND_SECRET: TEST_BACKEND_SECRET },
+                bindings: {
+                  TEST_MIGRATIONS: migrations,
+                  BACKEND_URLS: selfBackend,
+                  BACKEND_SECRET: TEST_BACKEND_SECRET,
+                },
               },
             }),
           ],

@@ -21,7 +21,12 @@ export function wrangler(args: string[], persistTo?: string, cwd = ROOT): string
 }
 
 /** What wrangler.toml says of the runtime and the storage, for Miniflare runs of the deployable bundle. */
-export function wranglerSettings(): { compatibilityDate: string; compatibilityFlags: string[]; d1DatabaseId: string; r2Bucket: string } {
+export function wranglerSettings(): {
+  compatibilityDate: string;
+  compatibilityFlags: string[];
+  d1DatabaseId: string;
+  r2Bucket: string;
+} {
   const toml = readFileSync(join(ROOT, "wrangler.toml"), "utf8");
   const value = (key: string) => new RegExp(`^${key}\\s*=\\s*"([^"]+)"`, "m").exec(toml)?.[1] ?? "";
   const flags = /^compatibility_flags\s*=\s*\[([^\]]*)\]/m.exec(toml)?.[1] ?? "";
@@ -68,7 +73,8 @@ export async function freePort(): Promise<number> {
 export async function waitForHttp(url: string, child?: ChildProcess, timeoutMs = 60_000): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   for (;;) {
-    if (child && child.exitCode !== null) throw new Error(`process exited with code ${child.exitCode} before ${url} answered`);
+    if (child && child.exitCode !== null)
+      throw new Error(`process exited with code ${child.exitCode} before ${url} answered`);
     try {
       const res = await fetch(url);
       await res.arrayBuffer();
@@ -95,7 +101,15 @@ export async function startGateway(options: {
   inspectorPort?: number;
   quiet?: boolean;
 }): Promise<GatewayProcess> {
-  const args = ["dev", "--local", "--ip", "127.0.0.1", "--port", String(options.port), "--show-interactive-dev-session=false"];
+  const args = [
+    "dev",
+    "--local",
+    "--ip",
+    "127.0.0.1",
+    "--port",
+    String(options.port),
+    "--show-interactive-dev-session=false",
+  ];
   args.push("--inspector-port", String(options.inspectorPort ?? (await freePort())));
   for (const [name, value] of Object.entries(options.vars)) args.push("--var", `${name}:${value}`);
   if (options.persistTo) args.push("--persist-to", options.persistTo);

@@ -36,9 +36,6 @@ export interface MadeDelta {
   layers: Map<number, DeltaLayer>;
 }
 
-/** The sampler's generator: small, seedable, the same sequence in every runtime. */
-export { seededRandom };
-
 export function makeDelta(o: MakeDeltaOptions): MadeDelta {
   const dtype = o.dtype ?? "float32";
   const rand = seededRandom(o.seed ?? 1);

@@ -28,7 +28,7 @@ import { type LoggedRequest, TEST_BACKEND_SECRET, TEST_MODEL, echoReply, echoTok
 import { TEST_FINGERPRINT, makeDelta } from "./make-delta.js";
 
 /** The model shape every stand-in reports on its health route (what uploaded deltas must match). */
-export const TEST_MODEL_SHAPE = { fingerprint: TEST_FINGERPRINT, hidden_size: 8, num_layers: 4 } as const;
+const TEST_MODEL_SHAPE = { fingerprint: TEST_FINGERPRINT, hidden_size: 8, num_layers: 4 } as const;
 
 export type Behaviour =
   | "echo" // a healthy backend
@@ -40,7 +40,7 @@ export type Behaviour =
   | "overloaded"; // refuses with 503 overloaded
 
 /** Routes of the internal API besides generation, which a test may slow down. */
-export type SideRoute = "models" | "health" | "deltas";
+type SideRoute = "models" | "health" | "deltas";
 const SIDE_ROUTES: readonly SideRoute[] = ["models", "health", "deltas"];
 
 export interface TestBackendOptions {
@@ -57,6 +57,8 @@ export interface TestBackendOptions {
   secret?: string;
 }
 
+/** What @hono/node-server hands each request: the raw Node request and response. */
+type StandInEnv = { Bindings: { incoming: IncomingMessage; outgoing: ServerResponse } };
 
 export interface TestBackend {
   url: string;
@@ -64,15 +66,16 @@ export interface TestBackend {
   close(): Promise<void>;
 }
 
-export { type LoggedRequest, TEST_BACKEND_SECRET, TEST_MODEL, echoReply, echoTokens };
+export { TEST_BACKEND_SECRET, TEST_MODEL };
 
 /**
  * Minimal Lens job routes: every job "succeeds" at once; train and subspace jobs leave a small delta
  * (made with makeDelta for TEST_MODEL_SHAPE, id = the job id), probe and eval jobs only a result.
  */
-function mountLensJobs(app: Hono<any>, model: string): void {
+function mountLensJobs(app: Hono<StandInEnv>, model: string): void {
   const jobs = new Map<string, { record: LensJobRecord; tensors?: Uint8Array; manifest?: string }>();
-  const fail = (c: Context, code: string, message: string, status: 400 | 404 | 409) => c.json({ error: { code, message } }, status);
+  const fail = (c: Context, code: string, message: string, status: 400 | 404 | 409) =>
+    c.json({ error: { code, message } }, status);
   let seed = 100;
   app.post(`${LENS_PATH}/jobs`, async (c) => {
     const parsed = LensJobRequest.safeParse(await c.req.json().catch(() => null));
@@ -121,7 +124,8 @@ function mountLensJobs(app: Hono<any>, model: string): void {
   });
   const lookup = (c: Context) => {
     const id = c.req.param("id") ?? "";
-    if (!JOB_ID_PATTERN.test(id)) return { error: fail(c, "invalid_request", `invalid job id ${JSON.stringify(id)}`, 400) };
+    if (!JOB_ID_PATTERN.test(id))
+      return { error: fail(c, "invalid_request", `invalid job id ${JSON.stringify(id)}`, 400) };
     const job = jobs.get(id);
     return job ? { job } : { error: fail(c, "not_found", `no job ${id}`, 404) };
   };
@@ -149,12 +153,13 @@ export async function startTestBackend(behaviour: Behaviour, options: TestBacken
   const models = options.models ?? [TEST_MODEL];
   const log: LoggedRequest[] = [];
   const hanging = new Set<() => void>();
-  const app = new Hono<{ Bindings: { incoming: IncomingMessage; outgoing: ServerResponse } }>();
+  const app = new Hono<StandInEnv>();
 
   if (options.secret !== undefined) {
     const expected = backendAuthorization(options.secret);
     app.use("/internal/*", async (c, next) => {
-      if (c.req.header("authorization") !== expected) return c.json({ error: { code: "unauthorized", message: "no secret" } }, 401);
+      if (c.req.header("authorization") !== expected)
+        return c.json({ error: { code: "unauthorized", message: "no secret" } }, 401);
       return next();
     });
   }
@@ -184,20 +189,24 @@ export async function startTestBackend(behaviour: Behaviour, options: TestBacken
     const form = await c.req.formData().catch(() => null);
     const manifestField = form?.get("manifest");
     const tensors = form?.get("tensors");
-    if (typeof manifestField !== "string" || !tensors || typeof tensors === "string") return fail("bad_request", "manifest and tensors are required");
+    if (typeof manifestField !== "string" || !tensors || typeof tensors === "string")
+      return fail("bad_request", "manifest and tensors are required");
     const result = validateDelta(new Uint8Array(await tensors.arrayBuffer()), JSON.parse(manifestField), {
       fingerprint: TEST_MODEL_SHAPE.fingerprint,
       hiddenSize: TEST_MODEL_SHAPE.hidden_size,
       numLayers: TEST_MODEL_SHAPE.num_layers,
       maxBytes: 1 << 24,
     });
-    if (!result.ok) return fail(result.error.code, result.error.message, result.error.code === "fingerprint_mismatch" ? 409 : 400);
+    if (!result.ok)
+      return fail(result.error.code, result.error.message, result.error.code === "fingerprint_mismatch" ? 409 : 400);
     if (result.delta.manifest.id !== c.req.param("id")) return fail("id_mismatch", "path id differs from manifest.id");
     held.set(result.delta.manifest.id, result.delta.manifest);
     return c.json(result.delta.manifest, 201);
   });
   app.get(DELTAS_PATH, (c) => c.json({ deltas: [...held.values()] }));
-  app.get(MODELS_PATH, (c) => c.json({ models: models.map((id) => ({ id, created: 1_700_000_000, owned_by: "lens-test" })) }));
+  app.get(MODELS_PATH, (c) =>
+    c.json({ models: models.map((id) => ({ id, created: 1_700_000_000, owned_by: "lens-test" })) }),
+  );
   mountLensJobs(app, models[0] ?? TEST_MODEL);
   app.get("/__log", (c) => c.json(log));
   app.post("/__reset", (c) => {
@@ -213,7 +222,9 @@ export async function startTestBackend(behaviour: Behaviour, options: TestBacken
   app.post(GENERATE_PATH, async (c) => {
     const parsed = GenerateRequest.safeParse(await c.req.json().catch(() => null));
     if (!parsed.success) {
-      const body: BackendErrorBody = { error: { code: "invalid_request", message: parsed.error.issues[0]?.message ?? "invalid" } };
+      const body: BackendErrorBody = {
+        error: { code: "invalid_request", message: parsed.error.issues[0]?.message ?? "invalid" },
+      };
       return c.json(body, 400);
     }
     const req = parsed.data;
@@ -232,11 +243,15 @@ export async function startTestBackend(behaviour: Behaviour, options: TestBacken
       entry.outcome = ended ? "completed" : "aborted";
     });
     if (!models.includes(req.model)) {
-      const body: BackendErrorBody = { error: { code: "model_not_found", message: `model '${req.model}' is not served here` } };
+      const body: BackendErrorBody = {
+        error: { code: "model_not_found", message: `model '${req.model}' is not served here` },
+      };
       return c.json(body, 404);
     }
     if (req.delta && !held.has(req.delta.id) && (options.strictDeltas || req.delta.id.startsWith("missing-"))) {
-      const body: BackendErrorBody = { error: { code: "delta_not_loaded", message: `delta '${req.delta.id}' is not loaded here` } };
+      const body: BackendErrorBody = {
+        error: { code: "delta_not_loaded", message: `delta '${req.delta.id}' is not loaded here` },
+      };
       return c.json(body, 409);
     }
     if (behaviour === "overloaded") {
@@ -293,7 +308,10 @@ export async function startTestBackend(behaviour: Behaviour, options: TestBacken
             }
           }
           const next = text + token;
-          const stopAt = req.sampling.stop.map((s) => next.indexOf(s)).filter((i) => i >= 0).sort((a, b) => a - b)[0];
+          const stopAt = req.sampling.stop
+            .map((s) => next.indexOf(s))
+            .filter((i) => i >= 0)
+            .sort((a, b) => a - b)[0];
           produced++;
           if (stopAt !== undefined) {
             if (stopAt > text.length) send({ type: "text", text: next.slice(text.length, stopAt) });
@@ -304,7 +322,11 @@ export async function startTestBackend(behaviour: Behaviour, options: TestBacken
           send({ type: "text", text: token });
           text = next;
         }
-        send({ type: "end", finish_reason: finish, usage: { prompt_tokens: promptTokens, completion_tokens: produced } });
+        send({
+          type: "end",
+          finish_reason: finish,
+          usage: { prompt_tokens: promptTokens, completion_tokens: produced },
+        });
         ended = true;
         controller.close();
       },

@@ -113,8 +113,15 @@ function num(name: keyof typeof values): number | undefined {
   if (!Number.isFinite(n)) throw new Error(`--${name} must be a number, got '${raw}'`);
   return n;
 }
-const list = (raw: string | undefined) => (raw === undefined ? undefined : raw.split(",").map((s) => s.trim()).filter((s) => s !== ""));
-const defined = <T extends object>(o: T): T => Object.fromEntries(Object.entries(o).filter(([, v]) => v !== undefined)) as T;
+const list = (raw: string | undefined) =>
+  raw === undefined
+    ? undefined
+    : raw
+        .split(",")
+        .map((s) => s.trim())
+        .filter((s) => s !== "");
+const defined = <T extends object>(o: T): T =>
+  Object.fromEntries(Object.entries(o).filter(([, v]) => v !== undefined)) as T;
 
 async function main(): Promise<number> {
   // Eval generates replies through the engine, so it loads the whole model; the others need less.
@@ -123,7 +130,11 @@ async function main(): Promise<number> {
       ? await loadModel(values.model, { executionProvider: "cpu", maxBatch: 16, maxQueue: 4096 })
       : await (async () => {
           const info = readModelDir(values.model);
-          return { info, tokenizer: ChatTokenizer.fromDir(info.dir), fingerprint: await modelFingerprint(info.onnxPath) };
+          return {
+            info,
+            tokenizer: ChatTokenizer.fromDir(info.dir),
+            fingerprint: await modelFingerprint(info.onnxPath),
+          };
         })();
   const { info } = model;
   const threads = num("threads") ?? 1;
@@ -143,8 +154,10 @@ async function main(): Promise<number> {
   switch (command) {
     case "probe": {
       const layers = list(values.layers)?.map(Number) ?? [info.numLayers - 2, info.numLayers - 1].filter((l) => l >= 0);
-      const prompts: unknown = values.prompts === undefined ? "probe" : JSON.parse(readFileSync(values.prompts, "utf8"));
-      const languages = list(values.languages) ?? (prompts === "probe" ? [...DEFAULT_LANGUAGES] : Object.keys(prompts as object));
+      const prompts: unknown =
+        values.prompts === undefined ? "probe" : JSON.parse(readFileSync(values.prompts, "utf8"));
+      const languages =
+        list(values.languages) ?? (prompts === "probe" ? [...DEFAULT_LANGUAGES] : Object.keys(prompts as object));
       request = defined({
         kind: "probe",
         languages,
@@ -184,7 +197,12 @@ async function main(): Promise<number> {
       }) as LensJobRequestInput;
       break;
     case "eval":
-      request = defined({ kind: "eval", delta: values.delta, per_language: num("per-language"), max_tokens: num("max-tokens") }) as LensJobRequestInput;
+      request = defined({
+        kind: "eval",
+        delta: values.delta,
+        per_language: num("per-language"),
+        max_tokens: num("max-tokens"),
+      }) as LensJobRequestInput;
       break;
     default:
       process.stderr.write(`unknown command '${command}'\n\n${HELP}`);
@@ -218,7 +236,9 @@ async function main(): Promise<number> {
     const r = runner.get(id);
     const p = r?.progress;
     if (!r || !p) return;
-    const losses = p.losses ? `  loss ${p.losses.total.toExponential(3)} (retain ${p.losses.retain.toExponential(2)}, push ${p.losses.push.toExponential(2)}, align ${p.losses.align.toExponential(2)})` : "";
+    const losses = p.losses
+      ? `  loss ${p.losses.total.toExponential(3)} (retain ${p.losses.retain.toExponential(2)}, push ${p.losses.push.toExponential(2)}, align ${p.losses.align.toExponential(2)})`
+      : "";
     const line = `  ${r.state} ${p.stage} ${p.done}/${p.total}${losses}`;
     if (line !== last) process.stderr.write(`${line}\n`);
     last = line;

@@ -94,7 +94,11 @@ async function main(): Promise<void> {
   registerKeys({ client: clientKey, admin: adminKey });
   const backendKind = externalBackends ? `backends at ${externalBackends}` : await startLocalBackend();
 
-  const gateway = await startGateway({ port: gatewayPort, vars: { BACKEND_URLS: backendUrls, BACKEND_SECRET: secret, ...passThrough("RATE_LIMIT_RPM", "RATE_LIMIT_TPM") }, quiet: true });
+  const gateway = await startGateway({
+    port: gatewayPort,
+    vars: { BACKEND_URLS: backendUrls, BACKEND_SECRET: secret, ...passThrough("RATE_LIMIT_RPM", "RATE_LIMIT_TPM") },
+    quiet: true,
+  });
   stoppers.push(gateway.stop);
   gateway.child.once("exit", (code) => {
     if (!stopping) {
@@ -103,7 +107,10 @@ async function main(): Promise<void> {
     }
   });
   const model = await firstModel();
-  const body = JSON.stringify({ model, messages: [{ role: "user", content: "Habari! Unaweza kunieleza kuhusu mlima Kilimanjaro?" }] });
+  const body = JSON.stringify({
+    model,
+    messages: [{ role: "user", content: "Habari! Unaweza kunieleza kuhusu mlima Kilimanjaro?" }],
+  });
   console.log(`
 Lens gateway is up at ${gateway.url}  (behind it: ${backendKind})
 Keys for this local stack only: client ${clientKey}, admin ${adminKey}

@@ -12,17 +12,17 @@
  */
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { dirname } from "node:path";
-import { HiddenStateCollector } from "../src/gpu-backend/lens/hidden-states";
-import { probe as runProbe, type LensProbe } from "../src/gpu-backend/lens/probe/probe";
-import { subspaceDelta, type DeltaFile } from "../src/gpu-backend/lens/probe/subspace-delta";
-import { trainDelta } from "../src/gpu-backend/lens/train/train";
+import { HiddenStateCollector } from "../src/gpu-backend/lens/hidden-states.js";
+import { probe as runProbe, type LensProbe } from "../src/gpu-backend/lens/probe/probe.js";
+import { subspaceDelta, type DeltaFile } from "../src/gpu-backend/lens/probe/subspace-delta.js";
+import { trainDelta } from "../src/gpu-backend/lens/train/train.js";
 import { trainedDeltaFile } from "../src/gpu-backend/lens/train/delta-file.js";
-import { driftOf, lastAndAllLogits } from "../src/gpu-backend/lens/eval/drift";
-import { evaluateLanguage, type LanguageEvaluation } from "../src/gpu-backend/lens/eval/evaluate";
-import { countFidelity, generateReplies } from "../src/gpu-backend/lens/eval/fidelity";
-import { ForwardPasses, type NamedDelta } from "../src/gpu-backend/lens/eval/passes";
-import { probePromptIds } from "../src/gpu-backend/lens/hidden-states";
-import { loadModel, type LoadedModel } from "../src/gpu-backend/load";
+import { driftOf, lastAndAllLogits } from "../src/gpu-backend/lens/eval/drift.js";
+import { evaluateLanguage, type LanguageEvaluation } from "../src/gpu-backend/lens/eval/evaluate.js";
+import { countFidelity, generateReplies } from "../src/gpu-backend/lens/eval/fidelity.js";
+import { ForwardPasses, type NamedDelta } from "../src/gpu-backend/lens/eval/passes.js";
+import { probePromptIds } from "../src/gpu-backend/lens/hidden-states.js";
+import { loadModel, type LoadedModel } from "../src/gpu-backend/load.js";
 
 const TARGETS = ["zh", "ja", "ko", "ar", "bn", "sw", "es", "fr", "de", "ru", "hi", "th"] as const;
 const ALL = ["en", ...TARGETS];
@@ -68,7 +68,8 @@ const rows: Row[] = readFileSync(promptsPath, "utf8")
 
 const has = (r: Row, l: string) => typeof r.text[l] === "string" && r.text[l]!.length > 0;
 /** The first n rows of a split with all the languages. */
-const firstRows = (split: Row["split"], langs: string[], n: number) => rows.filter((r) => r.split === split && langs.every((l) => has(r, l))).slice(0, n);
+const firstRows = (split: Row["split"], langs: string[], n: number) =>
+  rows.filter((r) => r.split === split && langs.every((l) => has(r, l))).slice(0, n);
 /** n rows evenly spaced over the split (both sources represented), with all the languages. */
 function spreadRows(split: Row["split"], langs: string[], n: number): Row[] {
   const all = rows.filter((r) => r.split === split && langs.every((l) => has(r, l)));
@@ -83,11 +84,19 @@ const top = m.info.numLayers - 1;
 const sessionOptions = { intraOpNumThreads: 1, interOpNumThreads: 1 };
 
 // 1. Probe: the top layer, the one both deltas edit (the trainer trains the model's last layer).
-const collector = await HiddenStateCollector.create({ info: m.info, tokenizer: m.tokenizer }, [top], { sessionOptions });
+const collector = await HiddenStateCollector.create({ info: m.info, tokenizer: m.tokenizer }, [top], {
+  sessionOptions,
+});
 const probePrompts: Record<string, string[]> = {};
-for (const l of ALL) probePrompts[l] = rows.filter((r) => r.split === "probe" && has(r, l)).slice(0, S.probeN).map((r) => r.text[l]!);
+for (const l of ALL)
+  probePrompts[l] = rows
+    .filter((r) => r.split === "probe" && has(r, l))
+    .slice(0, S.probeN)
+    .map((r) => r.text[l]!);
 const probe: LensProbe = await runProbe(collector, probePrompts, [top], "en", { fingerprint: m.fingerprint });
-console.log(`probe ${probe.id}: layer ${top}, rank ${probe.layers[0]!.rank}, counts ${JSON.stringify(probe.counts)} [${secs()} s]`);
+console.log(
+  `probe ${probe.id}: layer ${top}, rank ${probe.layers[0]!.rank}, counts ${JSON.stringify(probe.counts)} [${secs()} s]`,
+);
 
 const passes = new ForwardPasses(m.info, [top], sessionOptions);
 
@@ -116,20 +125,29 @@ for (const lang of TARGETS) {
   const lt = performance.now();
   const train = firstRows("train", ["en", lang], S.trainN);
   const sweepRows = train.slice(0, S.sweepN);
-  const promptIds = (texts: string[]) => texts.map((t) => probePromptIds(m.tokenizer, t, { maxPromptTokens: S.maxPromptTokens }));
+  const promptIds = (texts: string[]) =>
+    texts.map((t) => probePromptIds(m.tokenizer, t, { maxPromptTokens: S.maxPromptTokens }));
   const sweepTarget = sweepRows.map((r) => r.text[lang]!);
   const sweepEnglish = promptIds(sweepRows.map((r) => r.text.en!));
   const sweepTargetIds = promptIds(sweepTarget);
 
   // 2. Subspace delta: lambda/alpha by a small sweep on train prompts (fidelity; English drift as a limit).
-  const baseFid = countFidelity(lang, sweepTarget, await generateReplies(m.engine, sweepTargetIds, null, S.maxTokens)).rate;
+  const baseFid = countFidelity(
+    lang,
+    sweepTarget,
+    await generateReplies(m.engine, sweepTargetIds, null, S.maxTokens),
+  ).rate;
   const baseEn = await lastAndAllLogits(passes, sweepEnglish, null);
   const points: SweepPoint[] = [];
   for (const lambda of S.lambdas) {
     for (const alpha of S.alphas) {
       if (lambda === 0 && alpha === 0) continue;
       const d = register(subspaceDelta(probe, { language: lang, layers: [top], lambda, alpha }));
-      const fid = countFidelity(lang, sweepTarget, await generateReplies(m.engine, sweepTargetIds, d, S.maxTokens)).rate;
+      const fid = countFidelity(
+        lang,
+        sweepTarget,
+        await generateReplies(m.engine, sweepTargetIds, d, S.maxTokens),
+      ).rate;
       const kl = driftOf(baseEn, await lastAndAllLogits(passes, sweepEnglish, d.layers)).klLast;
       points.push({ lambda, alpha, fidelity: fid, klLast: kl });
     }
@@ -137,8 +155,13 @@ for (const lang of TARGETS) {
   const within = points.filter((p) => p.klLast <= S.sweepKlLimit);
   const pool = within.length > 0 ? within : points;
   const best = [...pool].sort((a, b) => b.fidelity - a.fidelity || a.klLast - b.klLast)[0]!;
-  const rule = within.length > 0 ? `best train fidelity among points with English KL <= ${S.sweepKlLimit}` : `no point met English KL <= ${S.sweepKlLimit}: best train fidelity, then lowest KL`;
-  const subspace = register(subspaceDelta(probe, { language: lang, layers: [top], lambda: best.lambda, alpha: best.alpha }));
+  const rule =
+    within.length > 0
+      ? `best train fidelity among points with English KL <= ${S.sweepKlLimit}`
+      : `no point met English KL <= ${S.sweepKlLimit}: best train fidelity, then lowest KL`;
+  const subspace = register(
+    subspaceDelta(probe, { language: lang, layers: [top], lambda: best.lambda, alpha: best.alpha }),
+  );
 
   // 3. Trained adapter on the train split.
   const trained = await trainDelta({
@@ -169,7 +192,11 @@ for (const lang of TARGETS) {
     language: lang,
     trainRows: train.length,
     sweep: { base: baseFid, points, chosen: { lambda: best.lambda, alpha: best.alpha }, rule },
-    adapter: { id: adapter.id, losses: { initial: trained.losses[0]!.total, final: trained.losses.at(-1)!.total }, trainMs: trained.trainMs },
+    adapter: {
+      id: adapter.id,
+      losses: { initial: trained.losses[0]!.total, final: trained.losses.at(-1)!.total },
+      trainMs: trained.trainMs,
+    },
     evaluation,
   });
   const e = evaluation;
@@ -217,10 +244,14 @@ for (const r of runs) {
 
 /** The goals, checked per delta kind. */
 function goals(kind: "subspace" | "adapter") {
-  const fidelityUp = runs.filter((r) => r.evaluation.deltas[kind]!.fidelity.rate > r.evaluation.base.fidelity.rate).map((r) => r.language);
+  const fidelityUp = runs
+    .filter((r) => r.evaluation.deltas[kind]!.fidelity.rate > r.evaluation.base.fidelity.rate)
+    .map((r) => r.language);
   const driftOk = runs.filter((r) => r.evaluation.deltas[kind]!.drift.klLast < 0.01).map((r) => r.language);
   const bpbOk = runs
-    .filter((r) => r.evaluation.deltas[kind]!.bitsPerByte.bitsPerByte <= 1.02 * r.evaluation.base.bitsPerByte.bitsPerByte)
+    .filter(
+      (r) => r.evaluation.deltas[kind]!.bitsPerByte.bitsPerByte <= 1.02 * r.evaluation.base.bitsPerByte.bitsPerByte,
+    )
     .map((r) => r.language);
   const miss = (ok: string[]) => TARGETS.filter((l) => !ok.includes(l));
   return {
@@ -252,7 +283,7 @@ if (!quick) {
   };
   const out = "docs/lens-results.json";
   mkdirSync(dirname(out), { recursive: true });
-  writeFileSync(out, JSON.stringify(json, null, 2) + "\n");
+  writeFileSync(out, `${JSON.stringify(json, null, 2)}\n`);
 
   const mdPath = "docs/lens-results.md";
   const start = "<!-- reading:start -->";
@@ -266,7 +297,8 @@ if (!quick) {
   }
   const goalLines = (["subspace", "adapter"] as const).map((k) => {
     const g = goalSummary[k];
-    const line = (name: string, x: { met: boolean; missed: string[] }) => `${name}: ${x.met ? "met" : `missed in ${x.missed.join(", ")}`}`;
+    const line = (name: string, x: { met: boolean; missed: string[] }) =>
+      `${name}: ${x.met ? "met" : `missed in ${x.missed.join(", ")}`}`;
     return `- ${k}: ${line("fidelity up in every target language", g.fidelity_up)}; ${line("English drift (KL at the last prompt position) < 0.01 nats", g.english_kl_last_under_0_01)}; ${line("bits per byte at most 2% worse", g.bpb_within_2pct)}.`;
   });
   const md = `# Lens on the embedded model: base vs subspace delta vs trained adapter

@@ -21,7 +21,17 @@
  * session step by step on the same batch, so both see the same load.
  */
 import { spawnSync } from "node:child_process";
-import { chmodSync, cpSync, existsSync, mkdirSync, readFileSync, readdirSync, rmSync, statSync, writeFileSync } from "node:fs";
+import {
+  chmodSync,
+  cpSync,
+  existsSync,
+  mkdirSync,
+  readFileSync,
+  readdirSync,
+  rmSync,
+  statSync,
+  writeFileSync,
+} from "node:fs";
 import { Agent, request } from "node:http";
 import type { AddressInfo } from "node:net";
 import { createRequire } from "node:module";
@@ -37,7 +47,12 @@ import type { HookedSession, RowDelta } from "../../src/gpu-backend/generation/e
 import { concatRows, emptyKv } from "../../src/gpu-backend/generation/kv-batch.js";
 import { argmax } from "../../src/gpu-backend/generation/sampler.js";
 import { type LoadedModel, loadModel, sessionOptions } from "../../src/gpu-backend/load.js";
-import { GENERATE_PATH, type GenerateFrame, type GenerateRequestInput, type SamplingParams } from "../../src/protocol/backend.js";
+import {
+  GENERATE_PATH,
+  type GenerateFrame,
+  type GenerateRequestInput,
+  type SamplingParams,
+} from "../../src/protocol/backend.js";
 import { makeDelta } from "../../dev/make-delta.js";
 import { percentile } from "../../dev/percentile.js";
 
@@ -59,7 +74,11 @@ const REPS = Math.max(1, Math.floor(Number(process.env["BENCH_REPS"] ?? 5) || 5)
 const DELTA_RANK = 8;
 
 /** Requests per client stream at each concurrency (closed loop: a stream sends its next request when one ends). */
-const ROUNDS: Record<number, number> = { 1: Math.max(1, Math.round(4 * SCALE)), 8: Math.max(1, Math.round(2 * SCALE)), 32: Math.max(1, Math.round(1 * SCALE)) };
+const ROUNDS: Record<number, number> = {
+  1: Math.max(1, Math.round(4 * SCALE)),
+  8: Math.max(1, Math.round(2 * SCALE)),
+  32: Math.max(1, Math.round(1 * SCALE)),
+};
 const CONCURRENCY = [1, 8, 32];
 
 const PROMPTS = [
@@ -107,7 +126,6 @@ function fastest(results: Result[]): Result {
   return { ...best, runs: results.map((r) => rate(r) * 1000) };
 }
 
-
 const median = (xs: number[]): number => {
   if (xs.length === 0) return NaN;
   const s = [...xs].sort((a, b) => a - b);
@@ -118,11 +136,24 @@ const median = (xs: number[]): number => {
 function summarize(engine: string, concurrency: number, deltas: boolean, samples: Sample[], wallMs: number): Result {
   const tokens = samples.reduce((a, s) => a + s.tokens, 0);
   const perStream = samples.reduce((a, s) => a + s.tokens / (s.total / 1000), 0) / samples.length;
-  return { engine, concurrency, deltas, requests: samples.length, tokens, wallMs, ttftP50: median(samples.map((s) => s.ttft)), perStream };
+  return {
+    engine,
+    concurrency,
+    deltas,
+    requests: samples.length,
+    tokens,
+    wallMs,
+    ttftP50: median(samples.map((s) => s.ttft)),
+    perStream,
+  };
 }
 
 /** `streams` client loops, each sending `rounds` requests one after the other. */
-async function closedLoop(streams: number, rounds: number, one: (index: number) => Promise<Sample>): Promise<{ samples: Sample[]; wallMs: number }> {
+async function closedLoop(
+  streams: number,
+  rounds: number,
+  one: (index: number) => Promise<Sample>,
+): Promise<{ samples: Sample[]; wallMs: number }> {
   const samples: Sample[] = [];
   const start = performance.now();
   await Promise.all(
@@ -151,7 +182,12 @@ function generate(m: LoadedModel, prompt: string, delta: RowDelta | null): Promi
           text += frame.text;
         } else if (frame.type === "end") {
           const total = performance.now() - start;
-          resolvePromise({ tokens: frame.usage.completion_tokens, ttft: Number.isNaN(ttft) ? total : ttft, total, text });
+          resolvePromise({
+            tokens: frame.usage.completion_tokens,
+            ttft: Number.isNaN(ttft) ? total : ttft,
+            total,
+            text,
+          });
         } else if (frame.type === "error") reject(new Error(frame.error.message));
       },
     });
@@ -164,7 +200,15 @@ function freshDelta(m: LoadedModel): RowDelta {
   const seed = deltaSeed++;
   const L = m.info.numLayers;
   const layers = L >= 2 ? [L - 2, L - 1] : [L - 1];
-  const made = makeDelta({ hiddenSize: m.info.hiddenSize, layers, rank: DELTA_RANK, fingerprint: m.fingerprint, id: `bench-${seed}`, seed, scale: 0.05 });
+  const made = makeDelta({
+    hiddenSize: m.info.hiddenSize,
+    layers,
+    rank: DELTA_RANK,
+    fingerprint: m.fingerprint,
+    id: `bench-${seed}`,
+    seed,
+    scale: 0.05,
+  });
   const put = m.deltas.put(made.bytes, made.manifest);
   if (!put.ok) throw new Error(`delta store refused the bench delta: ${put.error.message}`);
   const row = toRowDelta(made.manifest.id, 1, m.deltas.get(made.manifest.id)!.layers);
@@ -176,7 +220,9 @@ async function engineRun(m: LoadedModel, concurrency: number, withDeltas: boolea
   const rounds = ROUNDS[concurrency] as number;
   const deltas = Array.from({ length: concurrency * rounds }, () => (withDeltas ? freshDelta(m) : null));
   const before = { steps: m.engine.stats.steps, rowSteps: m.engine.stats.rowSteps };
-  const { samples, wallMs } = await closedLoop(concurrency, rounds, (i) => generate(m, PROMPTS[i % PROMPTS.length] as string, deltas[i] ?? null));
+  const { samples, wallMs } = await closedLoop(concurrency, rounds, (i) =>
+    generate(m, PROMPTS[i % PROMPTS.length] as string, deltas[i] ?? null),
+  );
   const steps = m.engine.stats.steps - before.steps;
   const r = summarize("lens engine, in-process", concurrency, withDeltas, samples, wallMs);
   r.meanBatch = steps > 0 ? (m.engine.stats.rowSteps - before.rowSteps) / steps : NaN;
@@ -284,7 +330,14 @@ async function stepPair(m: LoadedModel, hooked: HookedSession, rows: number, ste
       if (i >= 2) (which === "base" ? baseTimes : hookedTimes).push(performance.now() - t);
     }
   }
-  return { rows, baseMs: median(baseTimes), hookedMs: median(hookedTimes), baseMinMs: percentile(baseTimes, 10) ?? Number.NaN, hookedMinMs: percentile(hookedTimes, 10) ?? Number.NaN, feedsMs: median(feedTimes) };
+  return {
+    rows,
+    baseMs: median(baseTimes),
+    hookedMs: median(hookedTimes),
+    baseMinMs: percentile(baseTimes, 10) ?? Number.NaN,
+    hookedMinMs: percentile(hookedTimes, 10) ?? Number.NaN,
+    feedsMs: median(feedTimes),
+  };
 }
 
 // ---------------------------------------------------------------- the engine, over HTTP
@@ -312,7 +365,14 @@ async function httpRun(m: LoadedModel, concurrency: number): Promise<Result> {
       let tokens = -1;
       let buffer = "";
       const req = request(
-        { host: "127.0.0.1", port, path: GENERATE_PATH, method: "POST", agent, headers: { "content-type": "application/json", "content-length": Buffer.byteLength(json) } },
+        {
+          host: "127.0.0.1",
+          port,
+          path: GENERATE_PATH,
+          method: "POST",
+          agent,
+          headers: { "content-type": "application/json", "content-length": Buffer.byteLength(json) },
+        },
         (res) => {
           if (res.statusCode !== 200) {
             res.resume();
@@ -322,8 +382,7 @@ async function httpRun(m: LoadedModel, concurrency: number): Promise<Result> {
           res.setEncoding("utf8");
           res.on("data", (chunk: string) => {
             buffer += chunk;
-            let nl: number;
-            while ((nl = buffer.indexOf("\n")) >= 0) {
+            for (let nl = buffer.indexOf("\n"); nl >= 0; nl = buffer.indexOf("\n")) {
               const frame = JSON.parse(buffer.slice(0, nl)) as GenerateFrame;
               buffer = buffer.slice(nl + 1);
               if (frame.type === "text" && Number.isNaN(ttft)) ttft = performance.now() - start;
@@ -380,7 +439,12 @@ function loadPeerModule(): { peer: PeerModule; version: string } | { why: string
       timeout: 10 * 60_000,
     });
     if (r.status !== 0 || !existsSync(pkg)) {
-      const tail = `${r.stderr ?? ""}${r.error ? String(r.error) : ""}`.trim().split("\n").filter((l) => l.trim() && !/npm help|complete log|^npm error\s*$/.test(l)).slice(0, 2).join(" | ");
+      const tail = `${r.stderr ?? ""}${r.error ? String(r.error) : ""}`
+        .trim()
+        .split("\n")
+        .filter((l) => l.trim() && !/npm help|complete log|^npm error\s*$/.test(l))
+        .slice(0, 2)
+        .join(" | ");
       return { why: `npm install ${PEER_SPEC} failed (${r.status ?? r.signal}): ${tail || "no output"}` };
     }
   }
@@ -399,7 +463,9 @@ function loadPeerModule(): { peer: PeerModule; version: string } | { why: string
  */
 function peerModelDir(m: LoadedModel): string {
   if (existsSync(join(m.info.dir, "config.json"))) return m.info.dir;
-  const eos = [...new Set([...m.info.eosTokenIds, ...(m.tokenizer.eosToken ? [m.tokenizer.tokenId(m.tokenizer.eosToken)] : [])])].filter((x) => x !== undefined);
+  const eos = [
+    ...new Set([...m.info.eosTokenIds, ...(m.tokenizer.eosToken ? [m.tokenizer.tokenId(m.tokenizer.eosToken)] : [])]),
+  ].filter((x) => x !== undefined);
   const config = {
     architectures: ["LlamaForCausalLM"],
     model_type: "llama",
@@ -424,7 +490,11 @@ interface PeerRun {
   check: string;
 }
 
-async function peerRuns(m: LoadedModel, checkIds: number[], checkPromptIds: number[]): Promise<PeerRun | { why: string }> {
+async function peerRuns(
+  m: LoadedModel,
+  checkIds: number[],
+  checkPromptIds: number[],
+): Promise<PeerRun | { why: string }> {
   const loaded = loadPeerModule();
   if ("why" in loaded) return loaded;
   const { peer, version } = loaded;
@@ -434,7 +504,13 @@ async function peerRuns(m: LoadedModel, checkIds: number[], checkPromptIds: numb
     peer.env.allowRemoteModels = false;
     peer.env.allowLocalModels = true;
     peer.env.localModelPath = "";
-    pipe = await peer.pipeline("text-generation", peerModelDir(m), { local_files_only: true, subfolder: "", model_file_name: "model", dtype: "fp32", device: "cpu" });
+    pipe = await peer.pipeline("text-generation", peerModelDir(m), {
+      local_files_only: true,
+      subfolder: "",
+      model_file_name: "model",
+      dtype: "fp32",
+      device: "cpu",
+    });
   } catch (err) {
     return { why: `${name} cannot load ${m.info.id}: ${(err as Error).message.split("\n")[0]}` };
   }
@@ -465,15 +541,25 @@ async function peerRuns(m: LoadedModel, checkIds: number[], checkPromptIds: numb
   try {
     await one(PROMPTS[1] as string); // warm-up
     // Same prompt, same greedy decoding: do the tokens match ours?
-    const rendered = pipe.tokenizer.apply_chat_template([{ role: "user", content: PROMPTS[0] }], { add_generation_prompt: true, tokenize: true, return_tensor: false });
-    const peerPrompt = (Array.isArray(rendered) ? rendered : (rendered as { input_ids?: unknown }).input_ids) as ArrayLike<number | bigint> | undefined;
-    const samePrompt = peerPrompt !== undefined && peerPrompt.length === checkPromptIds.length && checkPromptIds.every((x, i) => Number(peerPrompt[i]) === x);
+    const rendered = pipe.tokenizer.apply_chat_template([{ role: "user", content: PROMPTS[0] }], {
+      add_generation_prompt: true,
+      tokenize: true,
+      return_tensor: false,
+    });
+    const peerPrompt = (Array.isArray(rendered) ? rendered : (rendered as { input_ids?: unknown }).input_ids) as
+      | ArrayLike<number | bigint>
+      | undefined;
+    const samePrompt =
+      peerPrompt !== undefined &&
+      peerPrompt.length === checkPromptIds.length &&
+      checkPromptIds.every((x, i) => Number(peerPrompt[i]) === x);
     const got = (await one(PROMPTS[0] as string)).ids;
     let firstDiff = -1;
-    for (let i = 0; i < Math.max(got.length, checkIds.length); i++) if (got[i] !== checkIds[i]) {
-      firstDiff = i;
-      break;
-    }
+    for (let i = 0; i < Math.max(got.length, checkIds.length); i++)
+      if (got[i] !== checkIds[i]) {
+        firstDiff = i;
+        break;
+      }
     const check =
       firstDiff < 0
         ? `peer greedy tokens EQUAL ours on "${PROMPTS[0]}": ${got.length}/${checkIds.length} tokens identical (prompt ids ${samePrompt ? "identical" : "DIFFER"})`
@@ -487,7 +573,8 @@ async function peerRuns(m: LoadedModel, checkIds: number[], checkPromptIds: numb
       for (let rep = 0; rep < REPS; rep++) {
         const samples: Sample[] = [];
         const start = performance.now();
-        for (let i = 0; i < requests; i++) samples.push(await one(PROMPTS[i % PROMPTS.length] as string, concurrency === 1 ? performance.now() : start));
+        for (let i = 0; i < requests; i++)
+          samples.push(await one(PROMPTS[i % PROMPTS.length] as string, concurrency === 1 ? performance.now() : start));
         const r = summarize(name, concurrency, false, samples, performance.now() - start);
         if (concurrency > 1) r.note = "served one at a time";
         runs.push(r);
@@ -507,7 +594,19 @@ const tps = (r: Result) => r.tokens / (r.wallMs / 1000);
 const fmt = (x: number, digits = 0) => (Number.isFinite(x) ? x.toFixed(digits) : "-");
 
 function table(rows: Array<Result & { ratio?: number }>): string {
-  const head = ["engine", "conc.", "deltas", "requests", "tokens generated", "tok/s total", "tok/s per stream", "TTFT p50 ms", "mean batch", "(b)/(a) tok/s, median of pairs", "tok/s of all runs (min-max)"];
+  const head = [
+    "engine",
+    "conc.",
+    "deltas",
+    "requests",
+    "tokens generated",
+    "tok/s total",
+    "tok/s per stream",
+    "TTFT p50 ms",
+    "mean batch",
+    "(b)/(a) tok/s, median of pairs",
+    "tok/s of all runs (min-max)",
+  ];
   const body = rows.map((r) => [
     r.engine + (r.note ? ` (${r.note})` : ""),
     String(r.concurrency),
@@ -522,8 +621,13 @@ function table(rows: Array<Result & { ratio?: number }>): string {
     r.runs && r.runs.length > 1 ? `${fmt(Math.min(...r.runs))}-${fmt(Math.max(...r.runs))}` : "",
   ]);
   const widths = head.map((h, i) => Math.max(h.length, ...body.map((b) => (b[i] as string).length)));
-  const line = (cells: string[]) => `| ${cells.map((c, i) => (i === 0 || i === 2 ? c.padEnd(widths[i] as number) : c.padStart(widths[i] as number))).join(" | ")} |`;
-  return [line(head), `|${widths.map((w, i) => (i === 0 || i === 2 ? `:${"-".repeat(w + 1)}` : `${"-".repeat(w + 1)}:`)).join("|")}|`, ...body.map(line)].join("\n");
+  const line = (cells: string[]) =>
+    `| ${cells.map((c, i) => (i === 0 || i === 2 ? c.padEnd(widths[i] as number) : c.padStart(widths[i] as number))).join(" | ")} |`;
+  return [
+    line(head),
+    `|${widths.map((w, i) => (i === 0 || i === 2 ? `:${"-".repeat(w + 1)}` : `${"-".repeat(w + 1)}:`)).join("|")}|`,
+    ...body.map(line),
+  ].join("\n");
 }
 
 /**
@@ -533,7 +637,10 @@ function table(rows: Array<Result & { ratio?: number }>): string {
 function snapshot(dir: string): string {
   const to = join(OUT, "model-snapshot", basename(dir));
   for (let attempt = 0; ; attempt++) {
-    const stamp = () => readdirSync(dir).map((f) => `${f}:${statSync(join(dir, f)).mtimeMs}`).join("|");
+    const stamp = () =>
+      readdirSync(dir)
+        .map((f) => `${f}:${statSync(join(dir, f)).mtimeMs}`)
+        .join("|");
     const before = stamp();
     rmSync(to, { recursive: true, force: true });
     cpSync(dir, to, { recursive: true, dereference: true });
@@ -546,7 +653,9 @@ async function main(): Promise<void> {
   const t0 = performance.now();
   const m = await loadModel(snapshot(MODEL_DIR), { executionProvider: "cpu", maxBatch: 32, maxQueue: 256 });
   if (!m.engine.supportsDeltas) throw new Error("the engine came up without delta hooks");
-  console.error(`[bench] ${m.info.id}: ${m.info.numLayers} layers, hidden ${m.info.hiddenSize}, vocab ${m.info.vocabSize}; ${MAX_TOKENS} tokens per request, scale ${SCALE}`);
+  console.error(
+    `[bench] ${m.info.id}: ${m.info.numLayers} layers, hidden ${m.info.hiddenSize}, vocab ${m.info.vocabSize}; ${MAX_TOKENS} tokens per request, scale ${SCALE}`,
+  );
 
   // Warm both sessions (plain and hooked) and the batching paths.
   await Promise.all([generate(m, PROMPTS[0] as string, null), generate(m, PROMPTS[1] as string, freshDelta(m))]);
@@ -574,7 +683,8 @@ async function main(): Promise<void> {
 
   const hooked = await createHookedSession(m.info, sessionOptions("cpu"));
   const pairs: StepPair[] = [];
-  for (const c of CONCURRENCY) pairs.push(await stepPair(m, hooked, c, Math.max(10, Math.round((c === 1 ? 300 : c === 8 ? 150 : 80) * SCALE))));
+  for (const c of CONCURRENCY)
+    pairs.push(await stepPair(m, hooked, c, Math.max(10, Math.round((c === 1 ? 300 : c === 8 ? 150 : 80) * SCALE))));
 
   // Sanity: did the deltas change anything? (A bench of a no-op would be meaningless.)
   const plainText = (await generate(m, PROMPTS[0] as string, null)).text;
@@ -605,29 +715,55 @@ async function main(): Promise<void> {
   } else notes.push("peer row left out: BENCH_PEER=0");
   rows.push(...bare);
 
-  const a = (c: number) => rows.find((r) => r.engine.startsWith("lens engine") && r.concurrency === c && !r.deltas) as Result;
-  console.log(`\n## Backend generation throughput: ${m.info.id} (${m.info.numLayers} layers, hidden ${m.info.hiddenSize}, vocab ${m.info.vocabSize}, ${m.info.layout} layout; ${m.fingerprint.slice(0, 23)}...)`);
-  console.log(`greedy (temperature 0), max_tokens ${MAX_TOKENS}, ${PROMPTS.length} prompts in 10 languages; deltas: rank ${DELTA_RANK} at layers ${m.info.numLayers >= 2 ? `${m.info.numLayers - 2},${m.info.numLayers - 1}` : m.info.numLayers - 1}, a different delta id on every request\n`);
+  const a = (c: number) =>
+    rows.find((r) => r.engine.startsWith("lens engine") && r.concurrency === c && !r.deltas) as Result;
+  console.log(
+    `\n## Backend generation throughput: ${m.info.id} (${m.info.numLayers} layers, hidden ${m.info.hiddenSize}, vocab ${m.info.vocabSize}, ${m.info.layout} layout; ${m.fingerprint.slice(0, 23)}...)`,
+  );
+  console.log(
+    `greedy (temperature 0), max_tokens ${MAX_TOKENS}, ${PROMPTS.length} prompts in 10 languages; deltas: rank ${DELTA_RANK} at layers ${m.info.numLayers >= 2 ? `${m.info.numLayers - 2},${m.info.numLayers - 1}` : m.info.numLayers - 1}, a different delta id on every request\n`,
+  );
   console.log(table(rows));
   console.log("");
-  console.log("Delta cost per decode step: same batch and cache, the plain and the hooked session (each row its own delta) alternating step by step:\n");
-  console.log("| rows | plain ms/step, p10 / median | hooked ms/step, p10 / median | hooked/plain, p10 | hooked/plain, median | hook inputs for a new batch composition, ms |");
-  console.log("|-----:|----------------------------:|-----------------------------:|------------------:|---------------------:|--------------------------------------------:|");
+  console.log(
+    "Delta cost per decode step: same batch and cache, the plain and the hooked session (each row its own delta) alternating step by step:\n",
+  );
+  console.log(
+    "| rows | plain ms/step, p10 / median | hooked ms/step, p10 / median | hooked/plain, p10 | hooked/plain, median | hook inputs for a new batch composition, ms |",
+  );
+  console.log(
+    "|-----:|----------------------------:|-----------------------------:|------------------:|---------------------:|--------------------------------------------:|",
+  );
   for (const p of pairs) {
     console.log(
       `| ${p.rows} | ${fmt(p.baseMinMs, 2)} / ${fmt(p.baseMs, 2)} | ${fmt(p.hookedMinMs, 2)} / ${fmt(p.hookedMs, 2)} | ${fmt(p.hookedMinMs / p.baseMinMs, 3)} | ${fmt(p.hookedMs / p.baseMs, 3)} | ${fmt(p.feedsMs, 2)} |`,
     );
   }
   console.log("");
-  console.log(`- tok/s total: tokens generated by all streams / wall time; per stream: mean over requests of tokens / (submit -> end); TTFT: submit -> first text.`);
-  console.log(`- each configuration ran ${REPS} time${REPS === 1 ? "" : "s"} ((a) and (b) interleaved); the row is the fastest run, the last column the range over all runs; (b)/(a) is the median of the ratios of runs made back to back.`);
+  console.log(
+    `- tok/s total: tokens generated by all streams / wall time; per stream: mean over requests of tokens / (submit -> end); TTFT: submit -> first text.`,
+  );
+  console.log(
+    `- each configuration ran ${REPS} time${REPS === 1 ? "" : "s"} ((a) and (b) interleaved); the row is the fastest run, the last column the range over all runs; (b)/(a) is the median of the ratios of runs made back to back.`,
+  );
   const bareAt = (c: number) => bare.find((r) => r.concurrency === c) as Result;
-  console.log(`- batching: 8 streams give ${fmt(tps(a(8)) / tps(a(1)), 2)}x and 32 streams ${fmt(tps(a(32)) / tps(a(1)), 2)}x the tok/s of one stream (bare session loop: ${fmt(tps(bareAt(8)) / tps(bareAt(1)), 2)}x, ${fmt(tps(bareAt(32)) / tps(bareAt(1)), 2)}x); the engine reaches ${CONCURRENCY.map((c) => `${fmt((100 * tps(a(c))) / tps(bareAt(c)))}%`).join(" / ")} of the bare loop at ${CONCURRENCY.join(" / ")} streams.`);
-  if (peerC8) console.log(`- 8 concurrent requests: lens engine ${fmt(tps(a(8)))} tok/s vs peer ${fmt(tps(peerC8))} tok/s = ${fmt(tps(a(8)) / tps(peerC8), 2)}x (target >= 2x)`);
-  console.log(`- HTTP vs in-process at 8 streams (no deltas): ${fmt(tps(http) / tps(a(8)), 3)}x tok/s, TTFT p50 ${fmt(http.ttftP50, 1)} vs ${fmt(a(8).ttftP50, 1)} ms`);
-  console.log(`- the deltas ${plainText !== editedText ? "do change" : "did NOT change"} the greedy text of "${PROMPTS[0]}" (so (b) is not a no-op); the engine's greedy text ${engineAgrees ? "equals" : "DIFFERS from"} a plain greedy loop over the same session.`);
+  console.log(
+    `- batching: 8 streams give ${fmt(tps(a(8)) / tps(a(1)), 2)}x and 32 streams ${fmt(tps(a(32)) / tps(a(1)), 2)}x the tok/s of one stream (bare session loop: ${fmt(tps(bareAt(8)) / tps(bareAt(1)), 2)}x, ${fmt(tps(bareAt(32)) / tps(bareAt(1)), 2)}x); the engine reaches ${CONCURRENCY.map((c) => `${fmt((100 * tps(a(c))) / tps(bareAt(c)))}%`).join(" / ")} of the bare loop at ${CONCURRENCY.join(" / ")} streams.`,
+  );
+  if (peerC8)
+    console.log(
+      `- 8 concurrent requests: lens engine ${fmt(tps(a(8)))} tok/s vs peer ${fmt(tps(peerC8))} tok/s = ${fmt(tps(a(8)) / tps(peerC8), 2)}x (target >= 2x)`,
+    );
+  console.log(
+    `- HTTP vs in-process at 8 streams (no deltas): ${fmt(tps(http) / tps(a(8)), 3)}x tok/s, TTFT p50 ${fmt(http.ttftP50, 1)} vs ${fmt(a(8).ttftP50, 1)} ms`,
+  );
+  console.log(
+    `- the deltas ${plainText !== editedText ? "do change" : "did NOT change"} the greedy text of "${PROMPTS[0]}" (so (b) is not a no-op); the engine's greedy text ${engineAgrees ? "equals" : "DIFFERS from"} a plain greedy loop over the same session.`,
+  );
   for (const n of notes) console.log(`- ${n}`);
-  console.log(`- machine: ${cpus().length} cores (${cpus()[0]?.model.trim() ?? "unknown CPU"}), node ${process.version}, onnxruntime-node CPU; the machine is SHARED (other work, e.g. model training, runs beside this bench): figures are noisy, compare ratios within one run.`);
+  console.log(
+    `- machine: ${cpus().length} cores (${cpus()[0]?.model.trim() ?? "unknown CPU"}), node ${process.version}, onnxruntime-node CPU; the machine is SHARED (other work, e.g. model training, runs beside this bench): figures are noisy, compare ratios within one run.`,
+  );
   console.log(`- whole run: ${fmt((performance.now() - t0) / 1000, 1)} s`);
 }
 

@@ -12,7 +12,15 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { LIVE_PATH } from "../../src/protocol/backend.js";
 import { splitPrompts } from "../../src/gpu-backend/lens/jobs/prompts.js";
-import { ROOT, applyMigrations, backendSecret, freePort, registerKeys, startGateway, waitForHttp } from "../../dev/local-stack.js";
+import {
+  ROOT,
+  applyMigrations,
+  backendSecret,
+  freePort,
+  registerKeys,
+  startGateway,
+  waitForHttp,
+} from "../../dev/local-stack.js";
 
 const LANGUAGE = "fr";
 const REQUESTS = Number(process.env["EXPERIMENT_REQUESTS"] ?? 300);
@@ -26,7 +34,12 @@ async function main(): Promise<void> {
   const secret = backendSecret();
   const backend: ChildProcess = spawn(process.execPath, ["--import", "tsx", "src/gpu-backend/server.ts"], {
     cwd: ROOT,
-    env: { ...process.env, BACKEND_PORT: String(backendPort), LENS_JOBS_DIR: join(state, "jobs"), LENS_BACKEND_SECRET: secret },
+    env: {
+      ...process.env,
+      BACKEND_PORT: String(backendPort),
+      LENS_JOBS_DIR: join(state, "jobs"),
+      LENS_BACKEND_SECRET: secret,
+    },
     stdio: ["ignore", "ignore", "inherit"],
   });
   let stopGateway: (() => Promise<void>) | undefined;
@@ -34,7 +47,12 @@ async function main(): Promise<void> {
     await waitForHttp(`${backendUrl}${LIVE_PATH}`, backend, 120_000);
     applyMigrations(state);
     registerKeys({ client: CLIENT, admin: ADMIN }, state);
-    const gateway = await startGateway({ port: await freePort(), vars: { BACKEND_URLS: backendUrl, BACKEND_SECRET: secret }, persistTo: state, quiet: true });
+    const gateway = await startGateway({
+      port: await freePort(),
+      vars: { BACKEND_URLS: backendUrl, BACKEND_SECRET: secret },
+      persistTo: state,
+      quiet: true,
+    });
     stopGateway = gateway.stop;
     const admin = async (method: string, path: string, body?: unknown) => {
       const res = await fetch(`${gateway.url}${path}`, {
@@ -57,13 +75,29 @@ async function main(): Promise<void> {
     };
 
     const started = Date.now();
-    const probe = await admin("POST", "/admin/lens/jobs", { kind: "probe", languages: ["en", "fr", "es", "de", "zh"], layers: [3], prompts: "probe", per_language: 200 });
+    const probe = await admin("POST", "/admin/lens/jobs", {
+      kind: "probe",
+      languages: ["en", "fr", "es", "de", "zh"],
+      layers: [3],
+      prompts: "probe",
+      per_language: 200,
+    });
     await finished(probe["id"] as string);
-    const train = await admin("POST", "/admin/lens/jobs", { kind: "train", probe: probe["id"], language: LANGUAGE, rank: 4, prompts: "train", per_language: 160, seed: 1 });
+    const train = await admin("POST", "/admin/lens/jobs", {
+      kind: "train",
+      probe: probe["id"],
+      language: LANGUAGE,
+      rank: 4,
+      prompts: "train",
+      per_language: 160,
+      seed: 1,
+    });
     await finished(train["id"] as string);
     const adapter = await admin("POST", `/admin/lens/jobs/${train["id"] as string}/register`);
     const adapterId = (adapter["id"] ?? (adapter["adapter"] as Record<string, unknown> | undefined)?.["id"]) as string;
-    console.log(`probe + train + register through the gateway: ${((Date.now() - started) / 1000).toFixed(1)} s; adapter ${adapterId}`);
+    console.log(
+      `probe + train + register through the gateway: ${((Date.now() - started) / 1000).toFixed(1)} s; adapter ${adapterId}`,
+    );
     const experiment = await admin("POST", "/admin/experiments", {
       name: "French: base vs trained Lens adapter",
       languages: [LANGUAGE],
@@ -72,7 +106,8 @@ async function main(): Promise<void> {
         { name: "lens", delta: adapterId, scale: 1, weight: 50 },
       ],
     });
-    const experimentId = (experiment["id"] ?? (experiment["experiment"] as Record<string, unknown> | undefined)?.["id"]) as string;
+    const experimentId = (experiment["id"] ??
+      (experiment["experiment"] as Record<string, unknown> | undefined)?.["id"]) as string;
 
     // French prompts the adapter never saw (the eval split), each from a different end user.
     const prompts = splitPrompts("eval", ["fr"], 1000)["fr"] ?? [];
@@ -102,7 +137,9 @@ async function main(): Promise<void> {
         }
       }),
     );
-    console.log(`${REQUESTS} French requests in ${((Date.now() - t0) / 1000).toFixed(1)} s, ${failed} failed; arms seen: ${[...arms].map(([a, n]) => `${a} ${n}`).join(", ")}`);
+    console.log(
+      `${REQUESTS} French requests in ${((Date.now() - t0) / 1000).toFixed(1)} s, ${failed} failed; arms seen: ${[...arms].map(([a, n]) => `${a} ${n}`).join(", ")}`,
+    );
     // Records are written after each response (waitUntil): give them a moment.
     await new Promise((r) => setTimeout(r, 2000));
     const results = await admin("GET", `/admin/experiments/${experimentId}/results`);

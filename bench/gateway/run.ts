@@ -18,7 +18,17 @@ import { join } from "node:path";
 import { performance } from "node:perf_hooks";
 import { Miniflare } from "miniflare";
 import { GENERATE_PATH, type GenerateRequest, HEALTH_PATH } from "../../src/protocol/backend.js";
-import { ROOT, applyMigrations, freePort, registerKeys, sha256, startGateway, waitForHttp, wrangler, wranglerSettings } from "../../dev/local-stack.js";
+import {
+  ROOT,
+  applyMigrations,
+  freePort,
+  registerKeys,
+  sha256,
+  startGateway,
+  waitForHttp,
+  wrangler,
+  wranglerSettings,
+} from "../../dev/local-stack.js";
 import { percentile } from "../../dev/percentile.js";
 
 const SCALE = Number(process.env["BENCH_REQUESTS"] ?? 1);
@@ -43,7 +53,6 @@ interface Stats {
   p99: number;
   rps: number;
 }
-
 
 /** One request; resolves with milliseconds to the whole body (`firstByte`: to the first content). */
 function timeOne(agent: Agent, t: Target, i: number, firstContent?: (chunk: string) => boolean): Promise<number> {
@@ -81,7 +90,12 @@ function timeOne(agent: Agent, t: Target, i: number, firstContent?: (chunk: stri
   });
 }
 
-async function load(t: Target, concurrency: number, total: number, firstContent?: (s: string) => boolean): Promise<Stats> {
+async function load(
+  t: Target,
+  concurrency: number,
+  total: number,
+  firstContent?: (s: string) => boolean,
+): Promise<Stats> {
   const agent = new Agent({ keepAlive: true, maxSockets: concurrency });
   const times: number[] = [];
   let errors = 0;
@@ -106,20 +120,29 @@ async function load(t: Target, concurrency: number, total: number, firstContent?
   const seconds = (performance.now() - started) / 1000;
   agent.destroy();
   times.sort((a, b) => a - b);
-  return { n: times.length, errors, errorKinds, p50: percentile(times, 50) ?? Number.NaN, p99: percentile(times, 99) ?? Number.NaN, rps: times.length / seconds };
+  return {
+    n: times.length,
+    errors,
+    errorKinds,
+    p50: percentile(times, 50) ?? Number.NaN,
+    p99: percentile(times, 99) ?? Number.NaN,
+    rps: times.length / seconds,
+  };
 }
 
-const generateBody = (stream: boolean) => (i: number): string => {
-  const req: GenerateRequest = {
-    request_id: `bench-${stream ? "s" : "n"}-${i}`,
-    model: MODEL,
-    messages: [{ role: "user", content: PROMPT }],
-    sampling: { temperature: 1, top_p: 1, stop: [] },
-    language: "en",
-    delta: null,
+const generateBody =
+  (stream: boolean) =>
+  (i: number): string => {
+    const req: GenerateRequest = {
+      request_id: `bench-${stream ? "s" : "n"}-${i}`,
+      model: MODEL,
+      messages: [{ role: "user", content: PROMPT }],
+      sampling: { temperature: 1, top_p: 1, stop: [] },
+      language: "en",
+      delta: null,
+    };
+    return JSON.stringify(req);
   };
-  return JSON.stringify(req);
-};
 const chatBody = (stream: boolean) => (): string =>
   JSON.stringify({ model: MODEL, stream, messages: [{ role: "user", content: PROMPT }] });
 
@@ -135,7 +158,10 @@ const fmt = (n: number) => (Number.isFinite(n) ? n.toFixed(2) : "-");
 const signed = (n: number) => (n >= 0 ? "+" : "") + n.toFixed(2);
 
 /** The gateway in one workerd, no dev proxy: the same bundle `wrangler deploy` uploads. */
-async function startMiniflareGateway(backendUrl: string, outdir: string): Promise<{ port: number; stop: () => Promise<void> }> {
+async function startMiniflareGateway(
+  backendUrl: string,
+  outdir: string,
+): Promise<{ port: number; stop: () => Promise<void> }> {
   wrangler(["deploy", "--dry-run", "--outdir", outdir]);
   const mf = new Miniflare({
     modules: true,
@@ -151,13 +177,19 @@ async function startMiniflareGateway(backendUrl: string, outdir: string): Promis
   });
   const url = await mf.ready;
   const db = await mf.getD1Database("DB");
-  for (const file of readdirSync(join(ROOT, "migrations")).filter((f) => f.endsWith(".sql")).sort()) {
-    for (const stmt of readFileSync(join(ROOT, "migrations", file), "utf8").replace(/--.*$/gm, "").split(";")) {
+  for (const file of readdirSync(join(ROOT, "migrations"))
+    .filter((f) => f.endsWith(".sql"))
+    .sort()) {
+    for (const stmt of readFileSync(join(ROOT, "migrations", file), "utf8")
+      .replace(/--.*$/gm, "")
+      .split(";")) {
       if (stmt.trim()) await db.prepare(stmt).run();
     }
   }
   await db
-    .prepare("INSERT INTO api_keys (id, key_hash, key_prefix, scope, created_at) VALUES ('key_bench', ?1, 'lens-bench-c', 'client', 0)")
+    .prepare(
+      "INSERT INTO api_keys (id, key_hash, key_prefix, scope, created_at) VALUES ('key_bench', ?1, 'lens-bench-c', 'client', 0)",
+    )
     .bind(sha256(CLIENT_KEY))
     .run();
   return { port: Number(url.port), stop: () => mf.dispose() };
@@ -165,16 +197,40 @@ async function startMiniflareGateway(backendUrl: string, outdir: string): Promis
 
 function printTable(title: string, rows: Array<{ what: string; c: number; d: Stats; g: Stats }>): void {
   console.log(`\n${title}\n`);
-  const header = ["scenario", "conc", "n", "direct p50", "gateway p50", "added p50", "direct p99", "gateway p99", "added p99", "direct req/s", "gateway req/s", "errors"];
+  const header = [
+    "scenario",
+    "conc",
+    "n",
+    "direct p50",
+    "gateway p50",
+    "added p50",
+    "direct p99",
+    "gateway p99",
+    "added p99",
+    "direct req/s",
+    "gateway req/s",
+    "errors",
+  ];
   const lines = rows.map((r) => [
-    r.what, String(r.c), String(r.g.n), fmt(r.d.p50), fmt(r.g.p50), signed(r.g.p50 - r.d.p50),
-    fmt(r.d.p99), fmt(r.g.p99), signed(r.g.p99 - r.d.p99), r.d.rps.toFixed(0), r.g.rps.toFixed(0),
-    String(r.d.errors + r.g.errors) + (r.d.errors + r.g.errors > 0 ? ` (${[...r.d.errorKinds, ...r.g.errorKinds].join(", ")})` : ""),
+    r.what,
+    String(r.c),
+    String(r.g.n),
+    fmt(r.d.p50),
+    fmt(r.g.p50),
+    signed(r.g.p50 - r.d.p50),
+    fmt(r.d.p99),
+    fmt(r.g.p99),
+    signed(r.g.p99 - r.d.p99),
+    r.d.rps.toFixed(0),
+    r.g.rps.toFixed(0),
+    String(r.d.errors + r.g.errors) +
+      (r.d.errors + r.g.errors > 0 ? ` (${[...r.d.errorKinds, ...r.g.errorKinds].join(", ")})` : ""),
   ]);
   const widths = header.map((h, i) => Math.max(h.length, ...lines.map((l) => (l[i] as string).length)));
-  const print = (cells: string[]) => console.log("| " + cells.map((c, i) => c.padEnd(widths[i] as number)).join(" | ") + " |");
+  const print = (cells: string[]) =>
+    console.log(`| ${cells.map((c, i) => c.padEnd(widths[i] as number)).join(" | ")} |`);
   print(header);
-  console.log("|" + widths.map((w) => "-".repeat(w + 2)).join("|") + "|");
+  console.log(`|${widths.map((w) => "-".repeat(w + 2)).join("|")}|`);
   for (const l of lines) print(l);
 }
 
@@ -188,7 +244,12 @@ async function main(): Promise<void> {
     await waitForHttp(`${backendUrl}${HEALTH_PATH}`, backend);
     applyMigrations(state);
     registerKeys({ client: CLIENT_KEY, admin: "lens-bench-admin-key" }, state);
-    const dev = await startGateway({ port: await freePort(), vars: { BACKEND_URLS: backendUrl }, persistTo: state, quiet: true });
+    const dev = await startGateway({
+      port: await freePort(),
+      vars: { BACKEND_URLS: backendUrl },
+      persistTo: state,
+      quiet: true,
+    });
     stops.push(dev.stop);
     const mf = await startMiniflareGateway(backendUrl, join(state, "bundle"));
     stops.push(mf.stop);
@@ -222,17 +283,21 @@ async function main(): Promise<void> {
       for (const s of scenarios) {
         const total = Math.max(s.c, Math.round(s.n * SCALE));
         const stream = s.kind === "stream";
-        const d = s.kind === "health"
-          ? await load({ port: backendPort, path: HEALTH_PATH, headers: {} }, s.c, total)
-          : await load(direct(stream), s.c, total, stream ? directFirst : undefined);
-        const g = s.kind === "health"
-          ? await load({ port, path: "/healthz", headers: {} }, s.c, total)
-          : await load(viaGateway(port, stream), s.c, total, stream ? gatewayFirst : undefined);
+        const d =
+          s.kind === "health"
+            ? await load({ port: backendPort, path: HEALTH_PATH, headers: {} }, s.c, total)
+            : await load(direct(stream), s.c, total, stream ? directFirst : undefined);
+        const g =
+          s.kind === "health"
+            ? await load({ port, path: "/healthz", headers: {} }, s.c, total)
+            : await load(viaGateway(port, stream), s.c, total, stream ? gatewayFirst : undefined);
         rows.push({ what: s.what, c: s.c, d, g });
       }
       printTable(`${title}; latency in ms, direct = the same request to the backend's internal API`, rows);
     }
-    console.log("\nDESIGN targets: added p50 <= 0.3 ms, p99 <= 1.5 ms (one client); peer Portkey on Node: +0.6 / +3.5 ms.");
+    console.log(
+      "\nDESIGN targets: added p50 <= 0.3 ms, p99 <= 1.5 ms (one client); peer Portkey on Node: +0.6 / +3.5 ms.",
+    );
     console.log("Load generator, gateway and backend share this machine's cores.");
   } finally {
     for (const stop of stops.reverse()) await stop().catch(() => {});

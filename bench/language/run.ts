@@ -24,9 +24,14 @@ import { decidedByVote } from "../../src/language/latin.js";
 
 const root = resolve(dirname(fileURLToPath(import.meta.url)), "../..");
 
-interface Row { lang: string; text: string }
+interface Row {
+  lang: string;
+  text: string;
+}
 const load = (path: string): Row[] =>
-  readFileSync(resolve(root, path), "utf8").split("\n").filter((l) => l.trim() !== "")
+  readFileSync(resolve(root, path), "utf8")
+    .split("\n")
+    .filter((l) => l.trim() !== "")
     .map((l) => JSON.parse(l) as Row);
 
 const testSet = load("test/fixtures/language-prompts.jsonl");
@@ -35,8 +40,19 @@ const LATIN = new Set(["en", "es", "fr", "de", "sw"]);
 
 // franc uses ISO 639-3; map the product's languages (and macro-language variants) to our tags.
 const FROM_ISO3: Record<string, LanguageOrUnd> = {
-  eng: "en", cmn: "zh", jpn: "ja", kor: "ko", arb: "ar", ben: "bn", swh: "sw", spa: "es", fra: "fr",
-  deu: "de", rus: "ru", hin: "hi", tha: "th",
+  eng: "en",
+  cmn: "zh",
+  jpn: "ja",
+  kor: "ko",
+  arb: "ar",
+  ben: "bn",
+  swh: "sw",
+  spa: "es",
+  fra: "fr",
+  deu: "de",
+  rus: "ru",
+  hin: "hi",
+  tha: "th",
 };
 const OUR_ISO3 = Object.keys(FROM_ISO3);
 const LATIN_ISO3 = ["eng", "spa", "fra", "deu", "swh"];
@@ -45,8 +61,10 @@ const iso2 = (tag: string): LanguageOrUnd | string => (tag === "" ? "und" : tag)
 /** Script check of detect.ts, then franc-min alone for Latin text: the design without the vote. */
 function scriptThenFranc(text: string): string {
   const c = countScripts(text);
-  const latinOnly = c.latin > 0 && c.latin >= 3 * (2 * (c.han + c.kana + c.hangul) + c.arabic
-    + c.devanagari + c.bengali + c.thai + c.cyrillic + c.other);
+  const latinOnly =
+    c.latin > 0 &&
+    c.latin >=
+      3 * (2 * (c.han + c.kana + c.hangul) + c.arabic + c.devanagari + c.bengali + c.thai + c.cyrillic + c.other);
   if (!latinOnly) return detectLanguage(text);
   return FROM_ISO3[franc(text, { only: LATIN_ISO3 })] ?? "und";
 }
@@ -143,8 +161,14 @@ async function bundleBytes(entry: string): Promise<[number, number]> {
   if (cached) return cached;
   const out = await build({
     stdin: { contents: entry, resolveDir: root, loader: "ts", sourcefile: "entry.ts" },
-    bundle: true, minify: true, write: false, format: "esm", platform: "browser",
-    conditions: ["workerd", "worker", "browser"], target: "es2022", logLevel: "silent",
+    bundle: true,
+    minify: true,
+    write: false,
+    format: "esm",
+    platform: "browser",
+    conditions: ["workerd", "worker", "browser"],
+    target: "es2022",
+    logLevel: "silent",
   });
   const bytes = out.outputFiles[0]!.contents;
   const sizes: [number, number] = [bytes.length, gzipSync(bytes).length];
@@ -154,8 +178,13 @@ async function bundleBytes(entry: string): Promise<[number, number]> {
 
 const pct = (ok: number, n: number) => (n === 0 ? "-" : `${((100 * ok) / n).toFixed(1)}%`);
 const sum = (per: Map<string, [number, number]>, keep: (l: string) => boolean): [number, number] => {
-  let ok = 0, n = 0;
-  for (const [l, [a, b]] of per) if (keep(l)) { ok += a; n += b; }
+  let ok = 0,
+    n = 0;
+  for (const [l, [a, b]] of per)
+    if (keep(l)) {
+      ok += a;
+      n += b;
+    }
   return [ok, n];
 };
 
@@ -163,11 +192,25 @@ const langRows = testSet.filter((r) => r.lang !== "und");
 const allTexts = testSet.map((r) => r.text);
 const latinTexts = testSet.filter((r) => LATIN.has(r.lang)).map((r) => r.text);
 
-console.log(`Language detection: ${langRows.length} prompts in ${LANGUAGES.length} languages + `
-  + `${testSet.length - langRows.length} und cases (test set); ${holdout.length} Latin-script prompts (holdout)`);
-console.log("Times: Node " + process.version + ", warm loop over the whole set; on a shared 2-core machine they move +-30%.\n");
+console.log(
+  `Language detection: ${langRows.length} prompts in ${LANGUAGES.length} languages + ` +
+    `${testSet.length - langRows.length} und cases (test set); ${holdout.length} Latin-script prompts (holdout)`,
+);
+console.log(
+  `Times: Node ${process.version}, warm loop over the whole set; on a shared 2-core machine they move +-30%.\n`,
+);
 
-const header = ["candidate", "13 langs", "und", "Latin", "holdout", "us/call all", "us/call Latin", "min KB", "gzip KB"];
+const header = [
+  "candidate",
+  "13 langs",
+  "und",
+  "Latin",
+  "holdout",
+  "us/call all",
+  "us/call Latin",
+  "min KB",
+  "gzip KB",
+];
 const table: string[][] = [];
 const perLanguage: string[][] = [];
 for (const c of candidates) {
@@ -178,17 +221,29 @@ for (const c of candidates) {
   const [hok, hn] = sum(accuracy(c.detect, holdout), () => true);
   const [min, gz] = await bundleBytes(c.entry);
   table.push([
-    c.name, `${pct(ok, n)} (${ok}/${n})`, `${uok}/${un}`, `${lok}/${ln}`, `${hok}/${hn}`,
-    microsPerCall(c.detect, allTexts).toFixed(1), microsPerCall(c.detect, latinTexts).toFixed(1),
-    (min / 1024).toFixed(1), (gz / 1024).toFixed(1),
+    c.name,
+    `${pct(ok, n)} (${ok}/${n})`,
+    `${uok}/${un}`,
+    `${lok}/${ln}`,
+    `${hok}/${hn}`,
+    microsPerCall(c.detect, allTexts).toFixed(1),
+    microsPerCall(c.detect, latinTexts).toFixed(1),
+    (min / 1024).toFixed(1),
+    (gz / 1024).toFixed(1),
   ]);
-  perLanguage.push([c.short,
-    ...LANGUAGES.map((l) => { const p = per.get(l)!; return `${p[0]}`; })]);
+  perLanguage.push([
+    c.short,
+    ...LANGUAGES.map((l) => {
+      const p = per.get(l)!;
+      return `${p[0]}`;
+    }),
+  ]);
 }
 
 const print = (head: string[], rows: string[][]) => {
   const widths = head.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i]!.length)));
-  const line = (cells: string[]) => cells.map((s, i) => (i === 0 ? s.padEnd(widths[i]!) : s.padStart(widths[i]!))).join("  ");
+  const line = (cells: string[]) =>
+    cells.map((s, i) => (i === 0 ? s.padEnd(widths[i]!) : s.padStart(widths[i]!))).join("  ");
   console.log(line(head));
   console.log(widths.map((w) => "-".repeat(w)).join("  "));
   for (const r of rows) console.log(line(r));
@@ -197,7 +252,11 @@ print(header, table);
 console.log(`\nCorrect per language (of ${langRows.length / LANGUAGES.length} each):`);
 print(["candidate", ...LANGUAGES], perLanguage);
 const byVote = [...testSet, ...holdout].filter((r) => LATIN.has(r.lang));
-console.log(`\nLatin-script prompts settled by the function-word vote alone (no franc call): `
-  + `${byVote.filter((r) => decidedByVote(r.text)).length}/${byVote.length}`);
-console.log("\nTarget (docs/DESIGN): >= 98% and <= 30 us per call in workerd. Bundle sizes: esbuild, "
-  + "browser platform with worker conditions, minified; the detector's row includes franc-min.");
+console.log(
+  `\nLatin-script prompts settled by the function-word vote alone (no franc call): ` +
+    `${byVote.filter((r) => decidedByVote(r.text)).length}/${byVote.length}`,
+);
+console.log(
+  "\nTarget (docs/DESIGN): >= 98% and <= 30 us per call in workerd. Bundle sizes: esbuild, " +
+    "browser platform with worker conditions, minified; the detector's row includes franc-min.",
+);

@@ -43,7 +43,10 @@ const tokenizer = ChatTokenizer.fromDir(info.dir);
 const fingerprint = await modelFingerprint(info.onnxPath);
 const threads = Number(values.threads);
 const work = mkdtempSync(join(tmpdir(), "bench-lens-"));
-const runner = new LensJobRunner({ info, tokenizer, fingerprint }, { dir: join(work, "jobs"), sessionOptions: { intraOpNumThreads: threads, interOpNumThreads: 1 } });
+const runner = new LensJobRunner(
+  { info, tokenizer, fingerprint },
+  { dir: join(work, "jobs"), sessionOptions: { intraOpNumThreads: threads, interOpNumThreads: 1 } },
+);
 
 interface Row {
   what: string;
@@ -67,10 +70,22 @@ async function run(request: LensJobRequestInput): Promise<{ record: LensJobRecor
 }
 const timings = (r: LensJobRecord) => (r.result?.["timings_ms"] ?? {}) as Record<string, number>;
 
-async function probeRow(what: string, languages: readonly string[], layers: number[], n: number): Promise<LensJobRecord> {
+async function probeRow(
+  what: string,
+  languages: readonly string[],
+  layers: number[],
+  n: number,
+): Promise<LensJobRecord> {
   const { record, wallMs } = await run({ kind: "probe", languages: [...languages] as never, layers, per_language: n });
   const t = timings(record);
-  rows.push({ what, session: t["session"]!, collect: t["collect"]!, math: t["math"]!, write: (t["encode"] ?? 0) + t["write"]!, total: wallMs });
+  rows.push({
+    what,
+    session: t["session"]!,
+    collect: t["collect"]!,
+    math: t["math"]!,
+    write: (t["encode"] ?? 0) + t["write"]!,
+    total: wallMs,
+  });
   return record;
 }
 
@@ -84,7 +99,9 @@ async function trainRow(what: string, probe: string, language: string, n: number
 const top2 = [info.numLayers - 2, info.numLayers - 1];
 const started = performance.now();
 try {
-  console.log(`Lens jobs on ${info.id} (d = ${info.hiddenSize}, ${info.numLayers} layers), ${cpus().length} CPUs (${cpus()[0]?.model ?? "?"}), node ${process.version}, onnxruntime threads ${threads}\n`);
+  console.log(
+    `Lens jobs on ${info.id} (d = ${info.hiddenSize}, ${info.numLayers} layers), ${cpus().length} CPUs (${cpus()[0]?.model ?? "?"}), node ${process.version}, onnxruntime threads ${threads}\n`,
+  );
 
   // 1. The goal.
   const main = await probeRow(`probe 12 langs x 200, layers ${top2.join(",")}`, LANGS, top2, 200);
@@ -107,21 +124,37 @@ try {
 
   // 2. Scaling.
   const counts = values.quick ? [50, 200] : [50, 100, 200];
-  const layerSets = values.quick ? [[info.numLayers - 1], Array.from({ length: info.numLayers }, (_, l) => l)] : [[info.numLayers - 1], top2, Array.from({ length: info.numLayers }, (_, l) => l)];
+  const layerSets = values.quick
+    ? [[info.numLayers - 1], Array.from({ length: info.numLayers }, (_, l) => l)]
+    : [[info.numLayers - 1], top2, Array.from({ length: info.numLayers }, (_, l) => l)];
   for (const n of counts) await probeRow(`probe 12 langs x ${n}, 1 layer`, LANGS, [info.numLayers - 1], n);
-  for (const ls of layerSets) if (ls.length > 1) await probeRow(`probe 12 langs x 200, ${ls.length} layers`, LANGS, ls, 200);
+  for (const ls of layerSets)
+    if (ls.length > 1) await probeRow(`probe 12 langs x 200, ${ls.length} layers`, LANGS, ls, 200);
   for (const n of counts) if (n !== 200) await trainRow(`train es, ${n} pairs, 200 steps`, probeId, "es", n);
 
-  const f = (x: number | undefined) => (x === undefined ? "" : x >= 10_000 ? `${(x / 1000).toFixed(1)} s` : `${x.toFixed(0)} ms`);
+  const f = (x: number | undefined) =>
+    x === undefined ? "" : x >= 10_000 ? `${(x / 1000).toFixed(1)} s` : `${x.toFixed(0)} ms`;
   const header = ["job", "session", "collect", "math", "states", "train", "write", "total"];
-  const table = rows.map((r) => [r.what, f(r.session), f(r.collect), f(r.math), f(r.states), f(r.train), f(r.write), f(r.total)]);
+  const table = rows.map((r) => [
+    r.what,
+    f(r.session),
+    f(r.collect),
+    f(r.math),
+    f(r.states),
+    f(r.train),
+    f(r.write),
+    f(r.total),
+  ]);
   const widths = header.map((h, i) => Math.max(h.length, ...table.map((t) => t[i]!.length)));
-  const line = (cells: string[]) => `| ${cells.map((c, i) => (i === 0 ? c.padEnd(widths[i]!) : c.padStart(widths[i]!))).join(" | ")} |`;
+  const line = (cells: string[]) =>
+    `| ${cells.map((c, i) => (i === 0 ? c.padEnd(widths[i]!) : c.padStart(widths[i]!))).join(" | ")} |`;
   console.log(line(header));
   console.log(`|${widths.map((w, i) => (i === 0 ? "-".repeat(w + 2) : `${"-".repeat(w + 1)}:`)).join("|")}|`);
   for (const t of table) console.log(line(t));
   const goal = 120_000;
-  console.log(`\nprobe + train one language: ${(probeMs + oneTrain) / 1000 < 100 ? ((probeMs + oneTrain) / 1000).toFixed(1) : ((probeMs + oneTrain) / 1000).toFixed(0)} s; probe + train all ${targets.length + 1} targets: ${((probeMs + allTrain) / 1000).toFixed(1)} s (goal: under ${goal / 1000} s)`);
+  console.log(
+    `\nprobe + train one language: ${(probeMs + oneTrain) / 1000 < 100 ? ((probeMs + oneTrain) / 1000).toFixed(1) : ((probeMs + oneTrain) / 1000).toFixed(0)} s; probe + train all ${targets.length + 1} targets: ${((probeMs + allTrain) / 1000).toFixed(1)} s (goal: under ${goal / 1000} s)`,
+  );
   console.log(`whole run: ${((performance.now() - started) / 1000).toFixed(0)} s`);
 } finally {
   await runner.close();

@@ -12,7 +12,7 @@
  */
 import http from "node:http";
 
-export type Kind = "complete" | "error" | "broken" | "hung-up";
+type Kind = "complete" | "error" | "broken" | "hung-up";
 
 export interface Outcome {
   id: string;
@@ -39,7 +39,8 @@ export interface Outcome {
   empty: boolean;
 }
 
-const newAgent = () => new http.Agent({ keepAlive: process.env["LOAD_KEEPALIVE"] !== "0", maxSockets: Infinity, maxFreeSockets: 1024 });
+const newAgent = () =>
+  new http.Agent({ keepAlive: process.env["LOAD_KEEPALIVE"] !== "0", maxSockets: Infinity, maxFreeSockets: 1024 });
 let agent = newAgent();
 
 /** Closes every connection; the next request opens fresh ones (each level starts with a new client). */
@@ -67,7 +68,12 @@ const header = (res: http.IncomingMessage, name: string): string | null => {
 function isOpenAIError(v: unknown): v is { error: { message: string; type: string; code?: unknown } } {
   if (typeof v !== "object" || v === null) return false;
   const e = (v as { error?: unknown }).error;
-  return typeof e === "object" && e !== null && typeof (e as { message?: unknown }).message === "string" && typeof (e as { type?: unknown }).type === "string";
+  return (
+    typeof e === "object" &&
+    e !== null &&
+    typeof (e as { message?: unknown }).message === "string" &&
+    typeof (e as { type?: unknown }).type === "string"
+  );
 }
 
 const errorCodeOf = (e: { error: { type: string; code?: unknown } }) =>
@@ -99,12 +105,15 @@ class SseChecker {
   }
 
   finish(): void {
-    if (this.buffer.trim() !== "") this.broke(`trailing bytes without an event end: ${JSON.stringify(this.buffer.slice(0, 80))}`);
+    if (this.buffer.trim() !== "")
+      this.broke(`trailing bytes without an event end: ${JSON.stringify(this.buffer.slice(0, 80))}`);
     if (this.fail) return;
     if (this.errorCode !== null) return;
     if (!this.sawDone) this.broke("the stream closed without data: [DONE] or an error event");
     else if (!this.sawRole || !this.sawFinish || !this.sawUsage) {
-      this.broke(`[DONE] without ${[!this.sawRole && "role", !this.sawFinish && "finish", !this.sawUsage && "usage"].filter(Boolean).join(", ")} chunk`);
+      this.broke(
+        `[DONE] without ${[!this.sawRole && "role", !this.sawFinish && "finish", !this.sawUsage && "usage"].filter(Boolean).join(", ")} chunk`,
+      );
     }
   }
 
@@ -116,7 +125,8 @@ class SseChecker {
     if (this.fail) return;
     if (this.sawDone || this.errorCode !== null) return this.broke("an event after [DONE] or after the error event");
     const lines = event.split("\n").filter((l) => l !== "" && !l.startsWith(":"));
-    if (lines.length !== 1 || !lines[0]!.startsWith("data: ")) return this.broke(`not a single data line: ${JSON.stringify(event.slice(0, 80))}`);
+    if (lines.length !== 1 || !lines[0]!.startsWith("data: "))
+      return this.broke(`not a single data line: ${JSON.stringify(event.slice(0, 80))}`);
     const data = lines[0]!.slice(6);
     if (data === "[DONE]") {
       this.sawDone = true;
@@ -133,14 +143,16 @@ class SseChecker {
       return;
     }
     const c = json as { id?: unknown; object?: unknown; choices?: unknown; usage?: unknown };
-    if (c.object !== "chat.completion.chunk" || typeof c.id !== "string" || !Array.isArray(c.choices)) return this.broke("a chunk that is not a chat.completion.chunk");
+    if (c.object !== "chat.completion.chunk" || typeof c.id !== "string" || !Array.isArray(c.choices))
+      return this.broke("a chunk that is not a chat.completion.chunk");
     if (this.chunkId === null) this.chunkId = c.id;
     else if (c.id !== this.chunkId) return this.broke("chunks with different ids");
     if (c.choices.length === 0) {
       // The usage chunk: last before [DONE].
       const u = c.usage as { prompt_tokens?: unknown; completion_tokens?: unknown } | null | undefined;
       if (!this.sawFinish) return this.broke("the usage chunk before the finish chunk");
-      if (!u || typeof u.prompt_tokens !== "number" || typeof u.completion_tokens !== "number") return this.broke("a usage chunk without usage");
+      if (!u || typeof u.prompt_tokens !== "number" || typeof u.completion_tokens !== "number")
+        return this.broke("a usage chunk without usage");
       if (this.sawUsage) return this.broke("a second usage chunk");
       this.sawUsage = true;
       this.usage = { prompt_tokens: u.prompt_tokens, completion_tokens: u.completion_tokens };
@@ -220,7 +232,12 @@ export function streamChat(call: ChatCall): Promise<Outcome> {
     }
     req.on("error", (err) => {
       // A keep-alive connection the server closed just as it was reused fails before any byte.
-      const where = out.status === 0 ? (req.reusedSocket ? " on a reused keep-alive connection, before any response" : " before any response") : "";
+      const where =
+        out.status === 0
+          ? req.reusedSocket
+            ? " on a reused keep-alive connection, before any response"
+            : " before any response"
+          : "";
       done({ kind: "broken", broken: `network error: ${(err as NodeJS.ErrnoException).code ?? err.message}${where}` });
     });
     req.on("response", (res) => {
@@ -231,7 +248,9 @@ export function streamChat(call: ChatCall): Promise<Outcome> {
       out.echoedId = header(res, "x-request-id");
       out.retryAfter = header(res, "retry-after");
       res.setEncoding("utf8");
-      res.on("error", (err) => done({ kind: "broken", broken: `response error: ${(err as NodeJS.ErrnoException).code ?? err.message}` }));
+      res.on("error", (err) =>
+        done({ kind: "broken", broken: `response error: ${(err as NodeJS.ErrnoException).code ?? err.message}` }),
+      );
       res.on("close", () => {
         if (!res.complete) done({ kind: "broken", broken: "the connection was cut mid-response" });
       });
@@ -243,9 +262,13 @@ export function streamChat(call: ChatCall): Promise<Outcome> {
           try {
             json = JSON.parse(text);
           } catch {
-            return done({ kind: "broken", broken: `status ${out.status} with a body that is not JSON: ${JSON.stringify(text.slice(0, 80))}` });
+            return done({
+              kind: "broken",
+              broken: `status ${out.status} with a body that is not JSON: ${JSON.stringify(text.slice(0, 80))}`,
+            });
           }
-          if (!isOpenAIError(json)) return done({ kind: "broken", broken: `status ${out.status} with a non-OpenAI error body` });
+          if (!isOpenAIError(json))
+            return done({ kind: "broken", broken: `status ${out.status} with a non-OpenAI error body` });
           // A 429/503 without retry-after is still a clean error, but the code says so.
           const noRetryAfter = (out.status === 429 || out.status === 503) && out.retryAfter === null;
           done({ kind: "error", errorCode: `${errorCodeOf(json)}${noRetryAfter ? " (no retry-after)" : ""}` });
@@ -256,15 +279,28 @@ export function streamChat(call: ChatCall): Promise<Outcome> {
         let text = "";
         res.on("data", (d: string) => (text += d));
         res.on("end", () => {
-          let json: { object?: unknown; choices?: { message?: { content?: unknown } }[]; usage?: { prompt_tokens?: number; completion_tokens?: number } };
+          let json: {
+            object?: unknown;
+            choices?: { message?: { content?: unknown } }[];
+            usage?: { prompt_tokens?: number; completion_tokens?: number };
+          };
           try {
             json = JSON.parse(text) as typeof json;
           } catch {
-            return done({ kind: "broken", broken: `200 with a body that is not JSON: ${JSON.stringify(text.slice(0, 80))}` });
+            return done({
+              kind: "broken",
+              broken: `200 with a body that is not JSON: ${JSON.stringify(text.slice(0, 80))}`,
+            });
           }
           const content = json.choices?.[0]?.message?.content;
-          if (json.object !== "chat.completion" || typeof content !== "string") return done({ kind: "broken", broken: "200 without a chat.completion" });
-          done({ kind: "complete", promptTokens: json.usage?.prompt_tokens ?? null, completionTokens: json.usage?.completion_tokens ?? null, empty: content === "" });
+          if (json.object !== "chat.completion" || typeof content !== "string")
+            return done({ kind: "broken", broken: "200 without a chat.completion" });
+          done({
+            kind: "complete",
+            promptTokens: json.usage?.prompt_tokens ?? null,
+            completionTokens: json.usage?.completion_tokens ?? null,
+            empty: content === "",
+          });
         });
         return;
       }

@@ -18,7 +18,8 @@ export function loadPrompts(): Prompt[] {
   const byLang = new Map<string, Prompt[]>();
   for (const p of all) byLang.set(p.lang, [...(byLang.get(p.lang) ?? []), p]);
   const out: Prompt[] = [];
-  for (let i = 0; out.length < all.length; i++) for (const list of byLang.values()) {
+  for (let i = 0; out.length < all.length; i++)
+    for (const list of byLang.values()) {
       const p = list[i];
       if (p) out.push(p);
     }

@@ -46,10 +46,16 @@ export interface LevelResult {
   records: RecordCheck;
 }
 
-
 const bump = (m: Record<string, number>, k: string) => (m[k] = (m[k] ?? 0) + 1);
 
-export function summarize(front: string, concurrency: number, outcomes: Outcome[], wallS: number, experimentLanguage: string, records: RecordCheck): LevelResult {
+export function summarize(
+  front: string,
+  concurrency: number,
+  outcomes: Outcome[],
+  wallS: number,
+  experimentLanguage: string,
+  records: RecordCheck,
+): LevelResult {
   const complete = outcomes.filter((o) => o.kind === "complete");
   const errors: Record<string, number> = {};
   const retryAfter: Record<string, number> = {};
@@ -61,7 +67,11 @@ export function summarize(front: string, concurrency: number, outcomes: Outcome[
     if (o.kind === "error") bump(errors, `${o.status} ${o.errorCode}`);
     if (o.kind === "broken") {
       const b = brokenSamples.get(o.broken ?? "?") ?? { n: 0, min: Infinity, max: 0 };
-      brokenSamples.set(o.broken ?? "?", { n: b.n + 1, min: Math.min(b.min, o.totalMs), max: Math.max(b.max, o.totalMs) });
+      brokenSamples.set(o.broken ?? "?", {
+        n: b.n + 1,
+        min: Math.min(b.min, o.totalMs),
+        max: Math.max(b.max, o.totalMs),
+      });
     }
     if (o.retryAfter !== null && (o.status === 429 || o.status === 503)) bump(retryAfter, o.retryAfter);
     if (o.status === 200) {
@@ -81,7 +91,9 @@ export function summarize(front: string, concurrency: number, outcomes: Outcome[
     errors,
     retryAfter,
     broken: outcomes.length - complete.length - Object.values(errors).reduce((a, b) => a + b, 0),
-    brokenSamples: [...brokenSamples].map(([why, b]) => `${b.n}x ${why} (after ${(b.min / 1000).toFixed(1)}-${(b.max / 1000).toFixed(1)} s)`),
+    brokenSamples: [...brokenSamples].map(
+      ([why, b]) => `${b.n}x ${why} (after ${(b.min / 1000).toFixed(1)}-${(b.max / 1000).toFixed(1)} s)`,
+    ),
     emptyReplies: complete.filter((o) => o.empty).length,
     wallS,
     reqPerS: complete.length / wallS,
@@ -100,7 +112,8 @@ export function recordsOk(r: LevelResult): boolean {
   return r.records.missing === 0 && r.records.doubled === 0;
 }
 
-const ms = (v: number | null) => (v === null ? "-" : v >= 10_000 ? `${(v / 1000).toFixed(1)} s` : `${Math.round(v)} ms`);
+const ms = (v: number | null) =>
+  v === null ? "-" : v >= 10_000 ? `${(v / 1000).toFixed(1)} s` : `${Math.round(v)} ms`;
 const kv = (m: Record<string, number>) =>
   Object.entries(m)
     .sort((a, b) => b[1] - a[1])
@@ -140,8 +153,22 @@ export function table(results: LevelResult[]): string {
 }
 
 export function mixTable(results: LevelResult[], experimentLanguage: string): string {
-  const head = ["gateway", "concurrent", "languages (x-lens-language, 200s)", `arms (${experimentLanguage}, x-lens-arm)`, "deltas (x-lens-delta)", "retry-after on 429/503"];
-  const rows = results.map((r) => [r.front, String(r.concurrency), kv(r.languages), kv(r.arms), kv(r.deltas), kv(r.retryAfter)]);
+  const head = [
+    "gateway",
+    "concurrent",
+    "languages (x-lens-language, 200s)",
+    `arms (${experimentLanguage}, x-lens-arm)`,
+    "deltas (x-lens-delta)",
+    "retry-after on 429/503",
+  ];
+  const rows = results.map((r) => [
+    r.front,
+    String(r.concurrency),
+    kv(r.languages),
+    kv(r.arms),
+    kv(r.deltas),
+    kv(r.retryAfter),
+  ]);
   return [head, head.map(() => "---"), ...rows].map((cells) => `| ${cells.join(" | ")} |`).join("\n");
 }
 
@@ -175,7 +202,10 @@ function notes(results: LevelResult[]): string {
     );
   }
   const devBroken = results.filter((r) => r.front === "wrangler dev" && r.broken > 0);
-  const workerdClean = results.filter((r) => r.front === "workerd" && devBroken.some((d) => d.concurrency === r.concurrency) && r.broken === 0 && recordsOk(r));
+  const workerdClean = results.filter(
+    (r) =>
+      r.front === "workerd" && devBroken.some((d) => d.concurrency === r.concurrency) && r.broken === 0 && recordsOk(r),
+  );
   if (devBroken.length > 0 && workerdClean.length > 0) {
     out.push(
       `- **wrangler dev vs workerd**: at ${workerdClean.map((r) => r.concurrency).join(" and ")} concurrent, the same gateway bundle, ` +
@@ -187,34 +217,43 @@ function notes(results: LevelResult[]): string {
   }
   if (results.some((r) => r.brokenSamples.some((b) => b.includes("restarted mid-request")))) {
     out.push(
-      "- \"Your worker restarted mid-request\" (a 503 with a plain-text body) comes from `wrangler dev`'s own proxy in front of " +
+      '- "Your worker restarted mid-request" (a 503 with a plain-text body) comes from `wrangler dev`\'s own proxy in front of ' +
         "the worker, not from the gateway: the proxy says it for any POST whose forward to the worker fails. Such requests " +
         "leave no record, so they never reached the gateway's handler.",
     );
   }
   if (results.some((r) => r.brokenSamples.some((b) => b.includes("reused keep-alive")))) {
     out.push(
-      "- ECONNRESET \"on a reused keep-alive connection, before any response\": the connection to `wrangler dev`'s " +
+      '- ECONNRESET "on a reused keep-alive connection, before any response": the connection to `wrangler dev`\'s ' +
         "local server was reset as the client reused it (seen under load, mostly after a 503/504 and the client's " +
         "retry-after pause). Such requests leave neither a line in wrangler's request log nor a record: they never " +
         "reached the gateway. Counted as broken all the same.",
     );
   }
   for (const r of results) {
-    if (r.brokenSamples.length > 0) out.push(`- Broken at ${r.concurrency} concurrent through ${r.front}: ${r.brokenSamples.join("; ")}.`);
+    if (r.brokenSamples.length > 0)
+      out.push(`- Broken at ${r.concurrency} concurrent through ${r.front}: ${r.brokenSamples.join("; ")}.`);
     if (r.records.missing > 0) {
       out.push(
         `- Missing records at ${r.concurrency} concurrent through ${r.front}: ${r.records.missing}, of which ${r.records.missingAnswered} ` +
           `for requests the client got an answer to (the rest broke before any response).`,
       );
     }
-    if (r.records.sample.length > 0) out.push(`- Records at ${r.concurrency} concurrent through ${r.front}: ${r.records.sample.join("; ")}.`);
+    if (r.records.sample.length > 0)
+      out.push(`- Records at ${r.concurrency} concurrent through ${r.front}: ${r.records.sample.join("; ")}.`);
   }
   return out.length > 0 ? `${out.join("\n")}\n\n` : "";
 }
 
-export function writeDocs(mdPath: string, jsonPath: string, conditions: Conditions, results: LevelResult[], experimentLanguage: string, activeLanguages: string[]): void {
-  writeFileSync(jsonPath, JSON.stringify({ conditions, levels: results }, null, 2) + "\n");
+export function writeDocs(
+  mdPath: string,
+  jsonPath: string,
+  conditions: Conditions,
+  results: LevelResult[],
+  experimentLanguage: string,
+  activeLanguages: string[],
+): void {
+  writeFileSync(jsonPath, `${JSON.stringify({ conditions, levels: results }, null, 2)}\n`);
   const la = (v: number[]) => v.map((x) => x.toFixed(2)).join(" / ");
   const md = `# Load: mixed-language streaming through the gateway
 
@@ -241,7 +280,9 @@ Generated by \`npm run bench:load\` (bench/load/run.ts); regenerated on each ful
   in turn (13 languages; the gateway detects each one), each with its own \`x-request-id\`.
 - Levels: a closed loop of N concurrent clients, each sending its next request as soon as the
   previous one ends, until the level's request count is sent
-  (${Object.entries(conditions.requestsPerLevel).map(([n, r]) => `${r} at ${n}`).join(", ")}). A client that gets 429/503 waits
+  (${Object.entries(conditions.requestsPerLevel)
+    .map(([n, r]) => `${r} at ${n}`)
+    .join(", ")}). A client that gets 429/503 waits
   its \`retry-after\` (at most 5 s) before its next request. A short warm-up runs first.
 - Outcomes: **complete** (role chunk, content, finish chunk, usage chunk, \`data: [DONE]\`, close),
   **clean error** (non-2xx with an OpenAI error body, a 429/503 without \`retry-after\` marked so; or

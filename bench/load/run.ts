@@ -17,28 +17,50 @@
 import os from "node:os";
 import { fileURLToPath } from "node:url";
 import { resetConnections, streamChat, type Outcome } from "./client.js";
-import { type Conditions, type LevelResult, type RecordCheck, mixTable, recordsOk, summarize, table, writeDocs } from "./report.js";
+import { type Conditions, type LevelResult, mixTable, recordsOk, summarize, table, writeDocs } from "./report.js";
 import { type Prompt, loadPrompts } from "./prompts.js";
 import { checkRecords } from "./records.js";
-import { CLIENT_KEY, type Stack, gatewayLogTail, killAllNow, setUpArms, startStack, stopAll, switchToWorkerd } from "./stack.js";
+import {
+  CLIENT_KEY,
+  type Stack,
+  gatewayLogTail,
+  killAllNow,
+  setUpArms,
+  startStack,
+  stopAll,
+  switchToWorkerd,
+} from "./stack.js";
 
-const intList = (raw: string) => raw.split(",").map((s) => Number(s.trim())).filter((n) => Number.isInteger(n) && n > 0);
+const intList = (raw: string) =>
+  raw
+    .split(",")
+    .map((s) => Number(s.trim()))
+    .filter((n) => Number.isInteger(n) && n > 0);
 const LEVELS = intList(process.env["LOAD_LEVELS"] || "64,256,512");
 const REQUESTS = process.env["LOAD_REQUESTS"] ? Number(process.env["LOAD_REQUESTS"]) : null;
 const MAX_TOKENS = Number(process.env["LOAD_MAX_TOKENS"] || 24);
 const MAX_BATCH = Number(process.env["LENS_MAX_BATCH"] || 32);
 const MAX_QUEUE = Number(process.env["LENS_MAX_QUEUE"] || 256);
-const WRITE_DOCS = process.env["LOAD_WRITE_DOCS"] === "1" || (!process.env["LOAD_LEVELS"] && !process.env["LOAD_REQUESTS"]);
+const WRITE_DOCS =
+  process.env["LOAD_WRITE_DOCS"] === "1" || (!process.env["LOAD_LEVELS"] && !process.env["LOAD_REQUESTS"]);
 const REQUEST_TIMEOUT_MS = 120_000;
 /** Which fronts serve the gateway, in turn: wrangler dev, then workerd without the dev proxy. */
 const FRONTS = (process.env["LOAD_GATEWAY"] || "wrangler,workerd").split(",").map((s) => s.trim());
-if (FRONTS.some((f) => f !== "wrangler" && f !== "workerd") || FRONTS.length === 0) throw new Error("LOAD_GATEWAY: a list of wrangler and workerd");
+if (FRONTS.some((f) => f !== "wrangler" && f !== "workerd") || FRONTS.length === 0)
+  throw new Error("LOAD_GATEWAY: a list of wrangler and workerd");
 const requestsFor = (n: number) => REQUESTS ?? Math.max(400, 2 * n);
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 /** N clients in a closed loop until `total` requests are sent; ids are `${prefix}-${i}`. */
-async function runLevel(stack: Stack, prompts: Prompt[], prefix: string, concurrency: number, total: number, model: string): Promise<{ outcomes: Outcome[]; wallS: number }> {
+async function runLevel(
+  stack: Stack,
+  prompts: Prompt[],
+  prefix: string,
+  concurrency: number,
+  total: number,
+  model: string,
+): Promise<{ outcomes: Outcome[]; wallS: number }> {
   const url = new URL("/v1/chat/completions", stack.gatewayUrl);
   const outcomes: Outcome[] = [];
   let next = 0;
@@ -103,9 +125,12 @@ async function main(): Promise<number> {
     }
     const runTag = `${Date.now().toString(36)}-${front}`;
     // Warm-up: every language once, deltas pushed to the backends; not counted.
-    const warm = await runLevel(stack, prompts, `load-${runTag}-warm`, 8, prompts.length > 52 ? 52 : prompts.length, model);
+    const warm = await runLevel(stack, prompts, `load-${runTag}-warm`, 8, Math.min(prompts.length, 52), model);
     const warmBad = warm.outcomes.filter((o) => o.kind !== "complete");
-    if (warmBad.length > 0) console.log(`warm-up: ${warmBad.length} not complete, e.g. ${warmBad[0]!.status} ${warmBad[0]!.errorCode ?? warmBad[0]!.broken}`);
+    if (warmBad.length > 0)
+      console.log(
+        `warm-up: ${warmBad.length} not complete, e.g. ${warmBad[0]!.status} ${warmBad[0]!.errorCode ?? warmBad[0]!.broken}`,
+      );
 
     for (const level of LEVELS) {
       const prefix = `load-${runTag}-c${level}`;
@@ -121,7 +146,8 @@ async function main(): Promise<number> {
       results.push(result);
       if (result.brokenSamples.length > 0) console.log(`  broken: ${result.brokenSamples.slice(0, 8).join("; ")}`);
       if (records.sample.length > 0) console.log(`  records: ${records.sample.join("; ")}`);
-      if (records.statusMismatch > 0) console.log(`  records: ${records.statusMismatch} rows whose status differs from the one the client got`);
+      if (records.statusMismatch > 0)
+        console.log(`  records: ${records.statusMismatch} rows whose status differs from the one the client got`);
       // Let the backends drain anything a broken client left behind before the next level.
       await sleep(1000);
     }
@@ -150,13 +176,22 @@ async function main(): Promise<number> {
       note: process.env["LOAD_NOTE"] || null,
     };
     const docs = (name: string) => fileURLToPath(new URL(`../../docs/${name}`, import.meta.url));
-    writeDocs(docs("load.md"), docs("load.json"), conditions, results, arms.experiment.language, arms.active.map((a) => a.language));
+    writeDocs(
+      docs("load.md"),
+      docs("load.json"),
+      conditions,
+      results,
+      arms.experiment.language,
+      arms.active.map((a) => a.language),
+    );
     console.log("\nwrote docs/load.md and docs/load.json");
   }
   const failed = results.filter((r) => r.broken > 0 || !recordsOk(r));
   if (failed.length > 0) {
     console.error(`the gateway's output, last lines:\n${gatewayLogTail()}`);
-    console.error(`FAIL at ${failed.map((r) => `${r.concurrency} (${r.front})`).join(", ")} concurrent: broken requests or missing/doubled records`);
+    console.error(
+      `FAIL at ${failed.map((r) => `${r.concurrency} (${r.front})`).join(", ")} concurrent: broken requests or missing/doubled records`,
+    );
     return 1;
   }
   return 0;

@@ -25,7 +25,19 @@ import { type Outcome, resetConnections, streamChat } from "./client.js";
 import { type Prompt, loadPrompts } from "./prompts.js";
 import { checkRecords } from "./records.js";
 import type { RecordCheck } from "./report.js";
-import { CLIENT_KEY, type Stack, admin, gatewayLogLines, gatewayLogTail, killAllNow, setUpArms, startStack, stopAll, switchToWorkerd, uploadAdapter } from "./stack.js";
+import {
+  CLIENT_KEY,
+  type Stack,
+  admin,
+  gatewayLogLines,
+  gatewayLogTail,
+  killAllNow,
+  setUpArms,
+  startStack,
+  stopAll,
+  switchToWorkerd,
+  uploadAdapter,
+} from "./stack.js";
 import type { Language } from "../../src/protocol/languages.js";
 import { sql } from "../../dev/local-stack.js";
 
@@ -43,7 +55,14 @@ const ANSWER_BOUND_MS = BACKEND_TIMEOUT_MS + 5_000;
 const PROBE_BOUND_MS = 10_000;
 const MAX_TOKENS = 24;
 /** Pairs of languages operators train per run, in turn (fr, sw and es already carry arms). */
-const TRAIN_PAIRS: [Language, Language][] = [["de", "ru"], ["zh", "hi"], ["ja", "ko"], ["ar", "bn"], ["th", "de"], ["ru", "zh"]];
+const TRAIN_PAIRS: [Language, Language][] = [
+  ["de", "ru"],
+  ["zh", "hi"],
+  ["ja", "ko"],
+  ["ar", "bn"],
+  ["th", "de"],
+  ["ru", "zh"],
+];
 
 const HUNG = /code had hung/i;
 
@@ -96,7 +115,13 @@ interface RunResult {
 }
 
 /** Traffic: CONCURRENCY clients in a closed loop; every 4th request not streamed, every 10th hung up on. */
-async function traffic(stack: Stack, prompts: Prompt[], prefix: string, model: string, seed: number): Promise<Outcome[]> {
+async function traffic(
+  stack: Stack,
+  prompts: Prompt[],
+  prefix: string,
+  model: string,
+  seed: number,
+): Promise<Outcome[]> {
   const url = new URL("/v1/chat/completions", stack.gatewayUrl);
   const rand = seeded(seed);
   const hangUps = Array.from({ length: REQUESTS }, () => 50 + Math.floor(rand() * 1500));
@@ -141,7 +166,8 @@ async function waitForJob(stack: Stack, id: string): Promise<void> {
     const job = await admin(stack, "GET", `/admin/lens/jobs/${id}`);
     const state = job["state"] as string;
     if (state === "succeeded") return;
-    if (state === "failed" || state === "cancelled") throw new Error(`job ${id} ${state}: ${JSON.stringify(job["error"] ?? job).slice(0, 200)}`);
+    if (state === "failed" || state === "cancelled")
+      throw new Error(`job ${id} ${state}: ${JSON.stringify(job["error"] ?? job).slice(0, 200)}`);
     await sleep(500);
   }
 }
@@ -160,24 +186,47 @@ async function operators(stack: Stack, pair: [Language, Language], seed: number)
   };
   try {
     const top = stack.health.num_layers - 1;
-    const probe = await step("submit probe", () => admin(stack, "POST", "/admin/lens/jobs", { kind: "probe", languages: ["en", ...pair], layers: [top], per_language: 60 }));
+    const probe = await step("submit probe", () =>
+      admin(stack, "POST", "/admin/lens/jobs", {
+        kind: "probe",
+        languages: ["en", ...pair],
+        layers: [top],
+        per_language: 60,
+      }),
+    );
     await waitForJob(stack, probe["id"] as string);
     for (const language of pair) {
       const train = await step(`submit train ${language}`, () =>
-        admin(stack, "POST", "/admin/lens/jobs", { kind: "train", probe: probe["id"], language, per_language: 60, seed }),
+        admin(stack, "POST", "/admin/lens/jobs", {
+          kind: "train",
+          probe: probe["id"],
+          language,
+          per_language: 60,
+          seed,
+        }),
       );
       await waitForJob(stack, train["id"] as string);
-      const adapter = await step(`register ${language}`, () => admin(stack, "POST", `/admin/lens/jobs/${train["id"] as string}/register`));
-      await step(`activate ${language}`, () => admin(stack, "PUT", `/admin/languages/${language}`, { adapter: adapter["id"], scale: 1 }));
+      const adapter = await step(`register ${language}`, () =>
+        admin(stack, "POST", `/admin/lens/jobs/${train["id"] as string}/register`),
+      );
+      await step(`activate ${language}`, () =>
+        admin(stack, "PUT", `/admin/languages/${language}`, { adapter: adapter["id"], scale: 1 }),
+      );
     }
   } catch (err) {
-    if (!steps.some((s) => !s.ok)) steps.push({ what: "operators", ms: 0, ok: false, detail: err instanceof Error ? err.message : String(err) });
+    if (!steps.some((s) => !s.ok))
+      steps.push({ what: "operators", ms: 0, ok: false, detail: err instanceof Error ? err.message : String(err) });
   }
   return steps;
 }
 
 /** After the quiet spell: `/v1/models` and one streamed chat every PROBE_EVERY_S for PROBE_S. */
-async function probes(stack: Stack, prompts: Prompt[], prefix: string, model: string): Promise<{ timings: Timed[]; chats: Outcome[] }> {
+async function probes(
+  stack: Stack,
+  prompts: Prompt[],
+  prefix: string,
+  model: string,
+): Promise<{ timings: Timed[]; chats: Outcome[] }> {
   const timings: Timed[] = [];
   const chats: Outcome[] = [];
   const url = new URL("/v1/chat/completions", stack.gatewayUrl);
@@ -186,7 +235,10 @@ async function probes(stack: Stack, prompts: Prompt[], prefix: string, model: st
     const tick = performance.now();
     timings.push(
       await timed(`models ${k}`, PROBE_BOUND_MS, async () => {
-        const res = await fetch(`${stack.gatewayUrl}/v1/models`, { headers: { authorization: `Bearer ${CLIENT_KEY}` }, signal: AbortSignal.timeout(PROBE_BOUND_MS) });
+        const res = await fetch(`${stack.gatewayUrl}/v1/models`, {
+          headers: { authorization: `Bearer ${CLIENT_KEY}` },
+          signal: AbortSignal.timeout(PROBE_BOUND_MS),
+        });
         const body = (await res.json()) as { data?: { id: string }[] };
         if (res.status !== 200 || !body.data?.some((m) => m.id === model)) throw new Error(`status ${res.status}`);
       }),
@@ -198,10 +250,22 @@ async function probes(stack: Stack, prompts: Prompt[], prefix: string, model: st
       id: `${prefix}-${k}`,
       promptLanguage: prompt.lang,
       timeoutMs: PROBE_BOUND_MS,
-      body: { model, stream: true, stream_options: { include_usage: true }, max_tokens: MAX_TOKENS, user: `${prefix}-user`, messages: [{ role: "user", content: prompt.text }] },
+      body: {
+        model,
+        stream: true,
+        stream_options: { include_usage: true },
+        max_tokens: MAX_TOKENS,
+        user: `${prefix}-user`,
+        messages: [{ role: "user", content: prompt.text }],
+      },
     });
     chats.push(chat);
-    timings.push({ what: `chat ${k} (${prompt.lang})`, ms: chat.totalMs, ok: chat.kind === "complete", ...(chat.kind === "complete" ? {} : { detail: `${chat.status} ${chat.errorCode ?? chat.broken}` }) });
+    timings.push({
+      what: `chat ${k} (${prompt.lang})`,
+      ms: chat.totalMs,
+      ok: chat.kind === "complete",
+      ...(chat.kind === "complete" ? {} : { detail: `${chat.status} ${chat.errorCode ?? chat.broken}` }),
+    });
     await sleep(Math.max(0, PROBE_EVERY_S * 1000 - (performance.now() - tick)));
   }
   return { timings, chats };
@@ -214,16 +278,23 @@ async function soakRun(stack: Stack, prompts: Prompt[], front: string, run: numb
   console.log(`${stack.front}, run ${run}: ${REQUESTS} requests (${CONCURRENCY} at a time) while operators train ...`);
   const pair = TRAIN_PAIRS[index % TRAIN_PAIRS.length]!;
   const hungBefore = gatewayLogLines(HUNG).length;
-  const [outcomes, operatorSteps] = await Promise.all([traffic(stack, prompts, tag, model, 1000 + index), operators(stack, pair, 100 + index)]);
+  const [outcomes, operatorSteps] = await Promise.all([
+    traffic(stack, prompts, tag, model, 1000 + index),
+    operators(stack, pair, 100 + index),
+  ]);
   const records = await checkRecords(stack, tag, outcomes);
   const answered = outcomes.filter((o) => o.kind === "complete" || o.kind === "error");
   const hungUp = outcomes.filter((o) => o.kind === "hung-up");
   const hungUpRecorded =
     hungUp.length === 0
       ? 0
-      : (stack.query<{ n: number }>(`SELECT COUNT(*) AS n FROM requests WHERE id IN (${hungUp.map((o) => sql(o.id)).join(",")})`)[0]?.n ?? 0);
+      : (stack.query<{ n: number }>(
+          `SELECT COUNT(*) AS n FROM requests WHERE id IN (${hungUp.map((o) => sql(o.id)).join(",")})`,
+        )[0]?.n ?? 0);
   const cleanErrors: Record<string, number> = {};
-  for (const o of outcomes) if (o.kind === "error") cleanErrors[`${o.status} ${o.errorCode}`] = (cleanErrors[`${o.status} ${o.errorCode}`] ?? 0) + 1;
+  for (const o of outcomes)
+    if (o.kind === "error")
+      cleanErrors[`${o.status} ${o.errorCode}`] = (cleanErrors[`${o.status} ${o.errorCode}`] ?? 0) + 1;
   const broken = outcomes.filter((o) => o.kind === "broken").map((o) => `${o.id}: ${o.broken}`);
   const slowest = Math.max(0, ...answered.map((o) => o.totalMs));
   const overBound = answered.filter((o) => o.totalMs > ANSWER_BOUND_MS).length;
@@ -232,16 +303,30 @@ async function soakRun(stack: Stack, prompts: Prompt[], front: string, run: numb
       `${broken.length} broken, ${hungUp.length} hung up; slowest answer ${(slowest / 1000).toFixed(1)} s; records ${records.rows} ` +
       `(missing among answered ${records.missingAnswered}, doubled ${records.doubled})`,
   );
-  console.log(`  operators: ${operatorSteps.map((s) => `${s.what} ${s.ok ? `${(s.ms / 1000).toFixed(1)} s` : `FAILED (${s.detail})`}`).join("; ")}`);
+  console.log(
+    `  operators: ${operatorSteps.map((s) => `${s.what} ${s.ok ? `${(s.ms / 1000).toFixed(1)} s` : `FAILED (${s.detail})`}`).join("; ")}`,
+  );
 
   console.log(`  quiet for ${QUIET_S} s ...`);
   await sleep(QUIET_S * 1000);
   const late: Timed[] = [];
   const extra = pair[0];
   let adapterId = "";
-  late.push(await timed(`upload ${extra}`, ANSWER_BOUND_MS, async () => (adapterId = await uploadAdapter(stack, extra, 500 + index))));
-  late.push(await timed(`activate ${extra}`, ANSWER_BOUND_MS, () => admin(stack, "PUT", `/admin/languages/${extra}`, { adapter: adapterId, scale: 1 })));
-  console.log(`  registration after the quiet spell: ${late.map((s) => `${s.what} ${s.ok ? `${(s.ms / 1000).toFixed(2)} s` : `FAILED (${s.detail})`}`).join("; ")}`);
+  late.push(
+    await timed(
+      `upload ${extra}`,
+      ANSWER_BOUND_MS,
+      async () => (adapterId = await uploadAdapter(stack, extra, 500 + index)),
+    ),
+  );
+  late.push(
+    await timed(`activate ${extra}`, ANSWER_BOUND_MS, () =>
+      admin(stack, "PUT", `/admin/languages/${extra}`, { adapter: adapterId, scale: 1 }),
+    ),
+  );
+  console.log(
+    `  registration after the quiet spell: ${late.map((s) => `${s.what} ${s.ok ? `${(s.ms / 1000).toFixed(2)} s` : `FAILED (${s.detail})`}`).join("; ")}`,
+  );
   const probePrefix = `${tag}-probe`;
   const { timings, chats } = await probes(stack, prompts, probePrefix, model);
   const probeRecords = await checkRecords(stack, probePrefix, chats);
@@ -285,7 +370,10 @@ async function soakRun(stack: Stack, prompts: Prompt[], front: string, run: numb
 
 function table(results: RunResult[]): string {
   const rows = results.map((r) => {
-    const errors = Object.entries(r.cleanErrors).map(([k, n]) => `${n} x ${k}`).join(", ") || "0";
+    const errors =
+      Object.entries(r.cleanErrors)
+        .map(([k, n]) => `${n} x ${k}`)
+        .join(", ") || "0";
     const probeMax = Math.max(...r.probes.map((p) => p.ms));
     const probeOk = r.probes.filter((p) => p.ok && p.ms <= PROBE_BOUND_MS).length;
     const ops = r.operators.filter((o) => o.ok).length;
@@ -296,7 +384,7 @@ function table(results: RunResult[]): string {
     );
   });
   return [
-    "| gateway | run | sent | complete | clean errors | broken | hung up by the client | slowest answer | rows / missing of answered / doubled | operator steps ok | probes within 10 s | \"had hung\" in the log | result |",
+    '| gateway | run | sent | complete | clean errors | broken | hung up by the client | slowest answer | rows / missing of answered / doubled | operator steps ok | probes within 10 s | "had hung" in the log | result |',
     "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ...rows,
   ].join("\n");
@@ -307,7 +395,7 @@ const MARK_END = "<!-- soak:end -->";
 
 function writeDocs(results: RunResult[], loadStart: number[], loadEnd: number[]): void {
   const docs = (name: string) => fileURLToPath(new URL(`../../docs/${name}`, import.meta.url));
-  writeFileSync(docs("soak.json"), JSON.stringify({ date: new Date().toISOString(), runs: results }, null, 2) + "\n");
+  writeFileSync(docs("soak.json"), `${JSON.stringify({ date: new Date().toISOString(), runs: results }, null, 2)}\n`);
   const la = (v: number[]) => v.map((x) => x.toFixed(2)).join(" / ");
   const section = `${MARK_START}
 ## Soak: no request waits on another's work
@@ -333,7 +421,10 @@ ${MARK_END}`;
   const current = readFileSync(path, "utf8");
   const start = current.indexOf(MARK_START);
   const end = current.indexOf(MARK_END);
-  const next = start >= 0 && end > start ? current.slice(0, start) + section + current.slice(end + MARK_END.length) : `${current.trimEnd()}\n\n${section}\n`;
+  const next =
+    start >= 0 && end > start
+      ? current.slice(0, start) + section + current.slice(end + MARK_END.length)
+      : `${current.trimEnd()}\n\n${section}\n`;
   writeFileSync(path, next);
 }
 
@@ -368,7 +459,8 @@ async function main(): Promise<number> {
   return 0;
 }
 
-for (const signal of ["SIGINT", "SIGTERM"] as const) process.on(signal, () => void stopAll().finally(() => process.exit(130)));
+for (const signal of ["SIGINT", "SIGTERM"] as const)
+  process.on(signal, () => void stopAll().finally(() => process.exit(130)));
 process.on("exit", killAllNow);
 let code = 1;
 try {

@@ -5,19 +5,37 @@
  * is registered so that `stopAll` (on exit, error or Ctrl-C) ends it.
  */
 import { type ChildProcess, spawn } from "node:child_process";
-import { closeSync, cpSync, createWriteStream, mkdtempSync, openSync, readFileSync, rmSync, symlinkSync } from "node:fs";
+import {
+  closeSync,
+  cpSync,
+  createWriteStream,
+  mkdtempSync,
+  openSync,
+  readFileSync,
+  rmSync,
+  symlinkSync,
+} from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { HEALTH_PATH, LIVE_PATH, backendAuthorization } from "../../src/protocol/backend.js";
 import type { Language } from "../../src/protocol/languages.js";
-import { ROOT, applyMigrations, backendSecret, freePort, registerKeys, waitForHttp, wrangler, wranglerSettings } from "../../dev/local-stack.js";
+import {
+  ROOT,
+  applyMigrations,
+  backendSecret,
+  freePort,
+  registerKeys,
+  waitForHttp,
+  wrangler,
+  wranglerSettings,
+} from "../../dev/local-stack.js";
 import { makeDelta } from "../../dev/make-delta.js";
 import { Miniflare } from "miniflare";
 
 export const CLIENT_KEY = "lens-load-client-key";
-export const ADMIN_KEY = "lens-load-admin-key";
+const ADMIN_KEY = "lens-load-admin-key";
 
-export interface BackendHealth {
+interface BackendHealth {
   model: string;
   fingerprint: string;
   hidden_size: number;
@@ -47,7 +65,10 @@ export function gatewayLogTail(lines = 40): string {
   if (!gatewayLog) return "";
   try {
     const text = readFileSync(gatewayLog, "utf8").split("\n");
-    return text.filter((l) => !/^\[wrangler:info\] (POST|GET|PUT|DELETE) /.test(l)).slice(-lines).join("\n");
+    return text
+      .filter((l) => !/^\[wrangler:info\] (POST|GET|PUT|DELETE) /.test(l))
+      .slice(-lines)
+      .join("\n");
   } catch {
     return "";
   }
@@ -56,7 +77,9 @@ export function gatewayLogTail(lines = 40): string {
 export function gatewayLogLines(pattern: RegExp): string[] {
   if (!gatewayLog) return [];
   try {
-    return readFileSync(gatewayLog, "utf8").split("\n").filter((l) => pattern.test(l));
+    return readFileSync(gatewayLog, "utf8")
+      .split("\n")
+      .filter((l) => pattern.test(l));
   } catch {
     return [];
   }
@@ -112,7 +135,9 @@ export async function startStack(o: { maxBatch: number; maxQueue: number }): Pro
   const vars = { BACKEND_URLS: backendUrls.join(","), BACKEND_SECRET: secret };
   const gateway = await startGatewaySnapshot(state, vars);
 
-  const res = await fetch(`${backendUrls[0]}${HEALTH_PATH}`, { headers: { authorization: backendAuthorization(secret) } });
+  const res = await fetch(`${backendUrls[0]}${HEALTH_PATH}`, {
+    headers: { authorization: backendAuthorization(secret) },
+  });
   if (!res.ok) throw new Error(`backend health: ${res.status} ${await res.text()}`);
   const health = (await res.json()) as BackendHealth;
 
@@ -143,7 +168,8 @@ export async function startStack(o: { maxBatch: number; maxQueue: number }): Pro
 async function startGatewaySnapshot(state: string, vars: Record<string, string>): Promise<{ url: string }> {
   const dir = join(state, "gateway");
   cpSync(join(ROOT, "src"), join(dir, "src"), { recursive: true });
-  for (const f of ["wrangler.toml", "package.json", "tsconfig.json", "tsconfig.base.json", "tsconfig.gateway.json"]) cpSync(join(ROOT, f), join(dir, f));
+  for (const f of ["wrangler.toml", "package.json", "tsconfig.json", "tsconfig.base.json", "tsconfig.gateway.json"])
+    cpSync(join(ROOT, f), join(dir, f));
   cpSync(join(ROOT, "migrations"), join(dir, "migrations"), { recursive: true });
   symlinkSync(join(ROOT, "node_modules"), join(dir, "node_modules"), "dir");
   const port = await freePort();
@@ -151,7 +177,8 @@ async function startGatewaySnapshot(state: string, vars: Record<string, string>)
   args.push("--inspector-port", String(await freePort()), "--persist-to", state);
   for (const [name, value] of Object.entries(vars)) args.push("--var", `${name}:${value}`);
   // Its output (one line per request, errors included) goes to a log; gatewayLogTail shows the end.
-  const log = openSync(gatewayLog = join(state, "gateway.log"), "a");
+  gatewayLog = join(state, "gateway.log");
+  const log = openSync(gatewayLog, "a");
   const child = spawn(join(ROOT, "node_modules", ".bin", "wrangler"), args, {
     cwd: dir,
     env: { ...process.env, WRANGLER_SEND_METRICS: "false", NO_COLOR: "1" },
@@ -216,7 +243,12 @@ export async function switchToWorkerd(stack: Stack): Promise<void> {
   await waitForHttp(`${stack.gatewayUrl}/healthz`, undefined, 60_000);
 }
 
-export async function admin(stack: Stack, method: string, path: string, body?: FormData | object): Promise<Record<string, unknown>> {
+export async function admin(
+  stack: Stack,
+  method: string,
+  path: string,
+  body?: FormData | object,
+): Promise<Record<string, unknown>> {
   const headers: Record<string, string> = { authorization: `Bearer ${ADMIN_KEY}` };
   let payload: FormData | string | undefined;
   if (body instanceof FormData) payload = body;
@@ -224,7 +256,11 @@ export async function admin(stack: Stack, method: string, path: string, body?: F
     headers["content-type"] = "application/json";
     payload = JSON.stringify(body);
   }
-  const res = await fetch(`${stack.gatewayUrl}${path}`, { method, headers, ...(payload === undefined ? {} : { body: payload }) });
+  const res = await fetch(`${stack.gatewayUrl}${path}`, {
+    method,
+    headers,
+    ...(payload === undefined ? {} : { body: payload }),
+  });
   const json = (await res.json()) as Record<string, unknown>;
   if (!res.ok) throw new Error(`${method} ${path}: ${res.status} ${JSON.stringify(json)}`);
   return json;
@@ -265,7 +301,10 @@ export interface Arms {
  */
 export async function setUpArms(stack: Stack): Promise<Arms> {
   const active: Arms["active"] = [];
-  for (const [language, seed] of [["fr", 11], ["sw", 12]] as const) {
+  for (const [language, seed] of [
+    ["fr", 11],
+    ["sw", 12],
+  ] as const) {
     const adapter = await uploadAdapter(stack, language, seed);
     await admin(stack, "PUT", `/admin/languages/${language}`, { adapter, scale: 1 });
     active.push({ language, adapter });

@@ -1,7 +1,12 @@
 import { Hono } from "hono";
 import type { GatewayEnv } from "./env.js";
 import { GatewayError, toGatewayError } from "./errors.js";
-import { deleteAdapterHandler, getAdapterHandler, listAdaptersHandler, uploadAdapterHandler } from "./handlers/admin-adapters.js";
+import {
+  deleteAdapterHandler,
+  getAdapterHandler,
+  listAdaptersHandler,
+  uploadAdapterHandler,
+} from "./handlers/admin-adapters.js";
 import {
   createExperimentHandler,
   experimentResultsHandler,
@@ -12,7 +17,12 @@ import {
 } from "./handlers/admin-experiments.js";
 import { adminPageHandler } from "./handlers/admin-page.js";
 import { createApiKey, listApiKeys, revokeApiKey, updateApiKey } from "./handlers/admin-keys.js";
-import { cancelLensJobHandler, getLensJobHandler, registerLensJobHandler, submitLensJobHandler } from "./handlers/admin-lens-jobs.js";
+import {
+  cancelLensJobHandler,
+  getLensJobHandler,
+  registerLensJobHandler,
+  submitLensJobHandler,
+} from "./handlers/admin-lens-jobs.js";
 import { listLanguagesHandler, rollbackLanguageHandler, setLanguageHandler } from "./handlers/admin-languages.js";
 import { registryHandler } from "./handlers/admin-registry.js";
 import { trafficHandler } from "./handlers/admin-traffic.js";
@@ -66,7 +76,12 @@ export function createApp(): Hono<GatewayEnv> {
   app.post("/admin/lens/jobs/:id/register", registerLensJobHandler);
 
   app.notFound((c) => {
-    const err = new GatewayError(404, "invalid_request_error", `Unknown request URL: ${c.req.method} ${new URL(c.req.url).pathname}.`, "unknown_url");
+    const err = new GatewayError(
+      404,
+      "invalid_request_error",
+      `Unknown request URL: ${c.req.method} ${new URL(c.req.url).pathname}.`,
+      "unknown_url",
+    );
     return c.json(err.body(), err.status);
   });
   app.onError((err, c) => {

@@ -19,7 +19,8 @@ function boundedStatement(statement: D1PreparedStatement, deadline: Deadline): D
       if (typeof value !== "function") return value;
       if (prop === "bind") return (...values: unknown[]) => boundedStatement(target.bind(...values), deadline);
       if (typeof prop === "string" && D1_WAITS.has(prop)) {
-        return (...args: unknown[]) => deadline.race(Reflect.apply(value, target, args) as Promise<unknown>, () => storageTimeout("database (D1)"));
+        return (...args: unknown[]) =>
+          deadline.race(Reflect.apply(value, target, args) as Promise<unknown>, () => storageTimeout("database (D1)"));
       }
       return value.bind(target);
     },
@@ -36,9 +37,12 @@ export function boundedD1(db: D1Database, deadline: Deadline): D1Database {
       if (prop === "prepare") return (query: string) => boundedStatement(target.prepare(query), deadline);
       if (prop === "batch") {
         return (statements: D1PreparedStatement[]) =>
-          deadline.race(target.batch(statements.map((s) => realStatements.get(s) ?? s)), () => storageTimeout("database (D1)"));
+          deadline.race(target.batch(statements.map((s) => realStatements.get(s) ?? s)), () =>
+            storageTimeout("database (D1)"),
+          );
       }
-      if (prop === "exec") return (query: string) => deadline.race(target.exec(query), () => storageTimeout("database (D1)"));
+      if (prop === "exec")
+        return (query: string) => deadline.race(target.exec(query), () => storageTimeout("database (D1)"));
       return value.bind(target);
     },
   });
@@ -51,7 +55,10 @@ function boundedBody<T extends object>(body: T, deadline: Deadline): T {
       const value: unknown = Reflect.get(target, prop, target);
       if (typeof value !== "function") return value;
       if (typeof prop === "string" && BODY_WAITS.has(prop)) {
-        return (...args: unknown[]) => deadline.race(Reflect.apply(value, target, args) as Promise<unknown>, () => storageTimeout("object store (R2)"));
+        return (...args: unknown[]) =>
+          deadline.race(Reflect.apply(value, target, args) as Promise<unknown>, () =>
+            storageTimeout("object store (R2)"),
+          );
       }
       return value.bind(target);
     },
@@ -65,8 +72,12 @@ export function boundedR2(bucket: R2Bucket, deadline: Deadline): R2Bucket {
       if (typeof value !== "function") return value;
       if (typeof prop === "string" && R2_WAITS.has(prop)) {
         return async (...args: unknown[]) => {
-          const result: unknown = await deadline.race(Reflect.apply(value, target, args) as Promise<unknown>, () => storageTimeout("object store (R2)"));
-          return prop === "get" && typeof result === "object" && result !== null ? boundedBody(result, deadline) : result;
+          const result: unknown = await deadline.race(Reflect.apply(value, target, args) as Promise<unknown>, () =>
+            storageTimeout("object store (R2)"),
+          );
+          return prop === "get" && typeof result === "object" && result !== null
+            ? boundedBody(result, deadline)
+            : result;
         };
       }
       return value.bind(target);

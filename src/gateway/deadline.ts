@@ -74,4 +74,11 @@ export function within<T>(p: PromiseLike<T>, ms: number, onTimeout: () => Error)
 
 /** D1, R2 or a Durable Object did not answer within the request's deadline. */
 export const storageTimeout = (what: string) =>
-  new GatewayError(503, "server_error", `The gateway's ${what} did not answer in time; try again shortly.`, "storage_timeout", null, { "retry-after": "1" });
+  new GatewayError(
+    503,
+    "server_error",
+    `The gateway's ${what} did not answer in time; try again shortly.`,
+    "storage_timeout",
+    null,
+    { "retry-after": "1" },
+  );

@@ -42,7 +42,7 @@ export interface StoredKeyLimits {
   tokensPerMinute: number | null;
 }
 
-export interface GatewayVariables {
+interface GatewayVariables {
   requestId: string;
   keyId: string;
   /** The key's own rate limits as stored (NULL: the deployment default). */
@@ -69,7 +69,7 @@ function positiveInt(value: string | undefined, fallback: number, name: string):
   return n;
 }
 
-export function parseBackendUrls(value: string | undefined): string[] {
+function parseBackendUrls(value: string | undefined): string[] {
   return (value ?? "")
     .split(",")
     .map((s) => s.trim().replace(/\/+$/, ""))

@@ -60,8 +60,11 @@ export class BackendReportedError extends Error {
 
 export function midStreamError(err: unknown): GatewayError {
   if (err instanceof GatewayError) return err;
-  if (err instanceof BackendSilentError) return backendTimeout(`The backend stopped sending for ${err.ms} ms; the reply is incomplete.`);
-  if (err instanceof BackendReportedError) return backendFailure(`The backend failed during generation (${err.error.code}): ${err.message}`);
-  if (err instanceof BackendProtocolError) return backendFailure(`The backend broke the protocol (${err.message}); the reply is incomplete.`);
+  if (err instanceof BackendSilentError)
+    return backendTimeout(`The backend stopped sending for ${err.ms} ms; the reply is incomplete.`);
+  if (err instanceof BackendReportedError)
+    return backendFailure(`The backend failed during generation (${err.error.code}): ${err.message}`);
+  if (err instanceof BackendProtocolError)
+    return backendFailure(`The backend broke the protocol (${err.message}); the reply is incomplete.`);
   return backendFailure("The connection to the backend was lost; the reply is incomplete.");
 }

@@ -8,7 +8,7 @@
 import type { z } from "zod";
 import { invalidRequest } from "./errors.js";
 
-export function formatPath(path: ReadonlyArray<PropertyKey>): string {
+function formatPath(path: ReadonlyArray<PropertyKey>): string {
   let out = "";
   for (const part of path) {
     if (typeof part === "number") out += `[${part}]`;

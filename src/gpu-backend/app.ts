@@ -53,7 +53,9 @@ export function createBackendApp(model: LoadedModel, options: BackendAppOptions 
     }),
   );
   app.get(MODELS_PATH, (c) => c.json({ models: [{ id: info.id, created: model.created, owned_by: "lens" }] }));
-  app.get("/metrics", async (c) => c.text(await metrics.render(engine.stats, deltas.size), 200, { "content-type": "text/plain; version=0.0.4" }));
+  app.get("/metrics", async (c) =>
+    c.text(await metrics.render(engine.stats, deltas.size), 200, { "content-type": "text/plain; version=0.0.4" }),
+  );
 
   app.notFound((c) => c.json(errorBody("invalid_request", `unknown route ${c.req.method} ${c.req.path}`), 404));
   app.onError((err, c) => {

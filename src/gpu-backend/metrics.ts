@@ -15,7 +15,13 @@ const KNOWN_LANGUAGES: ReadonlySet<string> = new Set<string>([...LANGUAGES, "und
 
 /** How an accepted request ended; a request refused for a full queue is counted as "rejected_overloaded". */
 export type Outcome = FinishReason | "error" | "cancelled";
-const OUTCOMES: readonly (Outcome | "rejected_overloaded")[] = ["stop", "length", "error", "cancelled", "rejected_overloaded"];
+const OUTCOMES: readonly (Outcome | "rejected_overloaded")[] = [
+  "stop",
+  "length",
+  "error",
+  "cancelled",
+  "rejected_overloaded",
+];
 
 /** Seconds; time to first token on a busy CPU backend runs from milliseconds to seconds. */
 const TTFT_BUCKETS = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10];
@@ -40,7 +46,11 @@ export class Metrics {
     labelNames: ["language"],
     registers: [this.registry],
   });
-  private readonly tokens = new Counter({ name: "lens_backend_tokens_generated_total", help: "Tokens generated.", registers: [this.registry] });
+  private readonly tokens = new Counter({
+    name: "lens_backend_tokens_generated_total",
+    help: "Tokens generated.",
+    registers: [this.registry],
+  });
   private readonly ttft = new Histogram({
     name: "lens_backend_time_to_first_token_seconds",
     help: "Time from a request's arrival to its first text, for requests that produced text.",
@@ -53,10 +63,26 @@ export class Metrics {
     buckets: DURATION_BUCKETS,
     registers: [this.registry],
   });
-  private readonly batchSize = new Gauge({ name: "lens_backend_batch_size", help: "Rows in the running batch.", registers: [this.registry] });
-  private readonly batchSizeMean = new Gauge({ name: "lens_backend_batch_size_mean", help: "Mean rows per decode step since start.", registers: [this.registry] });
-  private readonly queueDepth = new Gauge({ name: "lens_backend_queue_depth", help: "Requests waiting to join the batch.", registers: [this.registry] });
-  private readonly deltasLoaded = new Gauge({ name: "lens_backend_deltas_loaded", help: "Deltas held in memory.", registers: [this.registry] });
+  private readonly batchSize = new Gauge({
+    name: "lens_backend_batch_size",
+    help: "Rows in the running batch.",
+    registers: [this.registry],
+  });
+  private readonly batchSizeMean = new Gauge({
+    name: "lens_backend_batch_size_mean",
+    help: "Mean rows per decode step since start.",
+    registers: [this.registry],
+  });
+  private readonly queueDepth = new Gauge({
+    name: "lens_backend_queue_depth",
+    help: "Requests waiting to join the batch.",
+    registers: [this.registry],
+  });
+  private readonly deltasLoaded = new Gauge({
+    name: "lens_backend_deltas_loaded",
+    help: "Deltas held in memory.",
+    registers: [this.registry],
+  });
   /** The engine's token count already added to `tokens`. */
   private tokensSeen = 0;
 

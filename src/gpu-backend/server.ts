@@ -29,7 +29,9 @@ if (ep !== "cpu" && ep !== "cuda") throw new Error(`LENS_EXECUTION_PROVIDER must
 // Checked before the model loads, so that a misconfigured deployment fails in milliseconds.
 const secret = process.env["LENS_BACKEND_SECRET"] ?? "";
 if (secret.length < MIN_SECRET_LENGTH) {
-  console.error(`lens backend: set LENS_BACKEND_SECRET (at least ${MIN_SECRET_LENGTH} characters) to the secret the gateway sends as BACKEND_SECRET; the internal API refuses every caller without it.`);
+  console.error(
+    `lens backend: set LENS_BACKEND_SECRET (at least ${MIN_SECRET_LENGTH} characters) to the secret the gateway sends as BACKEND_SECRET; the internal API refuses every caller without it.`,
+  );
   process.exit(2);
 }
 
@@ -43,7 +45,9 @@ const model = await loadModel(modelDir, {
 const lensJobs = new LensJobRunner(model);
 const app = createBackendApp(model, { secret, lens: lensJobs });
 const server = serve({ fetch: app.fetch, port, hostname: process.env["BACKEND_HOST"] || "127.0.0.1" }, (addr) => {
-  console.log(`lens backend: serving ${model.info.id} (${model.info.numLayers} layers, hidden ${model.info.hiddenSize}) on http://127.0.0.1:${addr.port} [${ep}]`);
+  console.log(
+    `lens backend: serving ${model.info.id} (${model.info.numLayers} layers, hidden ${model.info.hiddenSize}) on http://127.0.0.1:${addr.port} [${ep}]`,
+  );
 });
 // Node closes an idle keep-alive connection after 5 s by default; the gateway's connection pool
 // may reuse it at that moment and see a reset ("Network connection lost") before any byte, which

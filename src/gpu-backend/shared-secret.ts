@@ -15,7 +15,8 @@ function digest(value: string): Buffer {
 }
 
 export function requireSharedSecret(secret: string): MiddlewareHandler {
-  if (secret.length < MIN_SECRET_LENGTH) throw new Error(`the backend's shared secret must be at least ${MIN_SECRET_LENGTH} characters`);
+  if (secret.length < MIN_SECRET_LENGTH)
+    throw new Error(`the backend's shared secret must be at least ${MIN_SECRET_LENGTH} characters`);
   const expected = digest(`Bearer ${secret}`);
   return async (c, next) => {
     if (c.req.path === LIVE_PATH) return next();

@@ -48,7 +48,10 @@ export function detectLanguage(text: string): LanguageOrUnd {
   let nonLatin = 0;
   for (const [lang, count] of groups) {
     nonLatin += count;
-    if (count > bestCount) { best = lang; bestCount = count; }
+    if (count > bestCount) {
+      best = lang;
+      bestCount = count;
+    }
   }
   const letters = nonLatin + c.latin;
   if (letters === 0 || letters < MIN_LETTER_SHARE * (letters + c.codeSymbols)) return "und";

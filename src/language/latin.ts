@@ -18,27 +18,50 @@ import { francAll } from "franc-min";
 
 export type LatinLanguage = "en" | "es" | "fr" | "de" | "sw";
 
-const EN = 1, ES = 2, FR = 4, DE = 8, SW = 16;
+const EN = 1,
+  ES = 2,
+  FR = 4,
+  DE = 8,
+  SW = 16;
 const BITS: ReadonlyArray<readonly [number, LatinLanguage, string]> = [
-  [EN, "en", "eng"], [ES, "es", "spa"], [FR, "fr", "fra"], [DE, "de", "deu"], [SW, "sw", "swh"],
+  [EN, "en", "eng"],
+  [ES, "es", "spa"],
+  [FR, "fr", "fra"],
+  [DE, "de", "deu"],
+  [SW, "sw", "swh"],
 ];
 
 const LISTS: ReadonlyArray<readonly [number, string]> = [
-  [EN, "the a an is are was were be been do does did i you he she we they my your me it its this that these "
-    + "those what how why who which when where can could would should will to of and or but for with on at "
-    + "from about into please not have has had there if as by than some any"],
-  [ES, "el la los las lo un una unos unas de del al que qué y o en es son está están por para con sin "
-    + "cómo como cuál cuáles cuánto cuántos cuántas dónde cuándo quién mi mis tu tus su sus me te se nos "
-    + "este esta esto estos estas ese esa hay muy más pero porque también ya yo le les"],
-  [FR, "le la les l un une des de du d au aux et est sont en que qu qui quoi pour dans avec sur par pas ne "
-    + "je j tu il elle nous vous on mon ma mes ton ta tes son sa ses ce cet cette ces comment pourquoi quel "
-    + "quelle quels quelles où moi toi me te se plus mais ou très aussi"],
-  [DE, "der die das den dem des ein eine einen einem einer und ist sind war ich du er sie es wir ihr mir mich "
-    + "dir dich für mit von zu zum zur auf aus bei nach nicht kein keine wie was warum wer wo welche welcher "
-    + "welches bitte kann kannst im am an in über mein meine meinen dein deine sich noch auch oder aber"],
-  [SW, "ni na ya wa kwa za la cha vya je gani nini kuhusu hii huu hiyo katika kama lakini au pia sana kila "
-    + "yangu wangu changu zangu yako wako tafadhali vipi ngapi wapi lini nani mimi wewe yeye sisi ninyi wao "
-    + "hapa huko kati hadi kutoka"],
+  [
+    EN,
+    "the a an is are was were be been do does did i you he she we they my your me it its this that these " +
+      "those what how why who which when where can could would should will to of and or but for with on at " +
+      "from about into please not have has had there if as by than some any",
+  ],
+  [
+    ES,
+    "el la los las lo un una unos unas de del al que qué y o en es son está están por para con sin " +
+      "cómo como cuál cuáles cuánto cuántos cuántas dónde cuándo quién mi mis tu tus su sus me te se nos " +
+      "este esta esto estos estas ese esa hay muy más pero porque también ya yo le les",
+  ],
+  [
+    FR,
+    "le la les l un une des de du d au aux et est sont en que qu qui quoi pour dans avec sur par pas ne " +
+      "je j tu il elle nous vous on mon ma mes ton ta tes son sa ses ce cet cette ces comment pourquoi quel " +
+      "quelle quels quelles où moi toi me te se plus mais ou très aussi",
+  ],
+  [
+    DE,
+    "der die das den dem des ein eine einen einem einer und ist sind war ich du er sie es wir ihr mir mich " +
+      "dir dich für mit von zu zum zur auf aus bei nach nicht kein keine wie was warum wer wo welche welcher " +
+      "welches bitte kann kannst im am an in über mein meine meinen dein deine sich noch auch oder aber",
+  ],
+  [
+    SW,
+    "ni na ya wa kwa za la cha vya je gani nini kuhusu hii huu hiyo katika kama lakini au pia sana kila " +
+      "yangu wangu changu zangu yako wako tafadhali vipi ngapi wapi lini nani mimi wewe yeye sisi ninyi wao " +
+      "hapa huko kati hadi kutoka",
+  ],
 ];
 
 const WORDS = new Map<string, number>();
@@ -48,13 +71,13 @@ for (const [bit, list] of LISTS) {
 
 const WORD = /[a-zß-öø-ÿœ]+/g;
 
-export interface LatinVote {
+interface LatinVote {
   /** Function-word hits per language, in BITS order. */
   hits: number[];
   words: number;
 }
 
-export function functionWordVote(text: string): LatinVote {
+function functionWordVote(text: string): LatinVote {
   const hits = [0, 0, 0, 0, 0];
   const words = text.toLowerCase().match(WORD) ?? [];
   for (const w of words) {

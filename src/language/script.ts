@@ -26,12 +26,21 @@ const OTHER_LETTER = /\p{L}/u;
 
 /** Code symbols as a 128-entry lookup table over ASCII. */
 const CODE_SYMBOL = new Uint8Array(128);
-for (const ch of "=;{}[]()<>/\\*+|#@$%&_^~`\":") CODE_SYMBOL[ch.charCodeAt(0)] = 1;
+for (const ch of '=;{}[]()<>/\\*+|#@$%&_^~`":') CODE_SYMBOL[ch.charCodeAt(0)] = 1;
 
 export function countScripts(text: string): ScriptCounts {
   const c: ScriptCounts = {
-    latin: 0, han: 0, kana: 0, hangul: 0, arabic: 0, devanagari: 0, bengali: 0, thai: 0,
-    cyrillic: 0, other: 0, codeSymbols: 0,
+    latin: 0,
+    han: 0,
+    kana: 0,
+    hangul: 0,
+    arabic: 0,
+    devanagari: 0,
+    bengali: 0,
+    thai: 0,
+    cyrillic: 0,
+    other: 0,
+    codeSymbols: 0,
   };
   const n = text.length;
   for (let i = 0; i < n; i++) {
@@ -43,9 +52,16 @@ export function countScripts(text: string): ScriptCounts {
       // Latin-1 and Latin Extended-A/B letters; skip the signs and punctuation below U+00C0, × and ÷.
       if (u >= 0xc0 && u !== 0xd7 && u !== 0xf7) c.latin++;
     } else if (u >= 0x0400 && u <= 0x052f) c.cyrillic++;
-    else if ((u >= 0x0620 && u <= 0x064a) || (u >= 0x066e && u <= 0x06d3) || (u >= 0x06fa && u <= 0x06ff)
-      || (u >= 0x0750 && u <= 0x077f) || (u >= 0x08a0 && u <= 0x08ff)
-      || (u >= 0xfb50 && u <= 0xfdff) || (u >= 0xfe70 && u <= 0xfefc)) c.arabic++;
+    else if (
+      (u >= 0x0620 && u <= 0x064a) ||
+      (u >= 0x066e && u <= 0x06d3) ||
+      (u >= 0x06fa && u <= 0x06ff) ||
+      (u >= 0x0750 && u <= 0x077f) ||
+      (u >= 0x08a0 && u <= 0x08ff) ||
+      (u >= 0xfb50 && u <= 0xfdff) ||
+      (u >= 0xfe70 && u <= 0xfefc)
+    )
+      c.arabic++;
     else if (u >= 0x0900 && u <= 0x097f) {
       // Not the dandas (U+0964/5, shared with Bengali and others) nor the digits.
       if (u < 0x0964 || u > 0x096f) c.devanagari++;
@@ -54,10 +70,22 @@ export function countScripts(text: string): ScriptCounts {
     } else if (u >= 0x0e00 && u <= 0x0e7f) {
       if (u < 0x0e50 || u > 0x0e5b) c.thai++;
     } else if (u >= 0x1e00 && u <= 0x1eff) c.latin++;
-    else if ((u >= 0x3041 && u <= 0x309f) || (u >= 0x30a1 && u <= 0x30fa) || (u >= 0x30fc && u <= 0x30ff)
-      || (u >= 0x31f0 && u <= 0x31ff) || (u >= 0xff66 && u <= 0xff9d)) c.kana++;
-    else if ((u >= 0x4e00 && u <= 0x9fff) || (u >= 0x3400 && u <= 0x4dbf) || (u >= 0xf900 && u <= 0xfaff)
-      || u === 0x3005 || u === 0x3007) c.han++;
+    else if (
+      (u >= 0x3041 && u <= 0x309f) ||
+      (u >= 0x30a1 && u <= 0x30fa) ||
+      (u >= 0x30fc && u <= 0x30ff) ||
+      (u >= 0x31f0 && u <= 0x31ff) ||
+      (u >= 0xff66 && u <= 0xff9d)
+    )
+      c.kana++;
+    else if (
+      (u >= 0x4e00 && u <= 0x9fff) ||
+      (u >= 0x3400 && u <= 0x4dbf) ||
+      (u >= 0xf900 && u <= 0xfaff) ||
+      u === 0x3005 ||
+      u === 0x3007
+    )
+      c.han++;
     else if ((u >= 0xac00 && u <= 0xd7a3) || (u >= 0x1100 && u <= 0x11ff) || (u >= 0x3131 && u <= 0x318e)) c.hangul++;
     else if (u >= 0xd840 && u <= 0xd87f) {
       // High surrogate of CJK Extension B..F (U+20000-2FFFF): one ideograph for the pair.

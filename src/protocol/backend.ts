@@ -65,11 +65,10 @@ export type GenerateRequestInput = z.input<typeof GenerateRequest>;
 export const FinishReason = z.enum(["stop", "length"]);
 export type FinishReason = z.infer<typeof FinishReason>;
 
-export const Usage = z.object({
+const Usage = z.object({
   prompt_tokens: z.number().int().nonnegative(),
   completion_tokens: z.number().int().nonnegative(),
 });
-export type Usage = z.infer<typeof Usage>;
 
 export const BackendErrorCode = z.enum([
   "invalid_request",
@@ -113,5 +112,5 @@ export type ModelsResponse = z.infer<typeof ModelsResponse>;
 
 /** Serialises one frame as an NDJSON line. */
 export function encodeFrame(frame: GenerateFrame): string {
-  return JSON.stringify(frame) + "\n";
+  return `${JSON.stringify(frame)}\n`;
 }

@@ -19,7 +19,9 @@ export const DELTAS_PATH = "/internal/v1/deltas";
 
 // Not only dots: ids travel in URL paths (the gateway PUTs to /internal/v1/deltas/<id>), where
 // "." and ".." are resolved away, and such names are special on every file system.
-export const DeltaId = z.string().regex(/^(?!\.+$)[A-Za-z0-9._-]{1,128}$/, "id must be 1-128 of A-Z a-z 0-9 . _ -, not only dots");
+export const DeltaId = z
+  .string()
+  .regex(/^(?!\.+$)[A-Za-z0-9._-]{1,128}$/, "id must be 1-128 of A-Z a-z 0-9 . _ -, not only dots");
 
 export const Fingerprint = z.string().regex(/^sha256:[0-9a-f]{64}$/, "fingerprint must be sha256:<64 lowercase hex>");
 
@@ -54,10 +56,8 @@ export const DeltaManifest = z
   .strict()
   .refine((m) => m.rank <= m.hidden_size, { message: "rank must not exceed hidden_size", path: ["rank"] });
 export type DeltaManifest = z.infer<typeof DeltaManifest>;
-export type DeltaManifestInput = z.input<typeof DeltaManifest>;
 
 export type DeltaDtype = DeltaManifest["dtype"];
-export type DeltaKind = DeltaManifest["kind"];
 
 /** Codes validateDelta answers with. */
 export const DeltaValidationCode = z.enum([
@@ -142,7 +142,7 @@ function describeIssues(e: z.ZodError): string {
 }
 
 /** Deepest nesting a manifest may have; real ones are 3 or 4 levels deep. */
-export const MAX_MANIFEST_DEPTH = 32;
+const MAX_MANIFEST_DEPTH = 32;
 
 /** Whether a JSON value nests deeper than `max` (iterative: it must not itself run out of stack). */
 function nestsDeeperThan(value: unknown, max: number): boolean {
@@ -174,7 +174,11 @@ export function parseDeltaManifest(
  * Nothing is trusted: size, header, dtype, tensor names, shapes, layer range, finiteness and the
  * base-model fingerprint are all checked, and the first failure is reported with its code.
  */
-export function validateDelta(bytes: Uint8Array, manifestInput: unknown, expect: DeltaExpectations): ValidateDeltaResult {
+export function validateDelta(
+  bytes: Uint8Array,
+  manifestInput: unknown,
+  expect: DeltaExpectations,
+): ValidateDeltaResult {
   if (bytes.byteLength > expect.maxBytes) {
     return err("too_large", `file is ${bytes.byteLength} bytes, over the ${expect.maxBytes}-byte limit`);
   }
@@ -183,14 +187,23 @@ export function validateDelta(bytes: Uint8Array, manifestInput: unknown, expect:
   const manifest = parsedManifest.manifest;
 
   if (manifest.base_model.fingerprint !== expect.fingerprint) {
-    return err("fingerprint_mismatch", `delta was made for ${manifest.base_model.fingerprint}, the loaded model is ${expect.fingerprint}`);
+    return err(
+      "fingerprint_mismatch",
+      `delta was made for ${manifest.base_model.fingerprint}, the loaded model is ${expect.fingerprint}`,
+    );
   }
   if (manifest.hidden_size !== expect.hiddenSize) {
-    return err("bad_shape", `manifest hidden_size ${manifest.hidden_size} differs from the model's ${expect.hiddenSize}`);
+    return err(
+      "bad_shape",
+      `manifest hidden_size ${manifest.hidden_size} differs from the model's ${expect.hiddenSize}`,
+    );
   }
   const outOfRange = manifest.layers.find((l) => l >= expect.numLayers);
   if (outOfRange !== undefined) {
-    return err("layer_out_of_range", `layer ${outOfRange} is out of range: the model has layers 0..${expect.numLayers - 1}`);
+    return err(
+      "layer_out_of_range",
+      `layer ${outOfRange} is out of range: the model has layers 0..${expect.numLayers - 1}`,
+    );
   }
 
   let tensors: Map<string, TensorView>;
@@ -212,7 +225,10 @@ export function validateDelta(bytes: Uint8Array, manifestInput: unknown, expect:
   }
   for (const name of tensors.keys()) {
     if (!expectedShapes.has(name)) {
-      return err("unexpected_tensor", `tensor "${name}" is not one of layers.{k}.A/B/b for the manifest's layers [${manifest.layers.join(", ")}]`);
+      return err(
+        "unexpected_tensor",
+        `tensor "${name}" is not one of layers.{k}.A/B/b for the manifest's layers [${manifest.layers.join(", ")}]`,
+      );
     }
   }
   for (const [name, shape] of expectedShapes) {

@@ -2,17 +2,10 @@
  * Languages the product detects and routes. Tags are BCP-47 primary language subtags.
  * `und` (undetermined) is the answer for text too short or unclear to call.
  */
-export const LANGUAGES = [
-  "en", "zh", "ja", "ko", "ar", "bn", "sw", "es", "fr", "de", "ru", "hi", "th",
-] as const;
+export const LANGUAGES = ["en", "zh", "ja", "ko", "ar", "bn", "sw", "es", "fr", "de", "ru", "hi", "th"] as const;
 
 export type Language = (typeof LANGUAGES)[number];
 export type LanguageOrUnd = Language | "und";
-
-export const LANGUAGE_NAMES: Record<Language, string> = {
-  en: "English", zh: "Chinese", ja: "Japanese", ko: "Korean", ar: "Arabic", bn: "Bengali",
-  sw: "Swahili", es: "Spanish", fr: "French", de: "German", ru: "Russian", hi: "Hindi", th: "Thai",
-};
 
 const languageSet: ReadonlySet<string> = new Set(LANGUAGES);
 

@@ -19,20 +19,25 @@ export const JOB_ID_PATTERN = /^job-[0-9a-z]{6,12}-[0-9a-f]{8}$/;
 export const JobId = z.string().regex(JOB_ID_PATTERN, "job id must look like job-<time>-<8 hex>");
 
 /** An artifact named by the job that made it (a JobId) or by its own id (a DeltaId); job ids are DeltaIds too. */
-const ArtifactRef = z.string().regex(/^(?!\.+$)[A-Za-z0-9._-]{1,128}$/, "must be a job id or an artifact id: 1-128 of A-Z a-z 0-9 . _ -, not only dots");
+const ArtifactRef = z
+  .string()
+  .regex(
+    /^(?!\.+$)[A-Za-z0-9._-]{1,128}$/,
+    "must be a job id or an artifact id: 1-128 of A-Z a-z 0-9 . _ -, not only dots",
+  );
 /** A probe named by the probe job that made it, or by the probe's own id. */
-export const ProbeRef = ArtifactRef;
+const ProbeRef = ArtifactRef;
 /** A delta named by the train or subspace job that made it, or by the delta's own id. */
-export const DeltaRef = ArtifactRef;
+const DeltaRef = ArtifactRef;
 
-export const Language = z.enum(LANGUAGES);
+const Language = z.enum(LANGUAGES);
 const Layer = z.number().int().nonnegative().max(1023);
 const distinct = <T>(xs: T[]) => new Set(xs).size === xs.length;
 
 /** A prompt text: non-empty, bounded (the probe cuts to its token budget anyway). */
 const PromptText = z.string().min(1).max(4000);
 /** At most this many prompts per language in one job. */
-export const MAX_PROMPTS_PER_LANGUAGE = 2000;
+const MAX_PROMPTS_PER_LANGUAGE = 2000;
 
 export const ProbeJobRequest = z
   .object({
@@ -43,7 +48,9 @@ export const ProbeJobRequest = z
      * "probe": rows of the held-out `probe` split that have every language (parallel), the first
      * `per_language` of them; or explicit lists per language (need not be parallel).
      */
-    prompts: z.union([z.literal("probe"), z.partialRecord(Language, z.array(PromptText).min(1).max(MAX_PROMPTS_PER_LANGUAGE))]).default("probe"),
+    prompts: z
+      .union([z.literal("probe"), z.partialRecord(Language, z.array(PromptText).min(1).max(MAX_PROMPTS_PER_LANGUAGE))])
+      .default("probe"),
     per_language: z.number().int().positive().max(MAX_PROMPTS_PER_LANGUAGE).default(200),
     central: Language.default("en"),
     /** r (default L - 1). */
@@ -53,15 +60,26 @@ export const ProbeJobRequest = z
     system: z.string().max(4000).optional(),
   })
   .strict()
-  .refine((r) => r.languages.includes(r.central), { message: "languages must include the central language", path: ["central"] })
-  .refine((r) => typeof r.prompts === "string" || r.languages.every((l) => l in (r.prompts as Record<string, unknown>)), {
-    message: "explicit prompts need a list for every language",
-    path: ["prompts"],
+  .refine((r) => r.languages.includes(r.central), {
+    message: "languages must include the central language",
+    path: ["central"],
   })
-  .refine((r) => typeof r.prompts === "string" || Object.keys(r.prompts).every((l) => r.languages.includes(l as (typeof LANGUAGES)[number])), {
-    message: "explicit prompts name a language not in languages",
-    path: ["prompts"],
-  });
+  .refine(
+    (r) => typeof r.prompts === "string" || r.languages.every((l) => l in (r.prompts as Record<string, unknown>)),
+    {
+      message: "explicit prompts need a list for every language",
+      path: ["prompts"],
+    },
+  )
+  .refine(
+    (r) =>
+      typeof r.prompts === "string" ||
+      Object.keys(r.prompts).every((l) => r.languages.includes(l as (typeof LANGUAGES)[number])),
+    {
+      message: "explicit prompts name a language not in languages",
+      path: ["prompts"],
+    },
+  );
 
 export const TrainJobRequest = z
   .object({
@@ -72,13 +90,30 @@ export const TrainJobRequest = z
     steps: z.number().int().nonnegative().max(100_000).optional(),
     lr: z.number().positive().max(10).optional(),
     weights: z
-      .object({ w_r: z.number().nonnegative().finite().optional(), w_a: z.number().nonnegative().finite().optional(), alpha: z.number().finite().optional() })
+      .object({
+        w_r: z.number().nonnegative().finite().optional(),
+        w_a: z.number().nonnegative().finite().optional(),
+        alpha: z.number().finite().optional(),
+      })
       .strict()
       .default({}),
-    seed: z.number().int().min(0).max(2 ** 31 - 1).optional(),
+    seed: z
+      .number()
+      .int()
+      .min(0)
+      .max(2 ** 31 - 1)
+      .optional(),
     /** "train": parallel rows of the held-out `train` split with the central and target language; or explicit parallel lists. */
     prompts: z
-      .union([z.literal("train"), z.object({ central: z.array(PromptText).min(1).max(MAX_PROMPTS_PER_LANGUAGE), target: z.array(PromptText).min(1).max(MAX_PROMPTS_PER_LANGUAGE) }).strict()])
+      .union([
+        z.literal("train"),
+        z
+          .object({
+            central: z.array(PromptText).min(1).max(MAX_PROMPTS_PER_LANGUAGE),
+            target: z.array(PromptText).min(1).max(MAX_PROMPTS_PER_LANGUAGE),
+          })
+          .strict(),
+      ])
       .default("train"),
     per_language: z.number().int().positive().max(MAX_PROMPTS_PER_LANGUAGE).default(200),
     dtype: z.enum(["float32", "float16"]).default("float32"),
@@ -118,20 +153,24 @@ export const EvalJobRequest = z
   })
   .strict();
 
-export const LensJobRequest = z.discriminatedUnion("kind", [ProbeJobRequest, TrainJobRequest, SubspaceJobRequest, EvalJobRequest]);
+export const LensJobRequest = z.discriminatedUnion("kind", [
+  ProbeJobRequest,
+  TrainJobRequest,
+  SubspaceJobRequest,
+  EvalJobRequest,
+]);
 export type LensJobRequest = z.infer<typeof LensJobRequest>;
 export type LensJobRequestInput = z.input<typeof LensJobRequest>;
 export type ProbeJobRequest = z.infer<typeof ProbeJobRequest>;
 export type TrainJobRequest = z.infer<typeof TrainJobRequest>;
 export type SubspaceJobRequest = z.infer<typeof SubspaceJobRequest>;
 export type EvalJobRequest = z.infer<typeof EvalJobRequest>;
-export type LensJobKind = LensJobRequest["kind"];
 
 export const LensJobState = z.enum(["queued", "running", "succeeded", "failed", "cancelled"]);
 export type LensJobState = z.infer<typeof LensJobState>;
 export const TERMINAL_STATES: readonly LensJobState[] = ["succeeded", "failed", "cancelled"];
 
-export const LossSnapshot = z.object({ total: z.number(), retain: z.number(), push: z.number(), align: z.number() }).strict();
+const LossSnapshot = z.object({ total: z.number(), retain: z.number(), push: z.number(), align: z.number() }).strict();
 
 export const LensJobProgress = z
   .object({

@@ -24,16 +24,32 @@ const ContentPart = z
         return;
       case "image_url":
       case "input_image":
-        ctx.addIssue({ code: "custom", path: ["type"], message: "image inputs are not supported: the models served here take text only" });
+        ctx.addIssue({
+          code: "custom",
+          path: ["type"],
+          message: "image inputs are not supported: the models served here take text only",
+        });
         return;
       case "input_audio":
-        ctx.addIssue({ code: "custom", path: ["type"], message: "audio inputs are not supported: the models served here take text only" });
+        ctx.addIssue({
+          code: "custom",
+          path: ["type"],
+          message: "audio inputs are not supported: the models served here take text only",
+        });
         return;
       case "file":
-        ctx.addIssue({ code: "custom", path: ["type"], message: "file inputs are not supported: the models served here take text only" });
+        ctx.addIssue({
+          code: "custom",
+          path: ["type"],
+          message: "file inputs are not supported: the models served here take text only",
+        });
         return;
       default:
-        ctx.addIssue({ code: "custom", path: ["type"], message: `unknown content part type '${part.type}'; expected 'text'` });
+        ctx.addIssue({
+          code: "custom",
+          path: ["type"],
+          message: `unknown content part type '${part.type}'; expected 'text'`,
+        });
     }
   })
   .transform((part) => part["text"] as string);
@@ -96,7 +112,11 @@ export const ChatCompletionRequest = z
     logprobs: onlyNeutral(z.boolean(), (v) => v === false, "logprobs"),
     top_logprobs: unsupported("top_logprobs").optional(),
     logit_bias: onlyNeutral(z.record(z.string(), z.number()), (v) => Object.keys(v).length === 0, "logit_bias"),
-    response_format: onlyNeutral(z.looseObject({ type: z.string() }), (v) => v.type === "text", "a response_format other than text"),
+    response_format: onlyNeutral(
+      z.looseObject({ type: z.string() }),
+      (v) => v.type === "text",
+      "a response_format other than text",
+    ),
     modalities: onlyNeutral(z.array(z.string()), (v) => v.every((m) => m === "text"), "a modality other than text"),
     tools: unsupported("tools (function calling)").optional(),
     tool_choice: unsupported("tool_choice (function calling)").optional(),
@@ -114,7 +134,11 @@ export const ChatCompletionRequest = z
   })
   .superRefine((r, ctx) => {
     if (r.stream_options && !r.stream) {
-      ctx.addIssue({ code: "custom", path: ["stream_options"], message: "stream_options is only allowed when stream is true" });
+      ctx.addIssue({
+        code: "custom",
+        path: ["stream_options"],
+        message: "stream_options is only allowed when stream is true",
+      });
     }
   });
 
@@ -153,21 +177,6 @@ export interface ChatCompletion {
     finish_reason: "stop" | "length";
   }>;
   usage: ChatCompletionUsage;
-}
-
-export interface ChatCompletionChunk {
-  id: string;
-  object: "chat.completion.chunk";
-  created: number;
-  model: string;
-  system_fingerprint: string | null;
-  choices: Array<{
-    index: 0;
-    delta: { role?: "assistant"; content?: string };
-    logprobs: null;
-    finish_reason: "stop" | "length" | null;
-  }>;
-  usage?: ChatCompletionUsage | null;
 }
 
 export interface ModelList {

@@ -16,12 +16,12 @@
  */
 import { decodeF16, encodeF16 } from "./half.js";
 
-export type SafetensorsDtype = "F32" | "F16";
+type SafetensorsDtype = "F32" | "F16";
 
-export const DTYPE_BYTES: Readonly<Record<SafetensorsDtype, number>> = { F32: 4, F16: 2 };
+const DTYPE_BYTES: Readonly<Record<SafetensorsDtype, number>> = { F32: 4, F16: 2 };
 
 /** Headers of real delta files are a few KiB; a large N is a corrupt or hostile file. */
-export const DEFAULT_MAX_HEADER_BYTES = 1 << 20;
+const DEFAULT_MAX_HEADER_BYTES = 1 << 20;
 
 export type SafetensorsErrorCode = "bad_header" | "bad_dtype";
 
@@ -64,7 +64,7 @@ function isCount(v: unknown): v is number {
 }
 
 /** Number of elements, or undefined when the product is not a safe integer. */
-export function elementCount(shape: readonly number[]): number | undefined {
+function elementCount(shape: readonly number[]): number | undefined {
   let n = 1;
   for (const d of shape) {
     n *= d;
@@ -77,10 +77,7 @@ export function elementCount(shape: readonly number[]): number | undefined {
  * Parse and check a safetensors file. Throws SafetensorsError ("bad_header" or "bad_dtype") with a
  * message naming the offending tensor or field. The tensors cover the data section exactly.
  */
-export function parseSafetensors(
-  bytes: Uint8Array,
-  options: { maxHeaderBytes?: number } = {},
-): ParsedSafetensors {
+export function parseSafetensors(bytes: Uint8Array, options: { maxHeaderBytes?: number } = {}): ParsedSafetensors {
   const cap = options.maxHeaderBytes ?? DEFAULT_MAX_HEADER_BYTES;
   if (bytes.byteLength < 8) {
     fail("bad_header", `file is ${bytes.byteLength} bytes, shorter than the 8-byte header length`);
@@ -150,7 +147,10 @@ export function parseSafetensors(
     const count = elementCount(shape);
     const expected = count === undefined ? undefined : count * DTYPE_BYTES[dtype];
     if (expected !== end - begin) {
-      fail("bad_header", `tensor "${name}": ${end - begin} bytes for shape [${shape.join(", ")}] of ${dtype}, expected ${expected ?? "too many"}`);
+      fail(
+        "bad_header",
+        `tensor "${name}": ${end - begin} bytes for shape [${shape.join(", ")}] of ${dtype}, expected ${expected ?? "too many"}`,
+      );
     }
     spans.push({ name, begin, end });
     tensors.set(name, { dtype, shape: [...shape], data: bytes.subarray(dataStart + begin, dataStart + end) });

@@ -6,7 +6,11 @@
  * quotes them).
  */
 import { describe, expect, it } from "vitest";
-import { mixtureSprt, quantileCsRanks, sequentialProportions } from "../../src/gateway/services/experiments/sequential-test.js";
+import {
+  mixtureSprt,
+  quantileCsRanks,
+  sequentialProportions,
+} from "../../src/gateway/services/experiments/sequential-test.js";
 import { type PeekingOutcome, simulateLatencyGuardrail, simulatePeeking } from "./simulation.js";
 
 const ALPHA = 0.05;

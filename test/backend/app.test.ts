@@ -23,7 +23,8 @@ describe.skipIf(embedded.skip !== null)("backend HTTP API on the embedded model"
     // Loaded here, not in the describe body, which runs even when the suite is skipped.
     app = createBackendApp(await loadModel(embedded.dir, { executionProvider: "cpu", maxBatch: 1, maxQueue: 2 }));
   });
-  const post = (b: string) => app.request(GENERATE_PATH, { method: "POST", body: b, headers: { "content-type": "application/json" } });
+  const post = (b: string) =>
+    app.request(GENERATE_PATH, { method: "POST", body: b, headers: { "content-type": "application/json" } });
 
   it("lists its model", async () => {
     const res = await app.request(MODELS_PATH);
@@ -35,7 +36,10 @@ describe.skipIf(embedded.skip !== null)("backend HTTP API on the embedded model"
     const res = await post(body());
     expect(res.status).toBe(200);
     expect(res.headers.get("content-type")).toBe("application/x-ndjson");
-    const frames = (await res.text()).trim().split("\n").map((l) => GenerateFrame.parse(JSON.parse(l)));
+    const frames = (await res.text())
+      .trim()
+      .split("\n")
+      .map((l) => GenerateFrame.parse(JSON.parse(l)));
     expect(frames[0]).toMatchObject({ type: "start", model: "lens-tiny-chat" });
     const end = frames.at(-1);
     expect(end?.type).toBe("end");
@@ -48,7 +52,12 @@ describe.skipIf(embedded.skip !== null)("backend HTTP API on the embedded model"
     ["schema violation", body({ sampling: { temperature: 5 } }), 400, "invalid_request"],
     ["no messages", body({ messages: [] }), 400, "invalid_request"],
     ["another model", body({ model: "gpt-x" }), 404, "model_not_found"],
-    ["a prompt over the context", body({ messages: [{ role: "user", content: "x".repeat(5000) }] }), 400, "invalid_request"],
+    [
+      "a prompt over the context",
+      body({ messages: [{ role: "user", content: "x".repeat(5000) }] }),
+      400,
+      "invalid_request",
+    ],
   ])("refuses %s", async (_name, b, status, code) => {
     const res = await post(b as string);
     expect(res.status).toBe(status);

@@ -6,7 +6,6 @@
  * computed here from the unedited run's hidden state, and must change the logits.
  */
 import { existsSync } from "node:fs";
-import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import type * as ort from "onnxruntime-node";
 import { Tensor } from "onnxruntime-node";
@@ -16,9 +15,9 @@ import {
   GraphStructureError,
   insertDeltaHooks,
   type HookPlan,
-} from "../../src/gpu-backend/graph/delta-hooks";
-import { decodeModel, encodeModel } from "../../src/gpu-backend/graph/onnx-model";
-import { readModelDir, type ModelInfo } from "../../src/gpu-backend/model/model-dir";
+} from "../../src/gpu-backend/graph/delta-hooks.js";
+import { decodeModel, encodeModel } from "../../src/gpu-backend/graph/onnx-model.js";
+import { readModelDir, type ModelInfo } from "../../src/gpu-backend/model/model-dir.js";
 import {
   applyDelta,
   bitDifferences,
@@ -33,8 +32,8 @@ import {
   sessionFromBytes,
   zeroDelta,
   type Delta,
-} from "./helpers-delta";
-import { syntheticDecoder } from "./helpers-synthetic";
+} from "./helpers-delta.js";
+import { syntheticDecoder } from "./helpers-synthetic.js";
 import { FIXTURE_MODEL_DIR } from "./model-fixtures.js";
 
 interface Case {
@@ -60,7 +59,9 @@ const CASES: Case[] = [
     style: "skip-norm",
     // genai: the sum after layer k is formed by layer k+1's input norm, after the last layer by the final norm.
     expectedNode: (k, L) =>
-      k < L - 1 ? new RegExp(`^/model/layers\\.${k + 1}/input_layernorm/SkipLayerNorm$`) : new RegExp(`^/model/layers\\.${L}/final_norm_layernorm/SkipLayerNorm$`),
+      k < L - 1
+        ? new RegExp(`^/model/layers\\.${k + 1}/input_layernorm/SkipLayerNorm$`)
+        : new RegExp(`^/model/layers\\.${L}/final_norm_layernorm/SkipLayerNorm$`),
   },
 ];
 
@@ -103,7 +104,9 @@ for (const c of CASES) {
   const BATCH = 2;
   const SEQ = 5;
   const rand = seeded(0x5eed + L * 131 + H);
-  const ids = Array.from({ length: BATCH }, () => Array.from({ length: SEQ }, () => Math.floor(((rand() + 1) / 2) * Math.min(info.vocabSize, 256))));
+  const ids = Array.from({ length: BATCH }, () =>
+    Array.from({ length: SEQ }, () => Math.floor(((rand() + 1) / 2) * Math.min(info.vocabSize, 256))),
+  );
 
   async function run(plan: HookPlan, deltas: Map<number, Delta> = new Map()) {
     const g = insertDeltaHooks(bytes, plan, dims);
@@ -129,7 +132,12 @@ for (const c of CASES) {
     if (got.type === "float32") {
       const xa = (got.data as Float32Array).subarray(from, to);
       const xb = (base.data as Float32Array).subarray(from, to);
-      expect(Buffer.compare(Buffer.from(xa.buffer, xa.byteOffset, xa.byteLength), Buffer.from(xb.buffer, xb.byteOffset, xb.byteLength))).toBe(0);
+      expect(
+        Buffer.compare(
+          Buffer.from(xa.buffer, xa.byteOffset, xa.byteLength),
+          Buffer.from(xb.buffer, xb.byteOffset, xb.byteLength),
+        ),
+      ).toBe(0);
     } else {
       expect(diff).toBeLessThanOrEqual(FP16_LOGIT_ULPS * maxAbs(b.subarray(from, to)));
     }
@@ -180,7 +188,9 @@ for (const c of CASES) {
       const edited = await run({ deltaLayers: layers }, zeros);
       const diff = expectSameLogits(edited.logits, await base());
       const allowed = edited.logits.type === "float32" ? 0 : FP16_LOGIT_ULPS * maxAbs(floatValues(await base()));
-      console.info(`[${c.label}] zero delta at layers ${layers.join(",")}: max |logit diff| ${diff.toExponential(2)} (allowed ${allowed.toExponential(2)}), values differing ${bitDifferences(edited.logits, await base())}/${edited.logits.data.length}`);
+      console.info(
+        `[${c.label}] zero delta at layers ${layers.join(",")}: max |logit diff| ${diff.toExponential(2)} (allowed ${allowed.toExponential(2)}), values differing ${bitDifferences(edited.logits, await base())}/${edited.logits.data.length}`,
+      );
     });
 
     // A middle layer and the last one (on the fixture: a fused node with an explicit sum output, then the
@@ -216,7 +226,9 @@ for (const c of CASES) {
 
         const logitDiff = maxAbsDiff(floatValues(edited.logits), floatValues(await base()));
         expect(logitDiff).toBeGreaterThan(LOGIT_CHANGE * maxAbs(floatValues(await base())));
-        console.info(`[${c.label}] delta at layer ${k}: |h' - reference| ${err.toExponential(2)} (tol ${tol.toExponential(2)}), edit size ${size.toExponential(2)}, max |logit change| ${logitDiff.toExponential(2)}`);
+        console.info(
+          `[${c.label}] delta at layer ${k}: |h' - reference| ${err.toExponential(2)} (tol ${tol.toExponential(2)}), edit size ${size.toExponential(2)}, max |logit change| ${logitDiff.toExponential(2)}`,
+        );
       });
     }
 
@@ -225,11 +237,17 @@ for (const c of CASES) {
       // barely move if, and only if, nothing but that norm follows the hook. The same edit after an earlier
       // layer changes the logits, since later layers add branches that are not doubled. Checked without
       // relying on node names.
-      const double: Delta = { rank: H, a: new Float64Array(BATCH * H * H), b: new Float64Array(BATCH * H * H), bias: new Float64Array(BATCH * H) };
-      for (let r = 0; r < BATCH; r++) for (let i = 0; i < H; i++) {
-        double.a[(r * H + i) * H + i] = 1;
-        double.b[(r * H + i) * H + i] = 1;
-      }
+      const double: Delta = {
+        rank: H,
+        a: new Float64Array(BATCH * H * H),
+        b: new Float64Array(BATCH * H * H),
+        bias: new Float64Array(BATCH * H),
+      };
+      for (let r = 0; r < BATCH; r++)
+        for (let i = 0; i < H; i++) {
+          double.a[(r * H + i) * H + i] = 1;
+          double.b[(r * H + i) * H + i] = 1;
+        }
       const b = floatValues(await base());
       const scale = maxAbs(b);
       const last = await run({ deltaLayers: [L - 1] }, new Map([[L - 1, double]]));
@@ -239,13 +257,22 @@ for (const c of CASES) {
       const mid = await run({ deltaLayers: [earlier] }, new Map([[earlier, double]]));
       const midDiff = maxAbsDiff(floatValues(mid.logits), b);
       expect(midDiff).toBeGreaterThan(LOGIT_CHANGE * scale);
-      console.info(`[${c.label}] doubling the stream: after layer ${L - 1} max |logit diff| ${lastDiff.toExponential(2)}, after layer ${earlier} ${midDiff.toExponential(2)} (max |logit| ${scale.toExponential(2)})`);
+      console.info(
+        `[${c.label}] doubling the stream: after layer ${L - 1} max |logit diff| ${lastDiff.toExponential(2)}, after layer ${earlier} ${midDiff.toExponential(2)} (max |logit| ${scale.toExponential(2)})`,
+      );
     });
 
     it("a row without a delta (zeros) keeps its logits while the other row's change", async () => {
       const k = Math.min(1, L - 1);
       const plain = await run({ deltaLayers: [], exposeHidden: [k] });
-      const delta = randomDelta(seeded(99), BATCH, H, 2, 0.5 * maxAbs(floatValues(plain.hidden.get(k)!)), plain.graph.dtype);
+      const delta = randomDelta(
+        seeded(99),
+        BATCH,
+        H,
+        2,
+        0.5 * maxAbs(floatValues(plain.hidden.get(k)!)),
+        plain.graph.dtype,
+      );
       // Row 1 gets zeros: the backend's encoding of "no delta for this row".
       delta.a.fill(0, H * 2);
       delta.b.fill(0, H * 2);
@@ -256,12 +283,18 @@ for (const c of CASES) {
       const diffRow1 = expectSameLogits(edited.logits, b, [perRow, 2 * perRow]);
       const diffRow0 = maxAbsDiff(floatValues(edited.logits), floatValues(b), 0, perRow);
       expect(diffRow0).toBeGreaterThan(Math.max(10 * diffRow1, LOGIT_CHANGE * maxAbs(floatValues(b))));
-      console.info(`[${c.label}] mixed batch, delta on row 0 only: row 1 max |logit diff| ${diffRow1.toExponential(2)}, row 0 ${diffRow0.toExponential(2)}`);
+      console.info(
+        `[${c.label}] mixed batch, delta on row 0 only: row 1 max |logit diff| ${diffRow1.toExponential(2)}, row 0 ${diffRow0.toExponential(2)}`,
+      );
     });
 
     it("refuses a structure it does not recognise instead of hooking a wrong tensor", () => {
-      expect(() => insertDeltaHooks(bytes, { deltaLayers: [0] }, { numLayers: L + 1, hiddenSize: H })).toThrow(GraphStructureError);
-      expect(() => insertDeltaHooks(bytes, { deltaLayers: [0] }, { numLayers: L, hiddenSize: H + 1 })).toThrow(/hidden_size/);
+      expect(() => insertDeltaHooks(bytes, { deltaLayers: [0] }, { numLayers: L + 1, hiddenSize: H })).toThrow(
+        GraphStructureError,
+      );
+      expect(() => insertDeltaHooks(bytes, { deltaLayers: [0] }, { numLayers: L, hiddenSize: H + 1 })).toThrow(
+        /hidden_size/,
+      );
       expect(() => insertDeltaHooks(bytes, { deltaLayers: [L] }, dims)).toThrow(RangeError);
 
       const names = describeResidualStream(bytes, dims).afterLayer.map((s) => s.node);
@@ -285,13 +318,18 @@ describe("synthetic export styles (fp32): fused SkipLayerNormalization with bias
   for (const style of ["skip-layer-norm", "parallel-add"] as const) {
     const m = syntheticDecoder(style, 3, 8, 32, style === "skip-layer-norm" ? 11 : 12);
     const dims = { numLayers: m.numLayers, hiddenSize: m.hiddenSize };
-    const ids = new Tensor("int64", BigInt64Array.from({ length: BATCH * SEQ }, (_, i) => BigInt((i * 7 + 3) % m.vocab)), [BATCH, SEQ]);
+    const ids = new Tensor(
+      "int64",
+      BigInt64Array.from({ length: BATCH * SEQ }, (_, i) => BigInt((i * 7 + 3) % m.vocab)),
+      [BATCH, SEQ],
+    );
 
     async function run(plan: HookPlan, deltas: Map<number, Delta> = new Map()) {
       const g = insertDeltaHooks(m.bytes, plan, dims);
       const session = await sessionFromBytes(g.bytes, "model.onnx", g.externalData);
       const feeds: Record<string, ort.Tensor> = { input_ids: ids };
-      for (const d of g.deltaInputs) Object.assign(feeds, deltaFeeds(g.dtype, d, deltas.get(d.layer)!, BATCH, m.hiddenSize));
+      for (const d of g.deltaInputs)
+        Object.assign(feeds, deltaFeeds(g.dtype, d, deltas.get(d.layer)!, BATCH, m.hiddenSize));
       const out = await session.run(feeds);
       await session.release();
       return { logits: out.logits!, hidden: new Map(g.hiddenOutputs.map((h) => [h.layer, floatValues(out[h.name]!)])) };
@@ -321,8 +359,12 @@ describe("synthetic export styles (fp32): fused SkipLayerNormalization with bias
       const err = maxAbsDiff(edited.hidden.get(1)!, want);
       expect(err).toBeLessThanOrEqual(REL_TOL.float32 * maxAbs(want));
       expect(maxAbsDiff(want, h1)).toBeGreaterThan(20 * REL_TOL.float32 * maxAbs(want));
-      expect(maxAbsDiff(floatValues(edited.logits), floatValues(plain.logits))).toBeGreaterThan(LOGIT_CHANGE * maxAbs(floatValues(plain.logits)));
-      console.info(`[synthetic ${style}] zero delta: logits bit-identical; delta at layer 1: |h' - reference| ${err.toExponential(2)}`);
+      expect(maxAbsDiff(floatValues(edited.logits), floatValues(plain.logits))).toBeGreaterThan(
+        LOGIT_CHANGE * maxAbs(floatValues(plain.logits)),
+      );
+      console.info(
+        `[synthetic ${style}] zero delta: logits bit-identical; delta at layer 1: |h' - reference| ${err.toExponential(2)}`,
+      );
     });
   }
 });

@@ -13,7 +13,12 @@ import {
   validateDelta,
 } from "../../src/protocol/delta.js";
 import { decodeF16, encodeF16, floatToHalfBits } from "../../src/protocol/half.js";
-import { parseSafetensors, serializeSafetensors, tensorToFloat32, type TensorInput } from "../../src/protocol/safetensors.js";
+import {
+  parseSafetensors,
+  serializeSafetensors,
+  tensorToFloat32,
+  type TensorInput,
+} from "../../src/protocol/safetensors.js";
 import { makeDelta, type MadeDelta, rawSafetensors, TEST_FINGERPRINT } from "../../dev/make-delta.js";
 
 const HIDDEN = 8;
@@ -50,9 +55,12 @@ function tensorsOf(d: MadeDelta): Map<string, TensorInput> {
 }
 
 /** Re-emit a file with its JSON header edited and its data section untouched. */
-function editHeader(bytes: Uint8Array, edit: (h: Record<string, any>) => void, data?: Uint8Array): Uint8Array<ArrayBuffer> {
+// biome-ignore lint/suspicious/noExplicitAny: the test breaks headers in every way; their shape is anything.
+type AnyHeader = Record<string, any>;
+
+function editHeader(bytes: Uint8Array, edit: (h: AnyHeader) => void, data?: Uint8Array): Uint8Array<ArrayBuffer> {
   const n = new DataView(bytes.buffer, bytes.byteOffset).getUint32(0, true);
-  const header = JSON.parse(new TextDecoder().decode(bytes.subarray(8, 8 + n))) as Record<string, any>;
+  const header = JSON.parse(new TextDecoder().decode(bytes.subarray(8, 8 + n))) as AnyHeader;
   edit(header);
   return rawSafetensors(header, data ?? bytes.subarray(8 + n));
 }
@@ -68,7 +76,11 @@ describe("safetensors", () => {
     const a = Float32Array.from([1.5, -2, 0, 3.25, 1e-3, -7]);
     const h = Float32Array.from([0.5, -1, 2, 65504]);
     const bytes = serializeSafetensors(
-      { a: { dtype: "F32", shape: [2, 3], data: a }, h: { dtype: "F16", shape: [4], data: h }, e: { dtype: "F32", shape: [0, 5], data: new Float32Array(0) } },
+      {
+        a: { dtype: "F32", shape: [2, 3], data: a },
+        h: { dtype: "F16", shape: [4], data: h },
+        e: { dtype: "F32", shape: [0, 5], data: new Float32Array(0) },
+      },
       { note: "hi" },
     );
     const headerLen = new DataView(bytes.buffer).getUint32(0, true);
@@ -95,7 +107,8 @@ describe("safetensors", () => {
     // A header of odd length puts the data at an odd offset.
     const header = { x: { dtype: "F16", shape: [bits.length], data_offsets: [0, raw.byteLength] } };
     let file = rawSafetensors(header, raw);
-    if ((new DataView(file.buffer).getUint32(0, true) & 1) === 0) file = rawSafetensors(JSON.stringify(header) + " ", raw);
+    if ((new DataView(file.buffer).getUint32(0, true) & 1) === 0)
+      file = rawSafetensors(`${JSON.stringify(header)} `, raw);
     expect(new DataView(file.buffer).getUint32(0, true) & 1).toBe(1);
     const got = Array.from(tensorToFloat32(parseSafetensors(file).tensors.get("x")!));
     expect(got).toEqual(want);
@@ -138,7 +151,8 @@ describe("validateDelta", () => {
     expect(A).toEqual(d.layers.get(2)!.A);
     // Same seed: within float16 precision of the float32 values, but rounded.
     const ref = f32.layers.get(2)!.A;
-    for (let i = 0; i < A.length; i++) expect(Math.abs(A[i]! - ref[i]!)).toBeLessThanOrEqual(Math.abs(ref[i]!) * 2 ** -11 + 2 ** -25);
+    for (let i = 0; i < A.length; i++)
+      expect(Math.abs(A[i]! - ref[i]!)).toBeLessThanOrEqual(Math.abs(ref[i]!) * 2 ** -11 + 2 ** -25);
     expect(A).not.toEqual(ref);
   });
 
@@ -166,10 +180,24 @@ const goodHeaderLen = new DataView(good.bytes.buffer).getUint32(0, true);
 const goodData = good.bytes.subarray(8 + goodHeaderLen);
 
 const BAD: BadCase[] = [
-  { name: "file over the size cap", code: "too_large", bytes: () => serializeSafetensors(tensorsOf(good), { pad: "x".repeat(MAX_FILE) }) },
-  { name: "truncated file", code: "bad_header", bytes: () => good.bytes.slice(0, good.bytes.byteLength - 10), message: /outside the/ },
+  {
+    name: "file over the size cap",
+    code: "too_large",
+    bytes: () => serializeSafetensors(tensorsOf(good), { pad: "x".repeat(MAX_FILE) }),
+  },
+  {
+    name: "truncated file",
+    code: "bad_header",
+    bytes: () => good.bytes.slice(0, good.bytes.byteLength - 10),
+    message: /outside the/,
+  },
   { name: "shorter than 8 bytes", code: "bad_header", bytes: () => good.bytes.slice(0, 5) },
-  { name: "header length past the end", code: "bad_header", bytes: () => rawSafetensors({}, new Uint8Array(0), 10_000), message: /past the end/ },
+  {
+    name: "header length past the end",
+    code: "bad_header",
+    bytes: () => rawSafetensors({}, new Uint8Array(0), 10_000),
+    message: /past the end/,
+  },
   {
     name: "header length over the cap (high word set)",
     code: "bad_header",
@@ -198,16 +226,38 @@ const BAD: BadCase[] = [
     bytes: () => editHeader(good.bytes, (h) => (h["layers.1.B"].data_offsets = [...h["layers.1.A"].data_offsets])),
     message: /overlaps/,
   },
-  { name: "trailing bytes nobody owns", code: "bad_header", bytes: () => editHeader(good.bytes, () => {}, new Uint8Array([...goodData, 0, 0, 0, 0])), message: /belong to no tensor/ },
+  {
+    name: "trailing bytes nobody owns",
+    code: "bad_header",
+    bytes: () => editHeader(good.bytes, () => {}, new Uint8Array([...goodData, 0, 0, 0, 0])),
+    message: /belong to no tensor/,
+  },
   {
     name: "size not matching the shape",
     code: "bad_header",
     bytes: () => editHeader(good.bytes, (h) => (h["layers.1.b"].shape = [HIDDEN + 1])),
   },
-  { name: "negative shape", code: "bad_header", bytes: () => editHeader(good.bytes, (h) => (h["layers.1.b"].shape = [-8])) },
-  { name: "unknown entry field", code: "bad_header", bytes: () => editHeader(good.bytes, (h) => (h["layers.1.b"].extra = 1)) },
-  { name: "metadata value not a string", code: "bad_header", bytes: () => editHeader(good.bytes, (h) => (h.__metadata__ = { a: 1 })) },
-  { name: "I32 tensor", code: "bad_dtype", bytes: () => editHeader(good.bytes, (h) => (h["layers.2.A"].dtype = "I32")), message: /I32/ },
+  {
+    name: "negative shape",
+    code: "bad_header",
+    bytes: () => editHeader(good.bytes, (h) => (h["layers.1.b"].shape = [-8])),
+  },
+  {
+    name: "unknown entry field",
+    code: "bad_header",
+    bytes: () => editHeader(good.bytes, (h) => (h["layers.1.b"].extra = 1)),
+  },
+  {
+    name: "metadata value not a string",
+    code: "bad_header",
+    bytes: () => editHeader(good.bytes, (h) => (h.__metadata__ = { a: 1 })),
+  },
+  {
+    name: "I32 tensor",
+    code: "bad_dtype",
+    bytes: () => editHeader(good.bytes, (h) => (h["layers.2.A"].dtype = "I32")),
+    message: /I32/,
+  },
   {
     name: "BF16 tensor",
     code: "bad_dtype",
@@ -218,7 +268,12 @@ const BAD: BadCase[] = [
     manifest: () => made({ dtype: "float16" }).manifest,
     message: /BF16/,
   },
-  { name: "F16 file, manifest says float32", code: "bad_dtype", bytes: () => made({ dtype: "float16" }).bytes, message: /float32/ },
+  {
+    name: "F16 file, manifest says float32",
+    code: "bad_dtype",
+    bytes: () => made({ dtype: "float16" }).bytes,
+    message: /float32/,
+  },
   {
     name: "transposed A",
     code: "bad_shape",
@@ -236,7 +291,12 @@ const BAD: BadCase[] = [
     code: "bad_shape",
     bytes: () => made({ rank: 3 }).bytes,
   },
-  { name: "NaN", code: "non_finite", bytes: () => withValue(good, "layers.2.B", 5, NaN), message: /layers\.2\.B.*element 5/ },
+  {
+    name: "NaN",
+    code: "non_finite",
+    bytes: () => withValue(good, "layers.2.B", 5, NaN),
+    message: /layers\.2\.B.*element 5/,
+  },
   { name: "+Infinity", code: "non_finite", bytes: () => withValue(good, "layers.1.b", 0, Infinity) },
   { name: "-Infinity", code: "non_finite", bytes: () => withValue(good, "layers.1.A", 15, -Infinity) },
   {
@@ -259,7 +319,8 @@ const BAD: BadCase[] = [
   {
     name: "extra tensor",
     code: "unexpected_tensor",
-    bytes: () => editHeader(good.bytes, (h) => (h["lm_head.weight"] = { dtype: "F32", shape: [0], data_offsets: [0, 0] })),
+    bytes: () =>
+      editHeader(good.bytes, (h) => (h["lm_head.weight"] = { dtype: "F32", shape: [0], data_offsets: [0, 0] })),
     message: /lm_head\.weight/,
   },
   {
@@ -284,19 +345,55 @@ const BAD: BadCase[] = [
     manifest: () => made({ layers: [1, NUM_LAYERS] }).manifest,
     message: new RegExp(`layer ${NUM_LAYERS}`),
   },
-  { name: "manifest: bad id", code: "manifest_invalid", bytes: () => good.bytes, manifest: () => ({ ...good.manifest, id: "sw/1" }) },
-  { name: "manifest: unknown language", code: "manifest_invalid", bytes: () => good.bytes, manifest: () => ({ ...good.manifest, language: "xx" }) },
-  { name: "manifest: repeated layers", code: "manifest_invalid", bytes: () => good.bytes, manifest: () => ({ ...good.manifest, layers: [1, 1] }) },
-  { name: "manifest: empty layers", code: "manifest_invalid", bytes: () => good.bytes, manifest: () => ({ ...good.manifest, layers: [] }) },
-  { name: "manifest: rank 0", code: "manifest_invalid", bytes: () => good.bytes, manifest: () => ({ ...good.manifest, rank: 0 }) },
+  {
+    name: "manifest: bad id",
+    code: "manifest_invalid",
+    bytes: () => good.bytes,
+    manifest: () => ({ ...good.manifest, id: "sw/1" }),
+  },
+  {
+    name: "manifest: unknown language",
+    code: "manifest_invalid",
+    bytes: () => good.bytes,
+    manifest: () => ({ ...good.manifest, language: "xx" }),
+  },
+  {
+    name: "manifest: repeated layers",
+    code: "manifest_invalid",
+    bytes: () => good.bytes,
+    manifest: () => ({ ...good.manifest, layers: [1, 1] }),
+  },
+  {
+    name: "manifest: empty layers",
+    code: "manifest_invalid",
+    bytes: () => good.bytes,
+    manifest: () => ({ ...good.manifest, layers: [] }),
+  },
+  {
+    name: "manifest: rank 0",
+    code: "manifest_invalid",
+    bytes: () => good.bytes,
+    manifest: () => ({ ...good.manifest, rank: 0 }),
+  },
   {
     name: "manifest: fingerprint not sha256 hex",
     code: "manifest_invalid",
     bytes: () => good.bytes,
     manifest: () => ({ ...good.manifest, base_model: { id: "m", fingerprint: TEST_FINGERPRINT.toUpperCase() } }),
   },
-  { name: "manifest: created_at not ISO", code: "manifest_invalid", bytes: () => good.bytes, manifest: () => ({ ...good.manifest, created_at: "yesterday" }) },
-  { name: "manifest: unknown field", code: "manifest_invalid", bytes: () => good.bytes, manifest: () => ({ ...good.manifest, hiddenSize: 8 }), message: /hiddenSize/ },
+  {
+    name: "manifest: created_at not ISO",
+    code: "manifest_invalid",
+    bytes: () => good.bytes,
+    manifest: () => ({ ...good.manifest, created_at: "yesterday" }),
+  },
+  {
+    name: "manifest: unknown field",
+    code: "manifest_invalid",
+    bytes: () => good.bytes,
+    manifest: () => ({ ...good.manifest, hiddenSize: 8 }),
+    message: /hiddenSize/,
+  },
   { name: "manifest: not an object", code: "manifest_invalid", bytes: () => good.bytes, manifest: () => "sw-1" },
 ];
 
@@ -445,7 +542,11 @@ describe("routes", () => {
 
     const list = await app.request("/");
     expect(list.status).toBe(200);
-    expect(await list.json()).toEqual({ deltas: store.list(), decoded_bytes: TWO_LAYER_BYTES, max_decoded_bytes: 10_000 });
+    expect(await list.json()).toEqual({
+      deltas: store.list(),
+      decoded_bytes: TWO_LAYER_BYTES,
+      max_decoded_bytes: 10_000,
+    });
 
     const del = await app.request("/sw-1", { method: "DELETE" });
     expect(del.status).toBe(204);
@@ -466,14 +567,61 @@ describe("routes", () => {
 
     const cases: Array<[string, RequestInit, number, string]> = [
       ["mismatched id", { method: "PUT", body: form(made({ id: "sw-2" })) }, 400, "id_mismatch"],
-      ["NaN in the file", { method: "PUT", body: form({ bytes: withValue(made(), "layers.1.A", 0, NaN), manifest: good.manifest }) }, 400, "non_finite"],
-      ["truncated file", { method: "PUT", body: form({ bytes: good.bytes.slice(0, 100), manifest: good.manifest }) }, 400, "bad_header"],
-      ["another model", { method: "PUT", body: form({ bytes: good.bytes, manifest: { ...good.manifest, base_model: { id: "x", fingerprint: `sha256:${"0".repeat(64)}` } } }) }, 409, "fingerprint_mismatch"],
-      ["file over the cap", { method: "PUT", body: form({ bytes: serializeSafetensors(tensorsOf(good), { pad: "x".repeat(MAX_FILE) }), manifest: good.manifest }) }, 413, "too_large"],
-      ["body over the limit", { method: "PUT", body: form({ bytes: new Uint8Array(MAX_FILE + (1 << 20) + 10), manifest: good.manifest }) }, 413, "too_large"],
+      [
+        "NaN in the file",
+        { method: "PUT", body: form({ bytes: withValue(made(), "layers.1.A", 0, NaN), manifest: good.manifest }) },
+        400,
+        "non_finite",
+      ],
+      [
+        "truncated file",
+        { method: "PUT", body: form({ bytes: good.bytes.slice(0, 100), manifest: good.manifest }) },
+        400,
+        "bad_header",
+      ],
+      [
+        "another model",
+        {
+          method: "PUT",
+          body: form({
+            bytes: good.bytes,
+            manifest: { ...good.manifest, base_model: { id: "x", fingerprint: `sha256:${"0".repeat(64)}` } },
+          }),
+        },
+        409,
+        "fingerprint_mismatch",
+      ],
+      [
+        "file over the cap",
+        {
+          method: "PUT",
+          body: form({
+            bytes: serializeSafetensors(tensorsOf(good), { pad: "x".repeat(MAX_FILE) }),
+            manifest: good.manifest,
+          }),
+        },
+        413,
+        "too_large",
+      ],
+      [
+        "body over the limit",
+        { method: "PUT", body: form({ bytes: new Uint8Array(MAX_FILE + (1 << 20) + 10), manifest: good.manifest }) },
+        413,
+        "too_large",
+      ],
       ["manifest not JSON", { method: "PUT", body: form(good, "{") }, 400, "manifest_invalid"],
-      ["manifest invalid", { method: "PUT", body: form({ bytes: good.bytes, manifest: { ...good.manifest, rank: -1 } }) }, 400, "manifest_invalid"],
-      ["not multipart", { method: "PUT", body: JSON.stringify(good.manifest), headers: { "content-type": "application/json" } }, 400, "bad_request"],
+      [
+        "manifest invalid",
+        { method: "PUT", body: form({ bytes: good.bytes, manifest: { ...good.manifest, rank: -1 } }) },
+        400,
+        "manifest_invalid",
+      ],
+      [
+        "not multipart",
+        { method: "PUT", body: JSON.stringify(good.manifest), headers: { "content-type": "application/json" } },
+        400,
+        "bad_request",
+      ],
     ];
     const missing = new FormData();
     missing.set("manifest", JSON.stringify(good.manifest));

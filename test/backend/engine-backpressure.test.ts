@@ -30,7 +30,12 @@ function refusalAt(m: LoadedModel, signal: AbortSignal, now: number): QueueFullE
 
 describe.skipIf(embedded.skip !== null)("engine backpressure", () => {
   it("refuses when the oldest waiting request has waited past the bound, with a retry-after from the excess", async () => {
-    const m = await loadModel(embedded.dir, { executionProvider: "cpu", maxBatch: 1, maxQueue: 100, maxQueueWaitMs: 2_000 });
+    const m = await loadModel(embedded.dir, {
+      executionProvider: "cpu",
+      maxBatch: 1,
+      maxQueue: 100,
+      maxQueueWaitMs: 2_000,
+    });
     const stop = new AbortController();
     const t = performance.now();
     // The first is taken into the batch at once; the second waits from t.
@@ -64,12 +69,26 @@ describe.skipIf(embedded.skip !== null)("engine backpressure", () => {
   /** Runs `n` one-token jobs to the end, so that the engine has seen its queue drain. */
   async function drainSome(m: LoadedModel, n: number, signal: AbortSignal): Promise<void> {
     await Promise.all(
-      Array.from({ length: n }, () => new Promise<void>((resolve) => m.engine.submit({ ...job(m, 1, signal), emit: (f) => (f.type === "end" || f.type === "error") && resolve() }))),
+      Array.from(
+        { length: n },
+        () =>
+          new Promise<void>((resolve) =>
+            m.engine.submit({
+              ...job(m, 1, signal),
+              emit: (f) => (f.type === "end" || f.type === "error") && resolve(),
+            }),
+          ),
+      ),
     );
   }
 
   it("refuses once the queue ahead would take longer than the bound to drain at its recent rate", async () => {
-    const m = await loadModel(embedded.dir, { executionProvider: "cpu", maxBatch: 1, maxQueue: 50_000, maxQueueWaitMs: 5_000 });
+    const m = await loadModel(embedded.dir, {
+      executionProvider: "cpu",
+      maxBatch: 1,
+      maxQueue: 50_000,
+      maxQueueWaitMs: 5_000,
+    });
     const stop = new AbortController();
     await drainSome(m, 12, stop.signal);
     await occupy(m, stop.signal);
@@ -88,7 +107,12 @@ describe.skipIf(embedded.skip !== null)("engine backpressure", () => {
   });
 
   it("does not read an idle spell as a slow queue", async () => {
-    const m = await loadModel(embedded.dir, { executionProvider: "cpu", maxBatch: 1, maxQueue: 40, maxQueueWaitMs: 5_000 });
+    const m = await loadModel(embedded.dir, {
+      executionProvider: "cpu",
+      maxBatch: 1,
+      maxQueue: 40,
+      maxQueueWaitMs: 5_000,
+    });
     const stop = new AbortController();
     await drainSome(m, 12, stop.signal);
     await occupy(m, stop.signal);

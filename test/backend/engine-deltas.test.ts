@@ -13,7 +13,10 @@ import { toRowDelta } from "../../src/gpu-backend/deltas/row-delta.js";
 import { makeDelta } from "../../dev/make-delta.js";
 import { MODEL_CASES } from "./model-fixtures.js";
 
-function rowDelta(m: LoadedModel, opts: { seed: number; layers: number[]; rank: number; zero?: boolean; scale?: number; size?: number }): RowDelta {
+function rowDelta(
+  m: LoadedModel,
+  opts: { seed: number; layers: number[]; rank: number; zero?: boolean; scale?: number; size?: number },
+): RowDelta {
   const made = makeDelta({
     hiddenSize: m.info.hiddenSize,
     layers: opts.layers,
@@ -29,7 +32,12 @@ function rowDelta(m: LoadedModel, opts: { seed: number; layers: number[]; rank: 
   return { id: made.manifest.id, scale: opts.scale ?? 1, layers: m.deltas.get(made.manifest.id)!.layers };
 }
 
-function generate(m: LoadedModel, prompt: string, delta: RowDelta | null, sampling: Partial<SamplingParams> = {}): Promise<string> {
+function generate(
+  m: LoadedModel,
+  prompt: string,
+  delta: RowDelta | null,
+  sampling: Partial<SamplingParams> = {},
+): Promise<string> {
   return new Promise((resolve, reject) => {
     let text = "";
     m.engine.submit({
@@ -46,7 +54,12 @@ function generate(m: LoadedModel, prompt: string, delta: RowDelta | null, sampli
   });
 }
 
-const PROMPTS = ["What is the capital of France?", "Habari za asubuhi? Unaendeleaje leo?", "法国的首都是哪里？", "Tell me a joke"];
+const PROMPTS = [
+  "What is the capital of France?",
+  "Habari za asubuhi? Unaendeleaje leo?",
+  "法国的首都是哪里？",
+  "Tell me a joke",
+];
 
 describe.each(MODEL_CASES)("deltas in the engine on $name", ({ dir, skip }) => {
   const load = () => loadModel(dir, { executionProvider: "cpu", maxBatch: 8, maxQueue: 64 });
@@ -58,15 +71,25 @@ describe.each(MODEL_CASES)("deltas in the engine on $name", ({ dir, skip }) => {
     const ids = m.tokenizer.promptIds([{ role: "user", content: PROMPTS[0]! }]);
     const base = m.engine.baseRunner;
     const a = await base.step({ kv: emptyKv(base.shape, 1), tokens: [ids], positions: [0] });
-    const b = await hooked.runner.step({ kv: emptyKv(base.shape, 1), tokens: [ids], positions: [0], extraFeeds: hooked.feeds([zero]) });
+    const b = await hooked.runner.step({
+      kv: emptyKv(base.shape, 1),
+      tokens: [ids],
+      positions: [0],
+      extraFeeds: hooked.feeds([zero]),
+    });
     if (base.shape.fp16) {
       // fp16 fused graphs: the CPU provider rounds differently once nodes are added (docs/design.md, "Measured facts");
       // the engine therefore never sends a zero delta through the hooked graph (next assertion).
       let maxDiff = 0;
-      for (let i = 0; i < a.logits.length; i++) maxDiff = Math.max(maxDiff, Math.abs((a.logits[i] as number) - (b.logits[i] as number)));
+      for (let i = 0; i < a.logits.length; i++)
+        maxDiff = Math.max(maxDiff, Math.abs((a.logits[i] as number) - (b.logits[i] as number)));
       expect(maxDiff).toBeLessThan(5e-3);
     } else {
-      expect(Buffer.from(b.logits.buffer, b.logits.byteOffset, b.logits.byteLength).equals(Buffer.from(a.logits.buffer, a.logits.byteOffset, a.logits.byteLength))).toBe(true);
+      expect(
+        Buffer.from(b.logits.buffer, b.logits.byteOffset, b.logits.byteLength).equals(
+          Buffer.from(a.logits.buffer, a.logits.byteOffset, a.logits.byteLength),
+        ),
+      ).toBe(true);
     }
     // The backend never runs a zero edit (or scale 0) through the hooked graph: such rows are base rows.
     expect(toRowDelta(zero.id, 1, zero.layers)).toBeNull();
@@ -88,20 +111,23 @@ describe.each(MODEL_CASES)("deltas in the engine on $name", ({ dir, skip }) => {
     expect(changed).toBeGreaterThan(0);
   });
 
-  it.skipIf(skip !== null)("rows with different deltas (or none) batched together get what each gets alone", async () => {
-    const m = await load();
-    const deltas = [
-      null,
-      rowDelta(m, { seed: 3, layers: [m.info.numLayers - 1], rank: 4, size: 1 }),
-      rowDelta(m, { seed: 4, layers: [0, 1], rank: 2, size: 1 }),
-      rowDelta(m, { seed: 5, layers: [m.info.numLayers - 1], rank: 8, size: 1, scale: 0.5 }),
-    ];
-    const alone: string[] = [];
-    for (let i = 0; i < PROMPTS.length; i++) alone.push(await generate(m, PROMPTS[i]!, deltas[i]!));
-    const together = await Promise.all(PROMPTS.map((p, i) => generate(m, p, deltas[i]!)));
-    expect(together).toEqual(alone);
-    // And the same prompt with different deltas really differs, so the comparison above is not vacuous.
-    const variants = await Promise.all(deltas.map((d) => generate(m, PROMPTS[0]!, d)));
-    expect(new Set(variants).size).toBeGreaterThan(1);
-  });
+  it.skipIf(skip !== null)(
+    "rows with different deltas (or none) batched together get what each gets alone",
+    async () => {
+      const m = await load();
+      const deltas = [
+        null,
+        rowDelta(m, { seed: 3, layers: [m.info.numLayers - 1], rank: 4, size: 1 }),
+        rowDelta(m, { seed: 4, layers: [0, 1], rank: 2, size: 1 }),
+        rowDelta(m, { seed: 5, layers: [m.info.numLayers - 1], rank: 8, size: 1, scale: 0.5 }),
+      ];
+      const alone: string[] = [];
+      for (let i = 0; i < PROMPTS.length; i++) alone.push(await generate(m, PROMPTS[i]!, deltas[i]!));
+      const together = await Promise.all(PROMPTS.map((p, i) => generate(m, p, deltas[i]!)));
+      expect(together).toEqual(alone);
+      // And the same prompt with different deltas really differs, so the comparison above is not vacuous.
+      const variants = await Promise.all(deltas.map((d) => generate(m, PROMPTS[0]!, d)));
+      expect(new Set(variants).size).toBeGreaterThan(1);
+    },
+  );
 });

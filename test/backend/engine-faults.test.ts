@@ -52,13 +52,16 @@ describe.skipIf(embedded.skip !== null)("fault 8: a client that disconnects, in 
     const done = await other;
     expect(done.at(-1)?.type).toBe("end");
     // Wait until the engine is idle (it stops looping once no row is left).
-    for (let i = 0; i < 400 && (engine.stats.running > 0 || engine.stats.queued > 0); i++) await new Promise((r) => setTimeout(r, 10));
+    for (let i = 0; i < 400 && (engine.stats.running > 0 || engine.stats.queued > 0); i++)
+      await new Promise((r) => setTimeout(r, 10));
     expect(atCancel).toBeDefined();
     expect(engine.stats).toMatchObject({ running: 0, queued: 0 });
     // Nothing reached the cancelled request after the cancel: no text, no end frame.
     expect(cancelled).toHaveLength(framesAtCancel);
     // Tokens made after the cancel belong to the other row only, and were one per step at most.
-    const otherTokens = done.filter((f) => f.type === "end").map((f) => (f.type === "end" ? f.usage.completion_tokens : 0))[0]!;
+    const otherTokens = done
+      .filter((f) => f.type === "end")
+      .map((f) => (f.type === "end" ? f.usage.completion_tokens : 0))[0]!;
     const stepsAfter = engine.stats.steps - atCancel!.steps;
     const tokensAfter = engine.stats.tokensGenerated - atCancel!.tokens;
     expect(tokensAfter).toBeLessThanOrEqual(stepsAfter);

@@ -15,7 +15,12 @@ interface Result {
   frames: GenerateFrame[];
 }
 
-function run(m: LoadedModel, prompt: string, sampling: Partial<SamplingParams> = {}, signal = new AbortController().signal): Promise<Result> {
+function run(
+  m: LoadedModel,
+  prompt: string,
+  sampling: Partial<SamplingParams> = {},
+  signal = new AbortController().signal,
+): Promise<Result> {
   return new Promise((resolve) => {
     const frames: GenerateFrame[] = [];
     m.engine.submit({
@@ -99,7 +104,9 @@ describe.each(MODEL_CASES)("engine on $name", ({ dir, skip }) => {
     expect(["length", "stop"]).toContain(end.finish_reason);
     expect(end.usage.completion_tokens).toBeLessThanOrEqual(5);
     if (end.finish_reason === "length") expect(end.usage.completion_tokens).toBe(5);
-    expect(end.usage.prompt_tokens).toBe(m.tokenizer.promptIds([{ role: "user", content: "Tell me a long story about the sea." }]).length);
+    expect(end.usage.prompt_tokens).toBe(
+      m.tokenizer.promptIds([{ role: "user", content: "Tell me a long story about the sea." }]).length,
+    );
   });
 
   it.skipIf(skip !== null)("samples reproducibly with a seed, and differently without one", async () => {
@@ -134,7 +141,10 @@ describe.each(MODEL_CASES)("engine on $name", ({ dir, skip }) => {
     const done = await other;
     expect(done.frames.at(-1)?.type).toBe("end");
     // The cancelled job never ends: it simply stops producing frames.
-    const raced = await Promise.race([long.then(() => "ended"), new Promise((r) => setTimeout(() => r("silent"), 300))]);
+    const raced = await Promise.race([
+      long.then(() => "ended"),
+      new Promise((r) => setTimeout(() => r("silent"), 300)),
+    ]);
     expect(raced).toBe("silent");
     expect(m.engine.stats.running).toBe(0);
   });

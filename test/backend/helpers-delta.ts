@@ -5,14 +5,14 @@
 import { existsSync, readFileSync } from "node:fs";
 import { dirname, join } from "node:path";
 import * as ort from "onnxruntime-node";
-import type { ModelInfo } from "../../src/gpu-backend/model/model-dir";
+import type { ModelInfo } from "../../src/gpu-backend/model/model-dir.js";
 import { seededRandom } from "../../src/gpu-backend/generation/sampler.js";
 import { decodeF16, encodeF16, floatToHalfBits } from "../../src/protocol/half.js";
 
 export type FloatKind = "float32" | "float16";
 
 /** A tensor of the residual dtype from float values (rounded to fp16 where the model is fp16). */
-export function floatTensor(kind: FloatKind, values: ArrayLike<number>, dims: number[]): ort.Tensor {
+function floatTensor(kind: FloatKind, values: ArrayLike<number>, dims: number[]): ort.Tensor {
   if (kind === "float32") return new ort.Tensor("float32", Float32Array.from(values), dims);
   return new ort.Tensor("float16", Uint16Array.from(Array.from(values, floatToHalfBits)), dims);
 }
@@ -23,7 +23,9 @@ export function floatValues(t: ort.Tensor): Float64Array {
   if (t.type === "float16") {
     const d = t.data as ArrayLike<number>;
     // onnxruntime-node returns fp16 as Uint16Array bits where Float16Array is missing (Node 20).
-    return d instanceof Uint16Array ? Float64Array.from(decodeF16(new Uint8Array(d.buffer, d.byteOffset, d.byteLength))) : Float64Array.from(d);
+    return d instanceof Uint16Array
+      ? Float64Array.from(decodeF16(new Uint8Array(d.buffer, d.byteOffset, d.byteLength)))
+      : Float64Array.from(d);
   }
   throw new Error(`expected a float tensor, got ${t.type}`);
 }
@@ -39,7 +41,11 @@ export function readBytes(path: string): Uint8Array {
 }
 
 /** Creates a session from (possibly edited) bytes, handing over the external data files the graph names. */
-export async function sessionFromBytes(bytes: Uint8Array, modelPath: string, externalData: string[]): Promise<ort.InferenceSession> {
+export async function sessionFromBytes(
+  bytes: Uint8Array,
+  modelPath: string,
+  externalData: string[],
+): Promise<ort.InferenceSession> {
   const dir = dirname(modelPath);
   const files = externalData.map((path) => {
     const full = join(dir, path);
@@ -59,7 +65,11 @@ export function firstCallFeeds(info: ModelInfo, kind: FloatKind, ids: number[][]
     [info.io.attentionMask]: new ort.Tensor("int64", new BigInt64Array(B * T).fill(1n), [B, T]),
   };
   if (info.io.positionIds) {
-    feeds[info.io.positionIds] = new ort.Tensor("int64", BigInt64Array.from({ length: B * T }, (_, i) => BigInt(i % T)), [B, T]);
+    feeds[info.io.positionIds] = new ort.Tensor(
+      "int64",
+      BigInt64Array.from({ length: B * T }, (_, i) => BigInt(i % T)),
+      [B, T],
+    );
   }
   for (let l = 0; l < info.numLayers; l++) {
     for (const name of [info.io.pastKey(l), info.io.pastValue(l)]) {
@@ -78,7 +88,14 @@ export interface Delta {
 }
 
 /** Random per-row deltas; scaled to the hidden state's size so the edit is visible but not overflowing fp16. */
-export function randomDelta(rand: () => number, batch: number, hidden: number, rank: number, scale: number, kind: FloatKind): Delta {
+export function randomDelta(
+  rand: () => number,
+  batch: number,
+  hidden: number,
+  rank: number,
+  scale: number,
+  kind: FloatKind,
+): Delta {
   const q = (x: number) => (kind === "float16" ? (decodeF16(encodeF16([x]))[0] as number) : Math.fround(x));
   const a = Float64Array.from({ length: batch * hidden * rank }, () => q(rand() / Math.sqrt(hidden)));
   const b = Float64Array.from({ length: batch * rank * hidden }, () => q(rand() / Math.sqrt(rank)));
@@ -87,10 +104,21 @@ export function randomDelta(rand: () => number, batch: number, hidden: number, r
 }
 
 export function zeroDelta(batch: number, hidden: number, rank: number): Delta {
-  return { rank, a: new Float64Array(batch * hidden * rank), b: new Float64Array(batch * rank * hidden), bias: new Float64Array(batch * hidden) };
+  return {
+    rank,
+    a: new Float64Array(batch * hidden * rank),
+    b: new Float64Array(batch * rank * hidden),
+    bias: new Float64Array(batch * hidden),
+  };
 }
 
-export function deltaFeeds(kind: FloatKind, names: { a: string; b: string; bias: string }, d: Delta, batch: number, hidden: number): Record<string, ort.Tensor> {
+export function deltaFeeds(
+  kind: FloatKind,
+  names: { a: string; b: string; bias: string },
+  d: Delta,
+  batch: number,
+  hidden: number,
+): Record<string, ort.Tensor> {
   return {
     [names.a]: floatTensor(kind, d.a, [batch, hidden, d.rank]),
     [names.b]: floatTensor(kind, d.b, [batch, d.rank, hidden]),

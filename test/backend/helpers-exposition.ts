@@ -3,9 +3,9 @@
  * serves: every line a comment or one sample, every sample in a family declared by `# TYPE`, label
  * values escaped, histogram series consistent.
  */
-export type MetricType = "counter" | "gauge" | "histogram" | "summary" | "untyped";
+type MetricType = "counter" | "gauge" | "histogram" | "summary" | "untyped";
 
-export interface Sample {
+interface Sample {
   name: string;
   labels: Record<string, string>;
   value: number;
@@ -22,7 +22,7 @@ const LABEL = `([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\\\\\n]|\\\\["\\\\n])*)"`;
 const SAMPLE = new RegExp(`^(${NAME})(?:\\{(${LABEL}(?:,${LABEL})*)?\\})? (\\S+)$`);
 const TYPES: ReadonlySet<string> = new Set(["counter", "gauge", "histogram", "summary", "untyped"]);
 
-const unescape = (v: string) => v.replace(/\\(["\\n])/g, (_, c: string) => (c === "n" ? "\n" : c));
+const unescapeLabel = (v: string) => v.replace(/\\(["\\n])/g, (_, c: string) => (c === "n" ? "\n" : c));
 
 function parseValue(raw: string, line: string): number {
   if (raw === "+Inf") return Infinity;
@@ -64,7 +64,8 @@ export function parseExposition(text: string): Map<string, Family> {
     if (!m) throw new Error(`not a sample line: ${JSON.stringify(line)}`);
     const name = m[1]!;
     const labels: Record<string, string> = {};
-    if (m[2] !== undefined) for (const [, k, v] of m[2].matchAll(new RegExp(LABEL, "g"))) labels[k!] = unescape(v!);
+    if (m[2] !== undefined)
+      for (const [, k, v] of m[2].matchAll(new RegExp(LABEL, "g"))) labels[k!] = unescapeLabel(v!);
     const family = familyOf(name, families);
     if (!family) throw new Error(`sample ${name} has no # TYPE before it`);
     family.samples.push({ name, labels, value: parseValue(m[m.length - 1]!, line) });
@@ -73,10 +74,15 @@ export function parseExposition(text: string): Map<string, Family> {
 }
 
 /** Checks a histogram family: ascending `le` ending in +Inf, cumulative counts, +Inf bucket = _count. Returns its count and sum. */
-export function checkHistogram(families: Map<string, Family>, name: string): { count: number; sum: number; buckets: Array<[number, number]> } {
+export function checkHistogram(
+  families: Map<string, Family>,
+  name: string,
+): { count: number; sum: number; buckets: Array<[number, number]> } {
   const family = families.get(name);
-  if (!family || family.type !== "histogram") throw new Error(`${name} is not a histogram`);
-  const buckets = family.samples.filter((s) => s.name === `${name}_bucket`).map((s): [number, number] => [parseValue(s.labels["le"] ?? "", name), s.value]);
+  if (family?.type !== "histogram") throw new Error(`${name} is not a histogram`);
+  const buckets = family.samples
+    .filter((s) => s.name === `${name}_bucket`)
+    .map((s): [number, number] => [parseValue(s.labels["le"] ?? "", name), s.value]);
   const sum = family.samples.find((s) => s.name === `${name}_sum`)?.value;
   const count = family.samples.find((s) => s.name === `${name}_count`)?.value;
   if (sum === undefined || count === undefined) throw new Error(`${name} has no _sum or _count`);
@@ -85,7 +91,8 @@ export function checkHistogram(families: Map<string, Family>, name: string): { c
     if (!(buckets[i]![0] > buckets[i - 1]![0])) throw new Error(`${name}'s buckets are not in ascending order`);
     if (buckets[i]![1] < buckets[i - 1]![1]) throw new Error(`${name}'s bucket counts are not cumulative`);
   }
-  if (buckets.at(-1)![1] !== count) throw new Error(`${name}: the +Inf bucket (${buckets.at(-1)![1]}) differs from _count (${count})`);
+  if (buckets.at(-1)![1] !== count)
+    throw new Error(`${name}: the +Inf bucket (${buckets.at(-1)![1]}) differs from _count (${count})`);
   if (count === 0 && sum !== 0) throw new Error(`${name}: no observations but a sum of ${sum}`);
   return { count, sum, buckets };
 }
@@ -94,5 +101,7 @@ export function checkHistogram(families: Map<string, Family>, name: string): { c
 export function total(families: Map<string, Family>, name: string, where: Record<string, string> = {}): number {
   const family = families.get(name);
   if (!family) throw new Error(`no family ${name}`);
-  return family.samples.filter((s) => s.name === name && Object.entries(where).every(([k, v]) => s.labels[k] === v)).reduce((a, s) => a + s.value, 0);
+  return family.samples
+    .filter((s) => s.name === name && Object.entries(where).every(([k, v]) => s.labels[k] === v))
+    .reduce((a, s) => a + s.value, 0);
 }

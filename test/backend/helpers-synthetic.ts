@@ -13,8 +13,8 @@ import {
   tensorValueInfo,
   type NodeProto,
   type TensorProto,
-} from "../../src/gpu-backend/graph/onnx-model";
-import { seeded } from "./helpers-delta";
+} from "../../src/gpu-backend/graph/onnx-model.js";
+import { seeded } from "./helpers-delta.js";
 
 export type SyntheticStyle = "skip-layer-norm" | "parallel-add";
 
@@ -27,7 +27,13 @@ export interface Synthetic {
   sumNode: (k: number) => string;
 }
 
-export function syntheticDecoder(style: SyntheticStyle, numLayers: number, hidden: number, vocab: number, seed: number): Synthetic {
+export function syntheticDecoder(
+  style: SyntheticStyle,
+  numLayers: number,
+  hidden: number,
+  vocab: number,
+  seed: number,
+): Synthetic {
   const rand = seeded(seed);
   const inits: TensorProto[] = [];
   const weight = (name: string, dims: number[], scale: number, offset = 0): string => {
@@ -40,7 +46,15 @@ export function syntheticDecoder(style: SyntheticStyle, numLayers: number, hidde
   const gamma = weight("gamma", [hidden], 0.1, 1);
   const beta = weight("beta", [hidden], 0.1);
   const layerNorm = (name: string, x: string): string => {
-    nodes.push(makeNode("LayerNormalization", name, [x, gamma, beta], [`${name}_out`], [onnx.AttributeProto.create({ name: "axis", type: onnx.AttributeProto.AttributeType.INT, i: -1 })]));
+    nodes.push(
+      makeNode(
+        "LayerNormalization",
+        name,
+        [x, gamma, beta],
+        [`${name}_out`],
+        [onnx.AttributeProto.create({ name: "axis", type: onnx.AttributeProto.AttributeType.INT, i: -1 })],
+      ),
+    );
     return `${name}_out`;
   };
 
@@ -54,7 +68,9 @@ export function syntheticDecoder(style: SyntheticStyle, numLayers: number, hidde
     const sums = 2 * numLayers;
     for (let j = 0; j < sums; j++) {
       const branch = `branch_${j}`;
-      nodes.push(makeNode("MatMul", `proj_${j}`, [normed, weight(`w_${j}`, [hidden, hidden], 1 / Math.sqrt(hidden))], [branch]));
+      nodes.push(
+        makeNode("MatMul", `proj_${j}`, [normed, weight(`w_${j}`, [hidden, hidden], 1 / Math.sqrt(hidden))], [branch]),
+      );
       const last = j === sums - 1;
       const outs = last ? [`sln_${j}_out`] : [`sln_${j}_out`, "", "", `residual_${j}`];
       nodes.push(
@@ -64,7 +80,9 @@ export function syntheticDecoder(style: SyntheticStyle, numLayers: number, hidde
           name: `sln_${j}`,
           input: [r, branch, gamma, beta, weight(`sum_bias_${j}`, [hidden], 0.2)],
           output: outs,
-          attribute: [onnx.AttributeProto.create({ name: "epsilon", type: onnx.AttributeProto.AttributeType.FLOAT, f: 1e-5 })],
+          attribute: [
+            onnx.AttributeProto.create({ name: "epsilon", type: onnx.AttributeProto.AttributeType.FLOAT, f: 1e-5 }),
+          ],
         }),
       );
       normed = `sln_${j}_out`;
@@ -77,8 +95,12 @@ export function syntheticDecoder(style: SyntheticStyle, numLayers: number, hidde
     let r = "embedded";
     for (let k = 0; k < numLayers; k++) {
       const n = layerNorm(`norm_${k}`, r);
-      nodes.push(makeNode("MatMul", `a_${k}`, [n, weight(`wa_${k}`, [hidden, hidden], 1 / Math.sqrt(hidden))], [`a_${k}_out`]));
-      nodes.push(makeNode("MatMul", `m_${k}`, [n, weight(`wm_${k}`, [hidden, hidden], 1 / Math.sqrt(hidden))], [`m_${k}_out`]));
+      nodes.push(
+        makeNode("MatMul", `a_${k}`, [n, weight(`wa_${k}`, [hidden, hidden], 1 / Math.sqrt(hidden))], [`a_${k}_out`]),
+      );
+      nodes.push(
+        makeNode("MatMul", `m_${k}`, [n, weight(`wm_${k}`, [hidden, hidden], 1 / Math.sqrt(hidden))], [`m_${k}_out`]),
+      );
       nodes.push(makeNode("Add", `branches_${k}`, [`a_${k}_out`, `m_${k}_out`], [`branches_${k}_out`]));
       nodes.push(makeNode("Add", `residual_add_${k}`, [r, `branches_${k}_out`], [`residual_${k}`]));
       r = `residual_${k}`;
@@ -86,12 +108,22 @@ export function syntheticDecoder(style: SyntheticStyle, numLayers: number, hidde
     finalNormed = layerNorm("final_norm", r);
     sumNode = (k) => `residual_add_${k}`;
   }
-  nodes.push(makeNode("MatMul", "lm_head", [finalNormed, weight("lm_head_w", [hidden, vocab], 1 / Math.sqrt(hidden))], ["logits"]));
+  nodes.push(
+    makeNode(
+      "MatMul",
+      "lm_head",
+      [finalNormed, weight("lm_head_w", [hidden, vocab], 1 / Math.sqrt(hidden))],
+      ["logits"],
+    ),
+  );
 
   const model = onnx.ModelProto.create({
     irVersion: 8,
     producerName: "delta-hook-tests",
-    opsetImport: [onnx.OperatorSetIdProto.create({ domain: "", version: 17 }), onnx.OperatorSetIdProto.create({ domain: "com.microsoft", version: 1 })],
+    opsetImport: [
+      onnx.OperatorSetIdProto.create({ domain: "", version: 17 }),
+      onnx.OperatorSetIdProto.create({ domain: "com.microsoft", version: 1 }),
+    ],
     graph: onnx.GraphProto.create({
       name: `synthetic_${style}`,
       node: nodes,

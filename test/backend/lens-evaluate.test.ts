@@ -5,20 +5,20 @@
  * exposed hidden state is the edited one, h + (h A) B + b.
  */
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { createHookedSession } from "../../src/gpu-backend/deltas/hooked-session";
-import { toRowDelta } from "../../src/gpu-backend/deltas/row-delta";
-import type { ModelRunner } from "../../src/gpu-backend/generation/model-runner";
-import { emptyKv, type KvBatch } from "../../src/gpu-backend/generation/kv-batch";
-import { lastStates } from "../../src/gpu-backend/lens/eval/alignment";
-import { bitsPerByteOf, bitsRow } from "../../src/gpu-backend/lens/eval/bits-per-byte";
-import { driftOf, lastAndAllLogits } from "../../src/gpu-backend/lens/eval/drift";
-import { countFidelity, generateReplies, languageFidelity } from "../../src/gpu-backend/lens/eval/fidelity";
-import { ForwardPasses, klDivergence, type NamedDelta } from "../../src/gpu-backend/lens/eval/passes";
-import { probePromptIds } from "../../src/gpu-backend/lens/hidden-states";
-import { loadModel, sessionOptions, type LoadedModel } from "../../src/gpu-backend/load";
-import { detectLanguage } from "../../src/language/detect";
-import { makeDelta } from "../../dev/make-delta";
-import { MODEL_CASES } from "./model-fixtures";
+import { createHookedSession } from "../../src/gpu-backend/deltas/hooked-session.js";
+import { toRowDelta } from "../../src/gpu-backend/deltas/row-delta.js";
+import type { ModelRunner } from "../../src/gpu-backend/generation/model-runner.js";
+import { emptyKv, type KvBatch } from "../../src/gpu-backend/generation/kv-batch.js";
+import { lastStates } from "../../src/gpu-backend/lens/eval/alignment.js";
+import { bitsPerByteOf, bitsRow } from "../../src/gpu-backend/lens/eval/bits-per-byte.js";
+import { driftOf, lastAndAllLogits } from "../../src/gpu-backend/lens/eval/drift.js";
+import { countFidelity, generateReplies, languageFidelity } from "../../src/gpu-backend/lens/eval/fidelity.js";
+import { ForwardPasses, klDivergence, type NamedDelta } from "../../src/gpu-backend/lens/eval/passes.js";
+import { probePromptIds } from "../../src/gpu-backend/lens/hidden-states.js";
+import { loadModel, sessionOptions, type LoadedModel } from "../../src/gpu-backend/load.js";
+import { detectLanguage } from "../../src/language/detect.js";
+import { makeDelta } from "../../dev/make-delta.js";
+import { MODEL_CASES } from "./model-fixtures.js";
 
 describe("klDivergence and countFidelity (no model)", () => {
   it("KL is 0 for identical logits, matches a hand computation, and is positive otherwise", () => {
@@ -42,7 +42,12 @@ describe("klDivergence and countFidelity (no model)", () => {
       "Le chat dort dans la maison de ma mère tous les jours.",
     ];
     // By hand: two Spanish, one English, one French, two too short / no letters (und).
-    const f = countFidelity("es", replies.map((_, i) => `p${i}`), replies, 2);
+    const f = countFidelity(
+      "es",
+      replies.map((_, i) => `p${i}`),
+      replies,
+      2,
+    );
     expect(f).toMatchObject({ prompts: 6, faithful: 2, und: 2, detected: { es: 2, en: 1, fr: 1, und: 2 } });
     expect(f.rate).toBeCloseTo(2 / 6, 15);
     expect(f.undRate).toBeCloseTo(2 / 6, 15);
@@ -58,7 +63,12 @@ describe("klDivergence and countFidelity (no model)", () => {
 });
 
 /** Sum over ids[from..] of -log2 p(token | before), feeding the ids one at a time through the KV cache. */
-async function bitsTokenByToken(runner: ModelRunner, ids: number[], from: number, extraFeeds?: Record<string, import("onnxruntime-node").Tensor>): Promise<number> {
+async function bitsTokenByToken(
+  runner: ModelRunner,
+  ids: number[],
+  from: number,
+  extraFeeds?: Record<string, import("onnxruntime-node").Tensor>,
+): Promise<number> {
   let kv: KvBatch = emptyKv(runner.shape, 1);
   let bits = 0;
   for (let t = 0; t < ids.length - 1; t++) {
@@ -90,7 +100,16 @@ describe.skipIf(embedded.skip !== null)("evaluation metrics on the embedded mode
     top = m.info.numLayers - 1;
     passes = new ForwardPasses(m.info, [top], SESSION_OPTIONS);
     const made = (seed: number, isZero: boolean, scale: number) => {
-      const d = makeDelta({ hiddenSize: m.info.hiddenSize, layers: [top], rank: 4, fingerprint: m.fingerprint, id: `eval-test-${seed}`, seed, zero: isZero, scale });
+      const d = makeDelta({
+        hiddenSize: m.info.hiddenSize,
+        layers: [top],
+        rank: 4,
+        fingerprint: m.fingerprint,
+        id: `eval-test-${seed}`,
+        seed,
+        zero: isZero,
+        scale,
+      });
       return { id: d.manifest.id, layers: d.layers };
     };
     zero = made(1, true, 0);
@@ -104,7 +123,13 @@ describe.skipIf(embedded.skip !== null)("evaluation metrics on the embedded mode
     const ids = english.map((t) => probePromptIds(m.tokenizer, t, { maxPromptTokens: 192 }));
     const base = await lastAndAllLogits(passes, ids, null, 2);
     const withZero = driftOf(base, await lastAndAllLogits(passes, ids, zero.layers, 2));
-    expect(withZero).toEqual({ prompts: 3, klLast: 0, klLastMax: 0, positions: ids.reduce((s, r) => s + r.length, 0), klAllPositions: 0 });
+    expect(withZero).toEqual({
+      prompts: 3,
+      klLast: 0,
+      klLastMax: 0,
+      positions: ids.reduce((s, r) => s + r.length, 0),
+      klAllPositions: 0,
+    });
     const withStrong = driftOf(base, await lastAndAllLogits(passes, ids, strong.layers, 2));
     expect(withStrong.klLast).toBeGreaterThan(1e-2);
     expect(withStrong.klAllPositions).toBeGreaterThan(1e-2);

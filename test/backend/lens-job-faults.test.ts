@@ -36,28 +36,56 @@ describe.skipIf(skip !== null)("fault 7: a Lens training job killed mid-run", ()
     return LensJobRecord.parse(await res.json());
   };
   const submit = async (body: unknown) => {
-    const res = await backend!.fetch(`${LENS_PATH}/jobs`, { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify(body) });
+    const res = await backend!.fetch(`${LENS_PATH}/jobs`, {
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body: JSON.stringify(body),
+    });
     const json = (await res.json()) as { id: string };
     expect(res.status, JSON.stringify(json)).toBe(202);
     return json.id;
   };
 
-  it("reads failed after the restart, with no partial artifact; the finished probe keeps its files", { timeout: 180_000 }, async () => {
+  it("reads failed after the restart, with no partial artifact; the finished probe keeps its files", {
+    timeout: 180_000,
+  }, async () => {
     backend = await startBackendProcess({ jobsDir });
-    const probeId = await submit({ kind: "probe", languages: ["en", "es", "fr"], layers: [3], prompts: "probe", per_language: 6 });
-    const probe = await until(async () => {
-      const r = await job(probeId);
-      return r.state === "queued" || r.state === "running" ? undefined : r;
-    }, 120_000, "probe finished");
+    const probeId = await submit({
+      kind: "probe",
+      languages: ["en", "es", "fr"],
+      layers: [3],
+      prompts: "probe",
+      per_language: 6,
+    });
+    const probe = await until(
+      async () => {
+        const r = await job(probeId);
+        return r.state === "queued" || r.state === "running" ? undefined : r;
+      },
+      120_000,
+      "probe finished",
+    );
     expect(probe.state, JSON.stringify(probe.error)).toBe("succeeded");
     const probeFiles = readdirSync(join(jobsDir, probeId)).sort();
 
     // Far more steps than can finish before the kill: the job is surely mid-run when it comes.
-    const trainId = await submit({ kind: "train", probe: probeId, language: "es", rank: 2, steps: 100_000, per_language: 6, seed: 1 });
-    const running = await until(async () => {
-      const r = await job(trainId);
-      return r.state === "running" && r.progress?.stage === "fitting" && r.progress.done > 0 ? r : undefined;
-    }, 120_000, "train job fitting");
+    const trainId = await submit({
+      kind: "train",
+      probe: probeId,
+      language: "es",
+      rank: 2,
+      steps: 100_000,
+      per_language: 6,
+      seed: 1,
+    });
+    const running = await until(
+      async () => {
+        const r = await job(trainId);
+        return r.state === "running" && r.progress?.stage === "fitting" && r.progress.done > 0 ? r : undefined;
+      },
+      120_000,
+      "train job fitting",
+    );
     expect(running.finished_at).toBeNull();
     await backend.kill();
 

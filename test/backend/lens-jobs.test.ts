@@ -9,15 +9,15 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { Hono } from "hono";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { createBackendApp } from "../../src/gpu-backend/app";
-import { JOB_FILE } from "../../src/gpu-backend/lens/jobs/records";
-import { LensJobRunner } from "../../src/gpu-backend/lens/jobs/runner";
-import { decodeProbe } from "../../src/gpu-backend/lens/probe/probe";
-import { loadModel, type LoadedModel } from "../../src/gpu-backend/load";
-import { validateDelta } from "../../src/protocol/delta";
-import { LENS_PATH, LensJobRecord } from "../../src/protocol/lens-jobs";
-import { lensPromptsSkip } from "./lens-prompts";
-import { MODEL_CASES } from "./model-fixtures";
+import { createBackendApp } from "../../src/gpu-backend/app.js";
+import { JOB_FILE } from "../../src/gpu-backend/lens/jobs/records.js";
+import { LensJobRunner } from "../../src/gpu-backend/lens/jobs/runner.js";
+import { decodeProbe } from "../../src/gpu-backend/lens/probe/probe.js";
+import { loadModel, type LoadedModel } from "../../src/gpu-backend/load.js";
+import { validateDelta } from "../../src/protocol/delta.js";
+import { LENS_PATH, LensJobRecord } from "../../src/protocol/lens-jobs.js";
+import { lensPromptsSkip } from "./lens-prompts.js";
+import { MODEL_CASES } from "./model-fixtures.js";
 
 const embedded = MODEL_CASES[0]!;
 const skip = embedded.skip ?? lensPromptsSkip;
@@ -45,7 +45,11 @@ describe.skipIf(skip !== null)("Lens jobs through the routes, on the embedded mo
 
   const req = (path: string, init?: RequestInit) => app.request(`${LENS_PATH}${path}`, init);
   const post = (body: unknown) =>
-    req("/jobs", { method: "POST", body: typeof body === "string" ? body : JSON.stringify(body), headers: { "content-type": "application/json" } });
+    req("/jobs", {
+      method: "POST",
+      body: typeof body === "string" ? body : JSON.stringify(body),
+      headers: { "content-type": "application/json" },
+    });
   const getJob = async (id: string) => LensJobRecord.parse(await (await req(`/jobs/${id}`)).json());
   const submit = async (body: unknown): Promise<string> => {
     const res = await post(body);
@@ -78,7 +82,13 @@ describe.skipIf(skip !== null)("Lens jobs through the routes, on the embedded mo
   });
 
   it("runs a probe job on a few prompts to success and serves its artifact", async () => {
-    const id = await submit({ kind: "probe", languages: ["en", "es", "zh"], layers: [2, 3], prompts: "probe", per_language: 8 });
+    const id = await submit({
+      kind: "probe",
+      languages: ["en", "es", "zh"],
+      layers: [2, 3],
+      prompts: "probe",
+      per_language: 8,
+    });
     expect(id).toMatch(/^job-[0-9a-z]+-[0-9a-f]{8}$/);
     probeJob = await settle(id);
     expect(probeJob.state, JSON.stringify(probeJob.error)).toBe("succeeded");
@@ -105,16 +115,36 @@ describe.skipIf(skip !== null)("Lens jobs through the routes, on the embedded mo
   });
 
   it("makes a subspace delta from the probe job and loads it into the delta store", async () => {
-    const id = await submit({ kind: "subspace", probe: probeJob.id, language: "es", layers: [3], lambda: 1, alpha: 0.5, load: true });
+    const id = await submit({
+      kind: "subspace",
+      probe: probeJob.id,
+      language: "es",
+      layers: [3],
+      lambda: 1,
+      alpha: 0.5,
+      load: true,
+    });
     const r = await settle(id);
     expect(r.state, JSON.stringify(r.error)).toBe("succeeded");
     expect(r.result).toMatchObject({ loaded: true, language: "es", layers: [3] });
     expect(model.deltas.has(r.artifact!.id)).toBe(true);
-    expect(model.deltas.manifest(r.artifact!.id)).toMatchObject({ kind: "subspace", method: { probe: probeJob.artifact!.id } });
+    expect(model.deltas.manifest(r.artifact!.id)).toMatchObject({
+      kind: "subspace",
+      method: { probe: probeJob.artifact!.id },
+    });
   });
 
   it("trains an adapter from the probe (named by its probe id), reports step progress and serves a valid delta", async () => {
-    const id = await submit({ kind: "train", probe: probeJob.artifact!.id, language: "es", rank: 2, steps: 20, per_language: 12, seed: 3, load: true });
+    const id = await submit({
+      kind: "train",
+      probe: probeJob.artifact!.id,
+      language: "es",
+      rank: 2,
+      steps: 20,
+      per_language: 12,
+      seed: 3,
+      load: true,
+    });
     const r = await settle(id);
     expect(r.state, JSON.stringify(r.error)).toBe("succeeded");
     expect(r.progress).toMatchObject({ stage: "done", done: 20, total: 20 });
@@ -123,9 +153,19 @@ describe.skipIf(skip !== null)("Lens jobs through the routes, on the embedded mo
     expect(r.result!["loss_final"] as number).toBeLessThan(r.result!["loss_initial"] as number);
     const bytes = new Uint8Array(await (await req(`/jobs/${id}/artifact`)).arrayBuffer());
     const manifest = await (await req(`/jobs/${id}/artifact?part=manifest`)).json();
-    const checked = validateDelta(bytes, manifest, { fingerprint: model.fingerprint, hiddenSize: model.info.hiddenSize, numLayers: model.info.numLayers, maxBytes: 1 << 24 });
+    const checked = validateDelta(bytes, manifest, {
+      fingerprint: model.fingerprint,
+      hiddenSize: model.info.hiddenSize,
+      numLayers: model.info.numLayers,
+      maxBytes: 1 << 24,
+    });
     expect(checked.ok).toBe(true);
-    expect(manifest).toMatchObject({ kind: "adapter", language: "es", rank: 2, method: { steps: 20, seed: 3, probe: probeJob.artifact!.id } });
+    expect(manifest).toMatchObject({
+      kind: "adapter",
+      language: "es",
+      rank: 2,
+      method: { steps: 20, seed: 3, probe: probeJob.artifact!.id },
+    });
     expect(model.deltas.has(r.artifact!.id)).toBe(true);
     trainJob = r;
   });
@@ -141,7 +181,11 @@ describe.skipIf(skip !== null)("Lens jobs through the routes, on the embedded mo
     expect(res.headers.get("content-type")).toMatch(/json/);
     const report = (await res.json()) as {
       delta_id: string;
-      evaluation: { language: string; base: { fidelity: { prompts: number }; alignment: { layer: number } | null }; deltas: Record<string, { id: string; drift: { klLast: number } }> };
+      evaluation: {
+        language: string;
+        base: { fidelity: { prompts: number }; alignment: { layer: number } | null };
+        deltas: Record<string, { id: string; drift: { klLast: number } }>;
+      };
     };
     expect(report.delta_id).toBe(trainJob.artifact!.id);
     expect(report.evaluation.language).toBe("es");
@@ -156,7 +200,14 @@ describe.skipIf(skip !== null)("Lens jobs through the routes, on the embedded mo
   }, 120_000);
 
   it("cancels a running train job: it ends cancelled with no artifact and no files but its record", async () => {
-    const id = await submit({ kind: "train", probe: probeJob.id, language: "zh", rank: 2, steps: 4000, per_language: 150 });
+    const id = await submit({
+      kind: "train",
+      probe: probeJob.id,
+      language: "zh",
+      rank: 2,
+      steps: 4000,
+      per_language: 150,
+    });
     let seen = (await getJob(id)).state;
     for (let i = 0; seen === "queued" && i < 2000; i++) {
       await sleep(2);
@@ -177,7 +228,14 @@ describe.skipIf(skip !== null)("Lens jobs through the routes, on the embedded mo
   });
 
   it("cancels a queued job at once, behind a running one", async () => {
-    const first = await submit({ kind: "train", probe: probeJob.id, language: "zh", rank: 2, steps: 4000, per_language: 150 });
+    const first = await submit({
+      kind: "train",
+      probe: probeJob.id,
+      language: "zh",
+      rank: 2,
+      steps: 4000,
+      per_language: 150,
+    });
     const second = await submit({ kind: "probe", languages: ["en", "es"], layers: [3], per_language: 4 });
     expect((await getJob(second)).state).toBe("queued");
     const res = await req(`/jobs/${second}`, { method: "DELETE" });
@@ -211,8 +269,25 @@ describe.skipIf(skip !== null)("Lens jobs through the routes, on the embedded mo
     // A job still queued when the process stopped: it runs after the restart.
     const queuedId = "job-zzzzzz-0000abcd";
     mkdirSync(join(jobsDir, queuedId));
-    const queuedRequest = { kind: "probe", languages: ["en", "es"], layers: [3], prompts: "probe", per_language: 2, central: "en" };
-    writeFileSync(join(jobsDir, queuedId, JOB_FILE), JSON.stringify({ ...running, id: queuedId, state: "queued", started_at: null, progress: null, request: queuedRequest }));
+    const queuedRequest = {
+      kind: "probe",
+      languages: ["en", "es"],
+      layers: [3],
+      prompts: "probe",
+      per_language: 2,
+      central: "en",
+    };
+    writeFileSync(
+      join(jobsDir, queuedId, JOB_FILE),
+      JSON.stringify({
+        ...running,
+        id: queuedId,
+        state: "queued",
+        started_at: null,
+        progress: null,
+        request: queuedRequest,
+      }),
+    );
     // A folder cut off before its first record, and a folder that is not a job's (left alone).
     mkdirSync(join(jobsDir, "job-zzzzzz-00000001"));
     mkdirSync(join(jobsDir, "not-a-job"));
@@ -232,7 +307,11 @@ describe.skipIf(skip !== null)("Lens jobs through the routes, on the embedded mo
       // The probe from before the restart is still there and still serves.
       const art = await app2.request(`${LENS_PATH}/jobs/${probeJob.id}/artifact`);
       expect(art.status).toBe(200);
-      expect(createHash("sha256").update(new Uint8Array(await art.arrayBuffer())).digest("hex")).toBe(probeJob.artifact!.sha256);
+      expect(
+        createHash("sha256")
+          .update(new Uint8Array(await art.arrayBuffer()))
+          .digest("hex"),
+      ).toBe(probeJob.artifact!.sha256);
       const requeued = await runner2.wait(queuedId);
       expect(requeued.state, JSON.stringify(requeued.error)).toBe("succeeded");
       expect(requeued.result).toMatchObject({ prompts_per_language: { en: 2, es: 2 } });
@@ -253,7 +332,11 @@ describe.skipIf(skip !== null)("Lens jobs through the routes, on the embedded mo
     writeFileSync(sentinel, "keep");
     const before = tree(root);
     for (const id of ["%2E%2E%2Fx", "..%2Fx", "a%2Fb", "job-..", "JOB-zzzzzz-00000000", "job-zzzzzz-0000000g"]) {
-      for (const [method, suffix] of [["GET", ""], ["DELETE", ""], ["GET", "/artifact"]] as const) {
+      for (const [method, suffix] of [
+        ["GET", ""],
+        ["DELETE", ""],
+        ["GET", "/artifact"],
+      ] as const) {
         const res = await req(`/jobs/${id}${suffix}`, { method });
         expect(res.status, `${method} ${id}${suffix}`).toBe(400);
         expect((await errorOf(res)).code).toBe("invalid_request");
@@ -304,7 +387,11 @@ describe.skipIf(skip !== null)("Lens jobs through the routes, on the embedded mo
     const runner3 = new LensJobRunner(model, { dir, evaluate: null });
     const app3 = createBackendApp(model, { lens: runner3 });
     try {
-      const res = await app3.request(`${LENS_PATH}/jobs`, { method: "POST", body: JSON.stringify({ kind: "eval", delta: trainJob.id }), headers: { "content-type": "application/json" } });
+      const res = await app3.request(`${LENS_PATH}/jobs`, {
+        method: "POST",
+        body: JSON.stringify({ kind: "eval", delta: trainJob.id }),
+        headers: { "content-type": "application/json" },
+      });
       expect(res.status).toBe(501);
       const e = await errorOf(res);
       expect(e.code).toBe("not_available");

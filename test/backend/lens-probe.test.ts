@@ -6,15 +6,15 @@ import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "n
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { describeResidualStream, insertDeltaHooks } from "../../src/gpu-backend/graph/delta-hooks";
-import { HiddenStateCollector, probePromptIds } from "../../src/gpu-backend/lens/hidden-states";
-import { loadProbe, probe, saveProbe } from "../../src/gpu-backend/lens/probe/probe";
-import { subspaceDelta } from "../../src/gpu-backend/lens/probe/subspace-delta";
-import { ChatTokenizer } from "../../src/gpu-backend/model/chat-tokenizer";
-import { modelFingerprint } from "../../src/gpu-backend/model/fingerprint";
-import { readModelDir } from "../../src/gpu-backend/model/model-dir";
-import { validateDelta } from "../../src/protocol/delta";
-import { dot, norm, orthonormalityError, scaled, thinSvd, type Columns } from "../../src/gpu-backend/lens/linalg";
+import { describeResidualStream, insertDeltaHooks } from "../../src/gpu-backend/graph/delta-hooks.js";
+import { HiddenStateCollector, probePromptIds } from "../../src/gpu-backend/lens/hidden-states.js";
+import { loadProbe, probe, saveProbe } from "../../src/gpu-backend/lens/probe/probe.js";
+import { subspaceDelta } from "../../src/gpu-backend/lens/probe/subspace-delta.js";
+import { ChatTokenizer } from "../../src/gpu-backend/model/chat-tokenizer.js";
+import { modelFingerprint } from "../../src/gpu-backend/model/fingerprint.js";
+import { readModelDir } from "../../src/gpu-backend/model/model-dir.js";
+import { validateDelta } from "../../src/protocol/delta.js";
+import { dot, norm, orthonormalityError, scaled, thinSvd, type Columns } from "../../src/gpu-backend/lens/linalg.js";
 import {
   columnsToRowMajor,
   fitLanguageSubspaces,
@@ -22,11 +22,11 @@ import {
   probeLayerFromSamples,
   projectRowMajor,
   subspaceEdit,
-} from "../../src/gpu-backend/lens/probe/math";
-import { deltaFeeds, firstCallFeeds, floatValues, readBytes, seeded, sessionFromBytes } from "./helpers-delta";
-import { lensPromptsSkip, parallelPrompts } from "./lens-prompts";
-import { MODEL_CASES } from "./model-fixtures";
-import { knownLanguages, maxAbsDiff64, projectorDistance, randomOrthonormal, shuffled } from "./lens-synthetic";
+} from "../../src/gpu-backend/lens/probe/math.js";
+import { deltaFeeds, firstCallFeeds, floatValues, readBytes, seeded, sessionFromBytes } from "./helpers-delta.js";
+import { lensPromptsSkip, parallelPrompts } from "./lens-prompts.js";
+import { MODEL_CASES } from "./model-fixtures.js";
+import { knownLanguages, maxAbsDiff64, projectorDistance, randomOrthonormal, shuffled } from "./lens-synthetic.js";
 
 const LANGS = ["en", "sw", "zh", "es", "ar"];
 
@@ -128,7 +128,11 @@ describe("probe math on data with a known answer", () => {
       expect(maxAbsDiff64(probe.shifts[l]!, expected)).toBeLessThan(1e-10);
       // The definition, literally: mean of projected samples minus the central one's.
       const Ms = columnsToRowMajor(probe.specific, known.d);
-      const projected = (xs: Float64Array[]) => languageMean(xs.map((x) => projectRowMajor(Ms, probe.rank, x)), known.d);
+      const projected = (xs: Float64Array[]) =>
+        languageMean(
+          xs.map((x) => projectRowMajor(Ms, probe.rank, x)),
+          known.d,
+        );
       const literal = projected(known.samples[lang]!).map((v, i) => v - projected(known.samples.en!)[i]!);
       expect(maxAbsDiff64(probe.shifts[l]!, literal)).toBeLessThan(1e-5); // float32 basis
       if (lang !== "en") expect(norm(probe.shifts[l]!)).toBeGreaterThan(0.1);
@@ -142,7 +146,9 @@ describe("probe math on data with a known answer", () => {
     expect(projectorDistance(other.specific, probe.specific, known.d)).toBeLessThan(1e-12);
     expect(maxAbsDiff64(other.agnostic, probe.agnostic)).toBeLessThan(1e-12);
     for (const lang of LANGS) {
-      expect(maxAbsDiff64(other.shifts[other.languages.indexOf(lang)]!, probe.shifts[probe.languages.indexOf(lang)]!)).toBeLessThan(1e-12);
+      expect(
+        maxAbsDiff64(other.shifts[other.languages.indexOf(lang)]!, probe.shifts[probe.languages.indexOf(lang)]!),
+      ).toBeLessThan(1e-12);
     }
   });
 
@@ -185,7 +191,10 @@ describe("closed-form subspace edit", () => {
   const sw = probe.shifts[LANGS.indexOf("sw")]!;
 
   /** h + (h A) B + b in float32 arithmetic order as the backend's hook applies it (float64 here). */
-  function apply(h: Float64Array, e: { A: Float32Array; B: Float32Array; b: Float32Array; rank: number }): Float64Array {
+  function apply(
+    h: Float64Array,
+    e: { A: Float32Array; B: Float32Array; b: Float32Array; rank: number },
+  ): Float64Array {
     const hA = new Float64Array(e.rank);
     for (let i = 0; i < d; i++) for (let j = 0; j < e.rank; j++) hA[j]! += h[i]! * e.A[i * e.rank + j]!;
     return Float64Array.from(h, (v, i) => {
@@ -268,7 +277,9 @@ describe.each(MODEL_CASES)("probe prompts and last-token hidden states on $name"
       Array.from({ length: info.numLayers }, (_, l) => l),
       { batchSize: 3, sessionOptions: SESSION_OPTIONS },
     );
-    fp16 = describeResidualStream(readBytes(info.onnxPath), { numLayers: info.numLayers, hiddenSize: info.hiddenSize }).dtype === "float16";
+    fp16 =
+      describeResidualStream(readBytes(info.onnxPath), { numLayers: info.numLayers, hiddenSize: info.hiddenSize })
+        .dtype === "float16";
   });
   afterAll(async () => {
     await collector?.release();
@@ -317,26 +328,33 @@ describe.each(MODEL_CASES)("probe prompts and last-token hidden states on $name"
     }
   });
 
-  it.skipIf(skip !== null)("exposing the hidden states leaves the logits as the unedited model gives them", async () => {
-    const { info } = collector;
-    const bytes = readBytes(info.onnxPath);
-    const plain = insertDeltaHooks(bytes, { deltaLayers: [] }, { numLayers: info.numLayers, hiddenSize: info.hiddenSize });
-    const base = await sessionFromBytes(plain.bytes, info.onnxPath, plain.externalData);
-    try {
-      for (const text of [MIXED_PROMPTS[1]!, MIXED_PROMPTS[3]!]) {
-        const ids = collector.promptIds(text);
-        const out = await base.run(firstCallFeeds(info, fp16 ? "float16" : "float32", [ids]));
-        const all = floatValues(out[info.io.logits]!);
-        const vocab = all.length / ids.length;
-        const expected = all.subarray((ids.length - 1) * vocab);
-        const got = (await collector.forward([ids], true)).logits!;
-        const scale = Math.max(...Array.from(expected, Math.abs));
-        expect(maxAbsDiff64(got, expected)).toBeLessThanOrEqual(fp16 ? 4 * 2 ** -10 * scale : 0);
+  it.skipIf(skip !== null)(
+    "exposing the hidden states leaves the logits as the unedited model gives them",
+    async () => {
+      const { info } = collector;
+      const bytes = readBytes(info.onnxPath);
+      const plain = insertDeltaHooks(
+        bytes,
+        { deltaLayers: [] },
+        { numLayers: info.numLayers, hiddenSize: info.hiddenSize },
+      );
+      const base = await sessionFromBytes(plain.bytes, info.onnxPath, plain.externalData);
+      try {
+        for (const text of [MIXED_PROMPTS[1]!, MIXED_PROMPTS[3]!]) {
+          const ids = collector.promptIds(text);
+          const out = await base.run(firstCallFeeds(info, fp16 ? "float16" : "float32", [ids]));
+          const all = floatValues(out[info.io.logits]!);
+          const vocab = all.length / ids.length;
+          const expected = all.subarray((ids.length - 1) * vocab);
+          const got = (await collector.forward([ids], true)).logits!;
+          const scale = Math.max(...Array.from(expected, Math.abs));
+          expect(maxAbsDiff64(got, expected)).toBeLessThanOrEqual(fp16 ? 4 * 2 ** -10 * scale : 0);
+        }
+      } finally {
+        await base.release();
       }
-    } finally {
-      await base.release();
-    }
-  });
+    },
+  );
 });
 
 const embedded = MODEL_CASES[0]!;
@@ -356,7 +374,9 @@ describe.skipIf(endToEndSkip !== null)("end-to-end probe on the embedded model",
     const dir = embedded.dir;
     const info = readModelDir(dir);
     const prompts = parallelPrompts("probe", languages, 8);
-    const collector = await HiddenStateCollector.create({ info, tokenizer: ChatTokenizer.fromDir(dir) }, [2, 3], { sessionOptions: SESSION_OPTIONS });
+    const collector = await HiddenStateCollector.create({ info, tokenizer: ChatTokenizer.fromDir(dir) }, [2, 3], {
+      sessionOptions: SESSION_OPTIONS,
+    });
     try {
       const p = await probe(collector, prompts, [2, 3], "en");
       const fingerprint = await modelFingerprint(info.onnxPath);
@@ -366,7 +386,9 @@ describe.skipIf(endToEndSkip !== null)("end-to-end probe on the embedded model",
       const d = info.hiddenSize;
       for (const l of p.layers) {
         expect(l.rank).toBe(3);
-        const cols: Columns = Array.from({ length: l.rank }, (_, j) => Float64Array.from({ length: d }, (_, i) => l.M_s[i * l.rank + j]!));
+        const cols: Columns = Array.from({ length: l.rank }, (_, j) =>
+          Float64Array.from({ length: d }, (_, i) => l.M_s[i * l.rank + j]!),
+        );
         expect(orthonormalityError(cols)).toBeLessThan(1e-6);
         expect(Math.max(...Array.from(l.deltas.en!, Math.abs))).toBe(0);
         expect(norm(l.deltas.sw!)).toBeGreaterThan(0);
@@ -388,7 +410,9 @@ describe.skipIf(endToEndSkip !== null)("end-to-end probe on the embedded model",
       const back = loadProbe(work, p.id);
       expect(back).toEqual(p);
       for (const [i, l] of back.layers.entries()) {
-        expect(Buffer.from(l.M_s.buffer, l.M_s.byteOffset, l.M_s.byteLength).equals(Buffer.from(p.layers[i]!.M_s.buffer))).toBe(true);
+        expect(
+          Buffer.from(l.M_s.buffer, l.M_s.byteOffset, l.M_s.byteLength).equals(Buffer.from(p.layers[i]!.M_s.buffer)),
+        ).toBe(true);
       }
       // A tensors file that does not match its manifest is refused.
       const bytes = readFileSync(files.tensorsPath);
@@ -407,14 +431,30 @@ describe.skipIf(endToEndSkip !== null)("end-to-end probe on the embedded model",
       const both = subspaceDelta(back, { language: "sw", layers: [2, 3], lambda: 1, alpha: 0.5, dtype: "float16" });
       const checked = validateDelta(both.bytes, both.manifest, expect_);
       expect(checked.ok).toBe(true);
-      expect(both.manifest).toMatchObject({ kind: "subspace", language: "sw", layers: [2, 3], rank: 3, method: { lambda: 1, alpha: 0.5, probe: p.id } });
-      expect(validateDelta(both.bytes, { ...both.manifest, base_model: { id: info.id, fingerprint: `sha256:${"0".repeat(64)}` } }, expect_).ok).toBe(false);
+      expect(both.manifest).toMatchObject({
+        kind: "subspace",
+        language: "sw",
+        layers: [2, 3],
+        rank: 3,
+        method: { lambda: 1, alpha: 0.5, probe: p.id },
+      });
+      expect(
+        validateDelta(
+          both.bytes,
+          { ...both.manifest, base_model: { id: info.id, fingerprint: `sha256:${"0".repeat(64)}` } },
+          expect_,
+        ).ok,
+      ).toBe(false);
       expect(() => subspaceDelta(back, { language: "ja", layers: [3], lambda: 1, alpha: 0 })).toThrow(/no "ja"/);
       expect(() => subspaceDelta(back, { language: "sw", layers: [1], lambda: 1, alpha: 0 })).toThrow(/not probed/);
 
       // Applied by the graph's hook at layer 3: lambda = 1, alpha = 0 leaves no M_s component in the
       // stream there; alpha = 1 leaves exactly Delta_sw.
-      const graph = insertDeltaHooks(readBytes(info.onnxPath), { deltaLayers: [3], exposeHidden: [3] }, { numLayers: info.numLayers, hiddenSize: d });
+      const graph = insertDeltaHooks(
+        readBytes(info.onnxPath),
+        { deltaLayers: [3], exposeHidden: [3] },
+        { numLayers: info.numLayers, hiddenSize: d },
+      );
       const session = await sessionFromBytes(graph.bytes, info.onnxPath, graph.externalData);
       try {
         const ids = collector.promptIds(prompts.sw![0]!);
@@ -425,14 +465,28 @@ describe.skipIf(endToEndSkip !== null)("end-to-end probe on the embedded model",
           const edit = decoded.delta.layers.get(3)!;
           const feeds = {
             ...firstCallFeeds(info, "float32", [ids]),
-            ...deltaFeeds("float32", graph.deltaInputs[0]!, { rank: edit.rank, a: Float64Array.from(edit.A), b: Float64Array.from(edit.B), bias: Float64Array.from(edit.b) }, 1, d),
+            ...deltaFeeds(
+              "float32",
+              graph.deltaInputs[0]!,
+              {
+                rank: edit.rank,
+                a: Float64Array.from(edit.A),
+                b: Float64Array.from(edit.B),
+                bias: Float64Array.from(edit.b),
+              },
+              1,
+              d,
+            ),
           };
           const out = await session.run(feeds);
           const h = floatValues(out[graph.hiddenOutputs[0]!.name]!);
-          const target = alpha === 0 ? new Float64Array(d) : projectRowMajor(layer3.M_s, layer3.rank, layer3.deltas.sw!);
+          const target =
+            alpha === 0 ? new Float64Array(d) : projectRowMajor(layer3.M_s, layer3.rank, layer3.deltas.sw!);
           for (let t = 0; t < ids.length; t++) {
             const ht = h.subarray(t * d, (t + 1) * d);
-            expect(maxAbsDiff64(projectRowMajor(layer3.M_s, layer3.rank, ht), target)).toBeLessThan(1e-5 * Math.max(1, ...Array.from(ht, Math.abs)));
+            expect(maxAbsDiff64(projectRowMajor(layer3.M_s, layer3.rank, ht), target)).toBeLessThan(
+              1e-5 * Math.max(1, ...Array.from(ht, Math.abs)),
+            );
           }
         }
       } finally {

@@ -11,8 +11,8 @@
  * An optional small extra direction q_{r+1}, with coefficients across languages orthogonal to 1 and to
  * C's columns, is what a rank-r fit must drop (its singular value is kept below C's).
  */
-import { axpy, dot, norm, scaled, type Columns } from "../../src/gpu-backend/lens/linalg";
-import { seeded } from "./helpers-delta";
+import { axpy, dot, norm, scaled, type Columns } from "../../src/gpu-backend/lens/linalg.js";
+import { seeded } from "./helpers-delta.js";
 
 /** k orthonormal random vectors of length d (Gram-Schmidt twice on seeded uniform vectors). */
 export function randomOrthonormal(rand: () => number, d: number, k: number): Columns {
@@ -94,13 +94,26 @@ export function knownLanguages(o: KnownOptions): KnownLanguages {
 
   const samples: Record<string, Float64Array[]> = {};
   o.languages.forEach((lang, l) => {
-    const offsets = Array.from({ length: o.n - 1 }, () => Float64Array.from({ length: o.d }, () => (o.offsetScale ?? 1) * rand()));
+    const offsets = Array.from({ length: o.n - 1 }, () =>
+      Float64Array.from({ length: o.d }, () => (o.offsetScale ?? 1) * rand()),
+    );
     const last = new Float64Array(o.d);
     for (const off of offsets) axpy(-1, off, last);
     offsets.push(last);
     samples[lang] = offsets.map((off) => axpy(1, means[l]!, Float64Array.from(off)));
   });
-  return { languages: o.languages, d: o.d, shared, sharedScale: c, specificBasis, specificRank: r, droppedDirection: extra, coefficients, means, samples };
+  return {
+    languages: o.languages,
+    d: o.d,
+    shared,
+    sharedScale: c,
+    specificBasis,
+    specificRank: r,
+    droppedDirection: extra,
+    coefficients,
+    means,
+    samples,
+  };
 }
 
 /** max |P_X - P_Y| entrywise, for orthonormal column sets X and Y (0 iff they span the same space). */

@@ -4,23 +4,38 @@
  * embedded model with the delta checked through the graph's own hook.
  */
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { insertDeltaHooks } from "../../src/gpu-backend/graph/delta-hooks";
-import { HiddenStateCollector } from "../../src/gpu-backend/lens/hidden-states";
+import { insertDeltaHooks } from "../../src/gpu-backend/graph/delta-hooks.js";
+import { HiddenStateCollector } from "../../src/gpu-backend/lens/hidden-states.js";
 import { trainedDeltaFile } from "../../src/gpu-backend/lens/train/delta-file.js";
-import { lensLoss, lossTerm, LOSS_TERMS, type EditParams, type LensLossProblem, type LossTerm } from "../../src/gpu-backend/lens/train/losses";
-import { probe as runProbe, type LensProbe, type ProbeLayer } from "../../src/gpu-backend/lens/probe/probe";
-import { fitEdit, fitEditYielding, lossProblem, trainDelta, type FitResult, type StepReport, type TrainedDelta } from "../../src/gpu-backend/lens/train/train";
-import { Adam } from "../../src/gpu-backend/lens/train/adam";
-import { initialParams } from "../../src/gpu-backend/lens/train/init";
-import { PositionStateReader, type PromptStates } from "../../src/gpu-backend/lens/train/states";
-import { ChatTokenizer } from "../../src/gpu-backend/model/chat-tokenizer";
-import { modelFingerprint } from "../../src/gpu-backend/model/fingerprint";
-import { readModelDir, type ModelInfo } from "../../src/gpu-backend/model/model-dir";
-import { validateDelta } from "../../src/protocol/delta";
-import { deltaFeeds, firstCallFeeds, floatValues, readBytes, seeded, sessionFromBytes } from "./helpers-delta";
-import { lensPromptsSkip, parallelPrompts } from "./lens-prompts";
-import { maxAbsDiff64, randomOrthonormal } from "./lens-synthetic";
-import { MODEL_CASES } from "./model-fixtures";
+import {
+  lensLoss,
+  lossTerm,
+  LOSS_TERMS,
+  type EditParams,
+  type LensLossProblem,
+  type LossTerm,
+} from "../../src/gpu-backend/lens/train/losses.js";
+import { probe as runProbe, type LensProbe, type ProbeLayer } from "../../src/gpu-backend/lens/probe/probe.js";
+import {
+  fitEdit,
+  fitEditYielding,
+  lossProblem,
+  trainDelta,
+  type FitResult,
+  type StepReport,
+  type TrainedDelta,
+} from "../../src/gpu-backend/lens/train/train.js";
+import { Adam } from "../../src/gpu-backend/lens/train/adam.js";
+import { initialParams } from "../../src/gpu-backend/lens/train/init.js";
+import { PositionStateReader, type PromptStates } from "../../src/gpu-backend/lens/train/states.js";
+import { ChatTokenizer } from "../../src/gpu-backend/model/chat-tokenizer.js";
+import { modelFingerprint } from "../../src/gpu-backend/model/fingerprint.js";
+import { readModelDir, type ModelInfo } from "../../src/gpu-backend/model/model-dir.js";
+import { validateDelta } from "../../src/protocol/delta.js";
+import { deltaFeeds, firstCallFeeds, floatValues, readBytes, seeded, sessionFromBytes } from "./helpers-delta.js";
+import { lensPromptsSkip, parallelPrompts } from "./lens-prompts.js";
+import { maxAbsDiff64, randomOrthonormal } from "./lens-synthetic.js";
+import { MODEL_CASES } from "./model-fixtures.js";
 
 // ---------------------------------------------------------------------------------------------------
 // Synthetic data, kept at the level of token positions so the losses can be recomputed from DESIGN's
@@ -43,7 +58,8 @@ interface Synthetic {
   separator: Float64Array;
 }
 
-const randomVector = (rand: () => number, d: number, scale = 1) => Float64Array.from({ length: d }, () => scale * rand());
+const randomVector = (rand: () => number, d: number, scale = 1) =>
+  Float64Array.from({ length: d }, () => scale * rand());
 const dot = (a: ArrayLike<number>, b: ArrayLike<number>) => {
   let s = 0;
   for (let i = 0; i < a.length; i++) s += a[i]! * b[i]!;
@@ -170,7 +186,9 @@ function definitionMses(x: Synthetic, p: EditParams, alpha: number): Record<Loss
     return out;
   };
   return {
-    retain: mse(x.enPositions.map((rows) => [meanOf(rows, (v) => edited(v, p)), meanOf(rows, (v) => Float64Array.from(v))])),
+    retain: mse(
+      x.enPositions.map((rows) => [meanOf(rows, (v) => edited(v, p)), meanOf(rows, (v) => Float64Array.from(v))]),
+    ),
     push: mse(x.targetLast.map((h) => [sub(Ps(edited(h, p)), Ps(h)), x.shift.map((v) => alpha * v)])),
     align: mse(x.enLast.map((h, k) => [Pa(edited(h, p)), Pa(edited(x.targetLast[k]!, p))])),
   };
@@ -178,7 +196,12 @@ function definitionMses(x: Synthetic, p: EditParams, alpha: number): Record<Loss
 
 function randomParams(seed: number, d: number, rank: number, scale: number): EditParams {
   const rand = seeded(seed);
-  return { rank, A: randomVector(rand, d * rank, scale), B: randomVector(rand, rank * d, scale), b: randomVector(rand, d, scale) };
+  return {
+    rank,
+    A: randomVector(rand, d * rank, scale),
+    B: randomVector(rand, rank * d, scale),
+    b: randomVector(rand, d, scale),
+  };
 }
 
 /** || g_fd - g || / || g || over all of A, B and b, with central differences of step h. */
@@ -230,21 +253,29 @@ describe("Lens losses and their gradients (float64, small random data)", () => {
   });
 
   const errors: Record<string, number> = {};
-  it.each([...LOSS_TERMS, "total"] as const)("the %s gradient agrees with central finite differences (relative error < 1e-4)", (term) => {
-    const value = (params: EditParams) => (term === "total" ? lensLoss(params, q).total : lossTerm(term, params, q, false).value);
-    const grad = term === "total" ? lensLoss(p, q, true).grad : lossTerm(term, p, q, true).grad!;
-    const err = gradientError(value, p, grad, 1e-5);
-    errors[term] = err;
-    expect(err).toBeLessThan(1e-4);
-    // The check can tell a wrong gradient: the same comparison against a gradient with one B entry off by 1%.
-    const wrong = { rank: grad.rank, A: grad.A, B: Float64Array.from(grad.B), b: grad.b };
-    let k = 0;
-    for (let i = 1; i < wrong.B.length; i++) if (Math.abs(wrong.B[i]!) > Math.abs(wrong.B[k]!)) k = i;
-    wrong.B[k]! *= 1.01;
-    expect(gradientError(value, p, wrong, 1e-5)).toBeGreaterThan(1e-4);
-  });
+  it.each([...LOSS_TERMS, "total"] as const)(
+    "the %s gradient agrees with central finite differences (relative error < 1e-4)",
+    (term) => {
+      const value = (params: EditParams) =>
+        term === "total" ? lensLoss(params, q).total : lossTerm(term, params, q, false).value;
+      const grad = term === "total" ? lensLoss(p, q, true).grad : lossTerm(term, p, q, true).grad!;
+      const err = gradientError(value, p, grad, 1e-5);
+      errors[term] = err;
+      expect(err).toBeLessThan(1e-4);
+      // The check can tell a wrong gradient: the same comparison against a gradient with one B entry off by 1%.
+      const wrong = { rank: grad.rank, A: grad.A, B: Float64Array.from(grad.B), b: grad.b };
+      let k = 0;
+      for (let i = 1; i < wrong.B.length; i++) if (Math.abs(wrong.B[i]!) > Math.abs(wrong.B[k]!)) k = i;
+      wrong.B[k]! *= 1.01;
+      expect(gradientError(value, p, wrong, 1e-5)).toBeGreaterThan(1e-4);
+    },
+  );
   afterAll(() => {
-    console.log(`gradient check, relative errors: ${Object.entries(errors).map(([k, v]) => `${k} ${v.toExponential(2)}`).join(", ")}`);
+    console.log(
+      `gradient check, relative errors: ${Object.entries(errors)
+        .map(([k, v]) => `${k} ${v.toExponential(2)}`)
+        .join(", ")}`,
+    );
   });
 
   it("b has no gradient from the align term (it cancels between the pair) and the others reach every parameter", () => {
@@ -278,7 +309,12 @@ describe("training on synthetic data with a known optimum", () => {
 
   it("the constructed optimum is one: A = separator, B = alpha Delta^T, b = 0 makes every term 0", () => {
     const q = problemOf(x, 0.8, 1, 1);
-    const opt = { rank: 1, A: Float64Array.from(x.separator), B: x.shift.map((v) => 0.8 * v), b: new Float64Array(x.d) };
+    const opt = {
+      rank: 1,
+      A: Float64Array.from(x.separator),
+      B: x.shift.map((v) => 0.8 * v),
+      b: new Float64Array(x.d),
+    };
     const l = lensLoss(opt, q);
     expect(l.total).toBeLessThan(1e-28);
     expect(lensLoss(zeroLike(opt), q).total).toBeGreaterThan(0.01);
@@ -315,7 +351,12 @@ describe("training on synthetic data with a known optimum", () => {
       const rows = q.retainRows.subarray(k * x.d, (k + 1) * x.d);
       expect(maxAbsDiff64(edited(rows, p), rows)).toBeLessThan(1e-3 * scale);
       const h = x.targetLast[k]!;
-      expect(maxAbsDiff64(projectOn(x, sub(edited(h, p), h)), x.shift.map((v) => 0.8 * v))).toBeLessThan(1e-3 * scale);
+      expect(
+        maxAbsDiff64(
+          projectOn(x, sub(edited(h, p), h)),
+          x.shift.map((v) => 0.8 * v),
+        ),
+      ).toBeLessThan(1e-3 * scale);
       const gap = (u: ArrayLike<number>, v: ArrayLike<number>) => dot(sub(u, v), q.agnostic);
       expect(Math.abs(gap(edited(x.enLast[k]!, p), edited(h, p)) - gap(x.enLast[k]!, h))).toBeLessThan(1e-3 * scale);
     }
@@ -327,7 +368,8 @@ describe("training on synthetic data with a known optimum", () => {
     const a = run(1);
     const b = run(1);
     const c = run(2);
-    for (const k of ["A", "B", "b"] as const) expect(Buffer.from(a[k].buffer).equals(Buffer.from(b[k].buffer))).toBe(true);
+    for (const k of ["A", "B", "b"] as const)
+      expect(Buffer.from(a[k].buffer).equals(Buffer.from(b[k].buffer))).toBe(true);
     expect(a.losses).toEqual(b.losses);
     expect(Buffer.from(a.A.buffer).equals(Buffer.from(c.A.buffer))).toBe(false);
   });
@@ -339,7 +381,8 @@ describe("training on synthetic data with a known optimum", () => {
     const timer = setInterval(() => ticks++, 1);
     const sliced = await fitEditYielding(q, { rank: 3, steps: 400, seed: 4 }, 1);
     clearInterval(timer);
-    for (const k of ["A", "B", "b"] as const) expect(Buffer.from(sliced[k].buffer).equals(Buffer.from(whole[k].buffer))).toBe(true);
+    for (const k of ["A", "B", "b"] as const)
+      expect(Buffer.from(sliced[k].buffer).equals(Buffer.from(whole[k].buffer))).toBe(true);
     // Only meaningful if the run lasted long enough for a 1 ms timer to be due.
     if (sliced.trainMs > 20) expect(ticks).toBeGreaterThan(0);
     const controller = new AbortController();
@@ -351,11 +394,13 @@ describe("training on synthetic data with a known optimum", () => {
     expect(steps).toBeLessThan(200_000);
   });
 
-  it("the start is the unedited model: B = 0, b = 0, A on M_s (\"probe\") or random (\"random\")", () => {
+  it('the start is the unedited model: B = 0, b = 0, A on M_s ("probe") or random ("random")', () => {
     const basis = problemOf(x, 1, 1, 1).basis;
     const probeInit = initialParams({ hiddenSize: x.d, rank: 4, seed: 9, init: "probe", basis, basisRank: x.s });
     expect(Math.max(...Array.from(probeInit.B, Math.abs), ...Array.from(probeInit.b, Math.abs))).toBe(0);
-    for (let i = 0; i < x.d; i++) for (let j = 0; j < x.s; j++) expect(Math.abs(probeInit.A[i * 4 + j]! - basis[i * x.s + j]!)).toBeLessThan(0.1 / Math.sqrt(x.d));
+    for (let i = 0; i < x.d; i++)
+      for (let j = 0; j < x.s; j++)
+        expect(Math.abs(probeInit.A[i * 4 + j]! - basis[i * x.s + j]!)).toBeLessThan(0.1 / Math.sqrt(x.d));
     const randomInit = initialParams({ hiddenSize: x.d, rank: 4, seed: 9, init: "random", basis, basisRank: x.s });
     expect(maxAbsDiff64(randomInit.A, probeInit.A)).toBeGreaterThan(0.1);
   });
@@ -388,7 +433,12 @@ describe("training on synthetic data with a known optimum", () => {
 });
 
 function zeroLike(p: EditParams): EditParams {
-  return { rank: p.rank, A: new Float64Array(p.A.length), B: new Float64Array(p.B.length), b: new Float64Array(p.b.length) };
+  return {
+    rank: p.rank,
+    A: new Float64Array(p.A.length),
+    B: new Float64Array(p.B.length),
+    b: new Float64Array(p.b.length),
+  };
 }
 
 function asParams(p: Pick<FitResult, "rank" | "A" | "B" | "b">): EditParams {
@@ -429,9 +479,13 @@ describe.skipIf(embeddedSkip !== null)("training an adapter on the embedded mode
   beforeAll(async () => {
     info = readModelDir(embedded.dir);
     top = info.numLayers - 1;
-    collector = await HiddenStateCollector.create({ info, tokenizer: ChatTokenizer.fromDir(embedded.dir) }, [top], { sessionOptions: SESSION_OPTIONS });
+    collector = await HiddenStateCollector.create({ info, tokenizer: ChatTokenizer.fromDir(embedded.dir) }, [top], {
+      sessionOptions: SESSION_OPTIONS,
+    });
     fingerprint = await modelFingerprint(info.onnxPath);
-    probe = await runProbe(collector, parallelPrompts("probe", ["en", "sw", "zh", "es"], 12), [top], "en", { fingerprint });
+    probe = await runProbe(collector, parallelPrompts("probe", ["en", "sw", "zh", "es"], 12), [top], "en", {
+      fingerprint,
+    });
     prompts = parallelPrompts("train", ["en", "sw"], 16);
   }, 60_000);
   afterAll(async () => {
@@ -457,7 +511,9 @@ describe.skipIf(embeddedSkip !== null)("training an adapter on the embedded mode
         }
         expect(maxAbsDiff64(states.mean.subarray(k * d, (k + 1) * d), mean)).toBeLessThan(1e-4 * scale);
         // ... and differs from the last-token state, so the comparison means something.
-        expect(maxAbsDiff64(states.mean.subarray(k * d, (k + 1) * d), states.last.subarray(k * d, (k + 1) * d))).toBeGreaterThan(1e-2 * scale);
+        expect(
+          maxAbsDiff64(states.mean.subarray(k * d, (k + 1) * d), states.last.subarray(k * d, (k + 1) * d)),
+        ).toBeGreaterThan(1e-2 * scale);
       }
     } finally {
       await reader.release();
@@ -513,23 +569,52 @@ describe.skipIf(embeddedSkip !== null)("training an adapter on the embedded mode
       language: "sw",
       layers: [top],
       rank: 4,
-      method: { probe: probe.id, steps: trained.settings.steps, lr: trained.settings.lr, w_r: 1, w_a: 1, alpha: 1, seed: 1 },
+      method: {
+        probe: probe.id,
+        steps: trained.settings.steps,
+        lr: trained.settings.lr,
+        w_r: 1,
+        w_a: 1,
+        alpha: 1,
+        seed: 1,
+      },
       metrics: { loss_total: last.total },
     });
-    expect(validateDelta(file.bytes, { ...file.manifest, base_model: { ...file.manifest.base_model, fingerprint: `sha256:${"0".repeat(64)}` } }, expectations).ok).toBe(false);
+    expect(
+      validateDelta(
+        file.bytes,
+        { ...file.manifest, base_model: { ...file.manifest.base_model, fingerprint: `sha256:${"0".repeat(64)}` } },
+        expectations,
+      ).ok,
+    ).toBe(false);
 
     // Through the graph's own hook at the top layer: the edited states are h0 + (h0 A) B + b, and the
     // losses recomputed from them are the ones training reported.
     const edit = checked.delta.layers.get(top)!;
     const d = info.hiddenSize;
-    const graph = insertDeltaHooks(readBytes(info.onnxPath), { deltaLayers: [top], exposeHidden: [top] }, { numLayers: info.numLayers, hiddenSize: d });
+    const graph = insertDeltaHooks(
+      readBytes(info.onnxPath),
+      { deltaLayers: [top], exposeHidden: [top] },
+      { numLayers: info.numLayers, hiddenSize: d },
+    );
     const session = await sessionFromBytes(graph.bytes, info.onnxPath, graph.externalData);
-    const params: EditParams = { rank: edit.rank, A: Float64Array.from(edit.A), B: Float64Array.from(edit.B), b: Float64Array.from(edit.b) };
+    const params: EditParams = {
+      rank: edit.rank,
+      A: Float64Array.from(edit.A),
+      B: Float64Array.from(edit.B),
+      b: Float64Array.from(edit.b),
+    };
     const run = async (text: string) => {
       const ids = collector.promptIds(text);
       const out = await session.run({
         ...firstCallFeeds(info, "float32", [ids]),
-        ...deltaFeeds("float32", graph.deltaInputs[0]!, { rank: edit.rank, a: params.A, b: params.B, bias: params.b }, 1, d),
+        ...deltaFeeds(
+          "float32",
+          graph.deltaInputs[0]!,
+          { rank: edit.rank, a: params.A, b: params.B, bias: params.b },
+          1,
+          d,
+        ),
       });
       const h = floatValues(out[graph.hiddenOutputs[0]!.name]!);
       const mean = new Float64Array(d);
@@ -548,7 +633,9 @@ describe.skipIf(embeddedSkip !== null)("training an adapter on the embedded mode
         expect(maxAbsDiff64(graphSw[k]!.last, predicted)).toBeLessThan(1e-4 * scaleOf(predicted));
       }
       const fromGraph = graphLosses(q, layer, en, sw, graphEn, graphSw, trained.settings.alpha);
-      console.log(`MSEs from the graph's edited states vs reported: ${LOSS_TERMS.map((t) => `${t} ${fromGraph[t].toExponential(4)} / ${last.mse[t].toExponential(4)}`).join(", ")}`);
+      console.log(
+        `MSEs from the graph's edited states vs reported: ${LOSS_TERMS.map((t) => `${t} ${fromGraph[t].toExponential(4)} / ${last.mse[t].toExponential(4)}`).join(", ")}`,
+      );
       expect(relative(fromGraph.retain, last.mse.retain)).toBeLessThan(1e-3);
       expect(relative(fromGraph.push, last.mse.push)).toBeLessThan(1e-3);
       expect(relative(fromGraph.align, last.mse.align)).toBeLessThan(1e-3);
@@ -580,10 +667,25 @@ describe.skipIf(embeddedSkip !== null)("training an adapter on the embedded mode
   });
 
   it("refuses what it cannot train: an unprobed language, a mismatched model, unpaired prompts, a cancelled job", async () => {
-    const base = { model: collector, probe, rank: 2, steps: 5, fingerprint, prompts: { en: prompts.en!.slice(0, 2), target: prompts.sw!.slice(0, 2) } };
+    const base = {
+      model: collector,
+      probe,
+      rank: 2,
+      steps: 5,
+      fingerprint,
+      prompts: { en: prompts.en!.slice(0, 2), target: prompts.sw!.slice(0, 2) },
+    };
     await expect(trainDelta({ ...base, language: "ja" })).rejects.toThrow(/no "ja"/);
-    await expect(trainDelta({ ...base, language: "sw", fingerprint: `sha256:${"1".repeat(64)}` })).rejects.toThrow(/probe was made on/);
-    await expect(trainDelta({ ...base, language: "sw", prompts: { en: prompts.en!.slice(0, 2), target: prompts.sw!.slice(0, 1) } })).rejects.toThrow(/parallel/);
+    await expect(trainDelta({ ...base, language: "sw", fingerprint: `sha256:${"1".repeat(64)}` })).rejects.toThrow(
+      /probe was made on/,
+    );
+    await expect(
+      trainDelta({
+        ...base,
+        language: "sw",
+        prompts: { en: prompts.en!.slice(0, 2), target: prompts.sw!.slice(0, 1) },
+      }),
+    ).rejects.toThrow(/parallel/);
     await expect(trainDelta({ ...base, language: "sw", signal: AbortSignal.abort() })).rejects.toThrow(/abort/i);
   });
 });

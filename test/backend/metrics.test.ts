@@ -35,7 +35,9 @@ describe("backend metrics", () => {
     m.finished("error", "zz", ttfts[3]!, 3000);
     m.finished("cancelled", "sw", 0, 20); // cancelled before its first text: no time to first token
     m.finished("cancelled", "en", 0, 10);
-    const families = parseExposition(await m.render({ running: 2, queued: 1, tokensGenerated: 120, steps: 10, rowSteps: 25 }, 3));
+    const families = parseExposition(
+      await m.render({ running: 2, queued: 1, tokensGenerated: 120, steps: 10, rowSteps: 25 }, 3),
+    );
 
     const types = Object.fromEntries([...families].map(([name, f]) => [name, f.type]));
     expect(types).toEqual({
@@ -53,7 +55,8 @@ describe("backend metrics", () => {
     for (const [name, f] of families) {
       expect(f.help, name).toBeTruthy();
       // A counter's samples end in _total and never go below 0.
-      if (f.type === "counter") for (const s of f.samples) expect(s.name.endsWith("_total") && s.value >= 0, s.name).toBe(true);
+      if (f.type === "counter")
+        for (const s of f.samples) expect(s.name.endsWith("_total") && s.value >= 0, s.name).toBe(true);
     }
 
     // Outcomes: each request once. Accepted ones end in stop | length | error | cancelled; refused ones
@@ -87,7 +90,10 @@ describe("backend metrics", () => {
   it("keeps counters monotonic across scrapes, whenever they come", async () => {
     const m = new Metrics();
     const read = async (tokens: number) =>
-      total(parseExposition(await m.render({ running: 0, queued: 0, tokensGenerated: tokens, steps: 0, rowSteps: 0 })), "lens_backend_tokens_generated_total");
+      total(
+        parseExposition(await m.render({ running: 0, queued: 0, tokensGenerated: tokens, steps: 0, rowSteps: 0 })),
+        "lens_backend_tokens_generated_total",
+      );
     expect(await read(10)).toBe(10);
     // The same engine count scraped twice in a row reads the same.
     expect(await read(10)).toBe(10);

@@ -21,14 +21,17 @@ const AUTH = { authorization: backendAuthorization(TEST_BACKEND_SECRET) };
 /** The part of every thrown message that must never leave the process. */
 const LEAKED = "sk-live-LEAKED-9d8c7b6a";
 const boom = () => {
-  const err = new Error(`connect to postgres://admin:${LEAKED}@db.internal/lens failed at /srv/lens/src/secret-module.ts:42`);
+  const err = new Error(
+    `connect to postgres://admin:${LEAKED}@db.internal/lens failed at /srv/lens/src/secret-module.ts:42`,
+  );
   err.stack = `Error: ${err.message}\n    at secretFunction (/srv/lens/node_modules/x/index.ts:1:1)`;
   return err;
 };
 const STACK_MARKERS = ["    at ", ".ts:", "node_modules", "Error:"];
 
 function expectNothingLeaked(text: string, where: string): void {
-  for (const marker of STACK_MARKERS) expect(text.includes(marker), `${where}: '${marker}' in ${text.slice(0, 300)}`).toBe(false);
+  for (const marker of STACK_MARKERS)
+    expect(text.includes(marker), `${where}: '${marker}' in ${text.slice(0, 300)}`).toBe(false);
   expect(text, where).not.toContain(LEAKED);
   expect(text, where).not.toContain("postgres://");
   expect(text, where).not.toContain("/srv/lens");
@@ -74,7 +77,11 @@ describe.skipIf(embedded.skip !== null)("backend: no secrets or stack traces in 
       throw boom();
     });
     try {
-      const res = await app.request(GENERATE_PATH, { method: "POST", headers: { ...AUTH, "content-type": "application/json" }, body: generateBody() });
+      const res = await app.request(GENERATE_PATH, {
+        method: "POST",
+        headers: { ...AUTH, "content-type": "application/json" },
+        body: generateBody(),
+      });
       expectInternal(res.status, await res.text(), "generate with a throwing engine");
       // The details go to the operator's log instead.
       expect(errors).toHaveBeenCalled();
@@ -92,7 +99,11 @@ describe.skipIf(embedded.skip !== null)("backend: no secrets or stack traces in 
       throw boom();
     });
     try {
-      const res = await app.request(GENERATE_PATH, { method: "POST", headers: { ...AUTH, "content-type": "application/json" }, body: generateBody() });
+      const res = await app.request(GENERATE_PATH, {
+        method: "POST",
+        headers: { ...AUTH, "content-type": "application/json" },
+        body: generateBody(),
+      });
       expect(res.status).toBe(200);
       const text = await res.text();
       const frames = text
@@ -110,7 +121,11 @@ describe.skipIf(embedded.skip !== null)("backend: no secrets or stack traces in 
       errors.mockRestore();
     }
     // The engine still works afterwards.
-    const ok = await app.request(GENERATE_PATH, { method: "POST", headers: { ...AUTH, "content-type": "application/json" }, body: generateBody() });
+    const ok = await app.request(GENERATE_PATH, {
+      method: "POST",
+      headers: { ...AUTH, "content-type": "application/json" },
+      body: generateBody(),
+    });
     expect(ok.status).toBe(200);
     expect(await ok.text()).toContain('"type":"end"');
   });
@@ -148,7 +163,14 @@ describe.skipIf(embedded.skip !== null)("backend: no secrets or stack traces in 
     const throwing = () => {
       throw boom();
     };
-    const runner = { submit: throwing, list: throwing, get: throwing, cancel: throwing, artifactPath: throwing, close: async () => {} } as unknown as LensJobRunner;
+    const runner = {
+      submit: throwing,
+      list: throwing,
+      get: throwing,
+      cancel: throwing,
+      artifactPath: throwing,
+      close: async () => {},
+    } as unknown as LensJobRunner;
     const app = createBackendApp(model, { secret: TEST_BACKEND_SECRET, lens: runner });
     const errors = vi.spyOn(console, "error").mockImplementation(() => {});
     try {
@@ -160,7 +182,11 @@ describe.skipIf(embedded.skip !== null)("backend: no secrets or stack traces in 
         ["DELETE", `${LENS_PATH}/jobs/${id}`, undefined],
         ["GET", `${LENS_PATH}/jobs/${id}/artifact`, undefined],
       ] as const) {
-        const res = await app.request(path, { method, headers: { ...AUTH, "content-type": "application/json" }, ...(body !== undefined ? { body } : {}) });
+        const res = await app.request(path, {
+          method,
+          headers: { ...AUTH, "content-type": "application/json" },
+          ...(body !== undefined ? { body } : {}),
+        });
         expectInternal(res.status, await res.text(), `${method} ${path}`);
       }
     } finally {
@@ -183,7 +209,8 @@ describe.skipIf(embedded.skip !== null)("backend: no secrets or stack traces in 
     expect(record.state).toBe("failed");
     const got = await app.request(`${LENS_PATH}/jobs/${id}`, { headers: AUTH });
     const text = await got.text();
-    for (const marker of ["    at ", "node_modules", "Error:"]) expect(text.includes(marker), `${marker} in ${text}`).toBe(false);
+    for (const marker of ["    at ", "node_modules", "Error:"])
+      expect(text.includes(marker), `${marker} in ${text}`).toBe(false);
     expect(text).not.toContain(TEST_BACKEND_SECRET);
   });
 });

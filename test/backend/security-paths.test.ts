@@ -96,7 +96,12 @@ function snapshot(dir: string): Record<string, string> {
   return out;
 }
 
-function plantJob(jobsDir: string, id: string, artifact: { tensors: string | null; manifest: string }, files: Record<string, string>): void {
+function plantJob(
+  jobsDir: string,
+  id: string,
+  artifact: { tensors: string | null; manifest: string },
+  files: Record<string, string>,
+): void {
   const dir = join(jobsDir, id);
   mkdirSync(dir, { recursive: true });
   for (const [name, text] of Object.entries(files)) writeFileSync(join(dir, name), text);
@@ -105,7 +110,16 @@ function plantJob(jobsDir: string, id: string, artifact: { tensors: string | nul
     id,
     kind: "subspace",
     state: "succeeded",
-    request: { kind: "subspace", probe: "job-abc000-00000000", language: "sw", layers: [0], lambda: 1, alpha: 1, dtype: "float32", load: false },
+    request: {
+      kind: "subspace",
+      probe: "job-abc000-00000000",
+      language: "sw",
+      layers: [0],
+      lambda: 1,
+      alpha: 1,
+      dtype: "float32",
+      load: false,
+    },
     created_at: at,
     started_at: at,
     finished_at: at,
@@ -137,204 +151,264 @@ function expectClean(a: Answer, where: string, allowed: number[] = [400, 404]): 
   expect(Object.keys(body.error).sort(), where).toEqual(["code", "message"]);
   expect(typeof body.error.code, where).toBe("string");
   expect(typeof body.error.message, where).toBe("string");
-  for (const marker of STACK_MARKERS) expect(a.text.includes(marker), `${where}: '${marker}' in ${a.text.slice(0, 300)}`).toBe(false);
+  for (const marker of STACK_MARKERS)
+    expect(a.text.includes(marker), `${where}: '${marker}' in ${a.text.slice(0, 300)}`).toBe(false);
   expect(a.text, where).not.toContain(SENTINEL_TEXT);
   expect(a.text, where).not.toContain(SECRET);
   expect(a.text, where).not.toContain(tmpdir());
   return body.error;
 }
 
-describe.skipIf(embedded.skip !== null)("backend: ids and paths from requests never reach the file system unchecked", () => {
-  const root = mkdtempSync(join(tmpdir(), "lens-paths-"));
-  const jobsDir = join(root, "area", "jobs");
-  let app: ReturnType<typeof createBackendApp>;
-  let model: Awaited<ReturnType<typeof loadModel>>;
-  let jobs: LensJobRunner;
-  let server: ServerType;
-  let port = 0;
-  let before: Record<string, string>;
+describe.skipIf(embedded.skip !== null)(
+  "backend: ids and paths from requests never reach the file system unchecked",
+  () => {
+    const root = mkdtempSync(join(tmpdir(), "lens-paths-"));
+    const jobsDir = join(root, "area", "jobs");
+    let app: ReturnType<typeof createBackendApp>;
+    let model: Awaited<ReturnType<typeof loadModel>>;
+    let jobs: LensJobRunner;
+    let server: ServerType;
+    let port = 0;
+    let before: Record<string, string>;
 
-  beforeAll(async () => {
-    mkdirSync(jobsDir, { recursive: true });
-    writeFileSync(join(root, "sentinel.txt"), SENTINEL_TEXT);
-    writeFileSync(join(root, "area", "sentinel.txt"), SENTINEL_TEXT);
-    plantJob(jobsDir, VALID_JOB, { tensors: "planted-delta.safetensors", manifest: "planted-delta.json" }, {
-      "planted-delta.safetensors": "SAFE",
-      "planted-delta.json": "{}",
-    });
-    plantJob(jobsDir, TAMPERED_JOB, { tensors: "../../sentinel.txt", manifest: "../../../sentinel.txt" }, {});
-    model = await loadModel(embedded.dir, { executionProvider: "cpu", maxBatch: 1, maxQueue: 2 });
-    jobs = new LensJobRunner(model, { dir: jobsDir });
-    app = createBackendApp(model, { secret: SECRET, lens: jobs });
-    before = snapshot(root);
-    await new Promise<void>((resolve) => {
-      server = serve({ fetch: app.fetch, port: 0, hostname: "127.0.0.1" }, (info: AddressInfo) => {
-        port = info.port;
-        resolve();
+    beforeAll(async () => {
+      mkdirSync(jobsDir, { recursive: true });
+      writeFileSync(join(root, "sentinel.txt"), SENTINEL_TEXT);
+      writeFileSync(join(root, "area", "sentinel.txt"), SENTINEL_TEXT);
+      plantJob(
+        jobsDir,
+        VALID_JOB,
+        { tensors: "planted-delta.safetensors", manifest: "planted-delta.json" },
+        {
+          "planted-delta.safetensors": "SAFE",
+          "planted-delta.json": "{}",
+        },
+      );
+      plantJob(jobsDir, TAMPERED_JOB, { tensors: "../../sentinel.txt", manifest: "../../../sentinel.txt" }, {});
+      model = await loadModel(embedded.dir, { executionProvider: "cpu", maxBatch: 1, maxQueue: 2 });
+      jobs = new LensJobRunner(model, { dir: jobsDir });
+      app = createBackendApp(model, { secret: SECRET, lens: jobs });
+      before = snapshot(root);
+      await new Promise<void>((resolve) => {
+        server = serve({ fetch: app.fetch, port: 0, hostname: "127.0.0.1" }, (info: AddressInfo) => {
+          port = info.port;
+          resolve();
+        });
       });
     });
-  });
 
-  afterAll(async () => {
-    await new Promise<void>((resolve) => (server ? server.close(() => resolve()) : resolve()));
-    await jobs?.close();
-    rmSync(root, { recursive: true, force: true });
-  });
-
-  async function call(method: string, path: string, body?: unknown, headers: Record<string, string> = {}): Promise<Answer> {
-    const init: RequestInit = { method, headers: { ...AUTH, ...headers } };
-    if (body !== undefined) {
-      init.body = typeof body === "string" || body instanceof FormData ? body : JSON.stringify(body);
-      if (!(body instanceof FormData)) (init.headers as Record<string, string>)["content-type"] = "application/json";
-    }
-    const res = await app.request(path, init);
-    return { status: res.status, text: await res.text() };
-  }
-
-  /** Over a socket, the path exactly as given (node's http client does not normalise it). */
-  function raw(method: string, path: string): Promise<Answer> {
-    return new Promise((resolve, reject) => {
-      const req = httpRequest({ host: "127.0.0.1", port, method, path, headers: AUTH }, (res) => {
-        const chunks: Buffer[] = [];
-        res.on("data", (c: Buffer) => chunks.push(c));
-        res.on("end", () => resolve({ status: res.statusCode ?? 0, text: Buffer.concat(chunks).toString("utf8") }));
-        res.on("error", reject);
-      });
-      req.on("error", reject);
-      req.end();
+    afterAll(async () => {
+      await new Promise<void>((resolve) => (server ? server.close(() => resolve()) : resolve()));
+      await jobs?.close();
+      rmSync(root, { recursive: true, force: true });
     });
-  }
 
-  it("the planted job is served normally (the setup works)", async () => {
-    const res = await app.request(`${LENS_PATH}/jobs/${VALID_JOB}/artifact`, { headers: AUTH });
-    expect(res.status).toBe(200);
-    expect(await res.text()).toBe("SAFE");
-    const m = await app.request(`${LENS_PATH}/jobs/${VALID_JOB}/artifact?part=manifest`, { headers: AUTH });
-    expect(m.status).toBe(200);
-  });
-
-  it("delta routes: GET, DELETE and PUT /deltas/:id refuse every odd id", async () => {
-    let n = 0;
-    for (const id of ODD_IDS) {
-      const p = `${DELTAS_PATH}/${encodeURIComponent(id)}`;
-      expectClean(await call("GET", p), `GET ${JSON.stringify(id)}`);
-      expectClean(await call("DELETE", p), `DELETE ${JSON.stringify(id)}`);
-      const form = new FormData();
-      form.set("manifest", JSON.stringify({ id }));
-      form.set("tensors", new File([new Uint8Array(8)], "x.safetensors"));
-      // "." and ".." are resolved away by URL parsing: the PUT lands on no route (404).
-      const put = expectClean(await call("PUT", p, form), `PUT ${JSON.stringify(id)}`);
-      expect(put.code, `PUT ${JSON.stringify(id)}`).not.toBe("internal");
-      n += 3;
-    }
-    expect(n).toBe(ODD_IDS.length * 3);
-  });
-
-  it("a valid delta whose id is only dots is refused (such an id cannot travel in a URL path)", async () => {
-    // "..." survives URL parsing, so the id reaches the route; "." and ".." never can, which is
-    // why the gateway could not send such a delta to a backend ({backend}/internal/v1/deltas/..).
-    for (const id of ["...", "....", ".hidden-ok-but-dotted"]) {
-      const made = makeDelta({ hiddenSize: model.info.hiddenSize, layers: [0], rank: 1, fingerprint: model.fingerprint, id });
-      const form = new FormData();
-      form.set("manifest", JSON.stringify(made.manifest));
-      form.set("tensors", new File([made.bytes], "x.safetensors"));
-      const res = await call("PUT", `${DELTAS_PATH}/${encodeURIComponent(id)}`, form);
-      if (id.startsWith(".hidden")) {
-        // Leading dots are fine as ids when not only dots (nothing on disk is named after a delta id).
-        expect(res.status, res.text).toBe(201);
-        expect((await call("DELETE", `${DELTAS_PATH}/${encodeURIComponent(id)}`)).status).toBe(204);
-        continue;
+    async function call(
+      method: string,
+      path: string,
+      body?: unknown,
+      headers: Record<string, string> = {},
+    ): Promise<Answer> {
+      const init: RequestInit = { method, headers: { ...AUTH, ...headers } };
+      if (body !== undefined) {
+        init.body = typeof body === "string" || body instanceof FormData ? body : JSON.stringify(body);
+        if (!(body instanceof FormData)) (init.headers as Record<string, string>)["content-type"] = "application/json";
       }
-      const e = expectClean(res, `PUT valid delta ${id}`, [400]);
-      expect(["bad_request", "manifest_invalid"]).toContain(e.code);
+      const res = await app.request(path, init);
+      return { status: res.status, text: await res.text() };
     }
-  });
 
-  it("job routes: GET, DELETE /jobs/:id and GET /jobs/:id/artifact refuse every odd id", async () => {
-    for (const id of ODD_IDS) {
-      const p = `${LENS_PATH}/jobs/${encodeURIComponent(id)}`;
-      for (const [method, path] of [
-        ["GET", p],
-        ["DELETE", p],
-        ["GET", `${p}/artifact`],
-        ["GET", `${p}/artifact?part=manifest`],
-      ] as const) {
-        const e = expectClean(await call(method, path), `${method} ${path.slice(0, 120)}`);
-        expect(["invalid_request", "not_found"]).toContain(e.code);
+    /** Over a socket, the path exactly as given (node's http client does not normalise it). */
+    function raw(method: string, path: string): Promise<Answer> {
+      return new Promise((resolve, reject) => {
+        const req = httpRequest({ host: "127.0.0.1", port, method, path, headers: AUTH }, (res) => {
+          const chunks: Buffer[] = [];
+          res.on("data", (c: Buffer) => chunks.push(c));
+          res.on("end", () => resolve({ status: res.statusCode ?? 0, text: Buffer.concat(chunks).toString("utf8") }));
+          res.on("error", reject);
+        });
+        req.on("error", reject);
+        req.end();
+      });
+    }
+
+    it("the planted job is served normally (the setup works)", async () => {
+      const res = await app.request(`${LENS_PATH}/jobs/${VALID_JOB}/artifact`, { headers: AUTH });
+      expect(res.status).toBe(200);
+      expect(await res.text()).toBe("SAFE");
+      const m = await app.request(`${LENS_PATH}/jobs/${VALID_JOB}/artifact?part=manifest`, { headers: AUTH });
+      expect(m.status).toBe(200);
+    });
+
+    it("delta routes: GET, DELETE and PUT /deltas/:id refuse every odd id", async () => {
+      let n = 0;
+      for (const id of ODD_IDS) {
+        const p = `${DELTAS_PATH}/${encodeURIComponent(id)}`;
+        expectClean(await call("GET", p), `GET ${JSON.stringify(id)}`);
+        expectClean(await call("DELETE", p), `DELETE ${JSON.stringify(id)}`);
+        const form = new FormData();
+        form.set("manifest", JSON.stringify({ id }));
+        form.set("tensors", new File([new Uint8Array(8)], "x.safetensors"));
+        // "." and ".." are resolved away by URL parsing: the PUT lands on no route (404).
+        const put = expectClean(await call("PUT", p, form), `PUT ${JSON.stringify(id)}`);
+        expect(put.code, `PUT ${JSON.stringify(id)}`).not.toBe("internal");
+        n += 3;
       }
-    }
-  });
+      expect(n).toBe(ODD_IDS.length * 3);
+    });
 
-  it("artifact parts: only tensors or manifest, whatever else is asked", async () => {
-    const parts = [...ODD_IDS, "TENSORS", "manifest.json", "job.json", "../job.json", "planted-delta.safetensors", "tensors/../../sentinel.txt", "tensors\u0000"];
-    for (const part of parts) {
-      const e = expectClean(await call("GET", `${LENS_PATH}/jobs/${VALID_JOB}/artifact?part=${encodeURIComponent(part)}`), `part ${JSON.stringify(part).slice(0, 80)}`, [400]);
-      expect(e.code).toBe("invalid_request");
-    }
-    // Repeated part parameters: the first wins, and it is still checked.
-    expectClean(await call("GET", `${LENS_PATH}/jobs/${VALID_JOB}/artifact?part=..%2F..%2Fsentinel.txt&part=tensors`), "repeated part", [400]);
-  });
-
-  it("job references in bodies (probe, delta) are refused before any lookup on disk", async () => {
-    const bodies = (ref: string) => [
-      { kind: "subspace", probe: ref, language: "sw", layers: [0], lambda: 1, alpha: 1 },
-      { kind: "train", probe: ref, language: "sw", steps: 1 },
-      { kind: "eval", delta: ref },
-    ];
-    for (const ref of [...ODD_IDS, "", "job-abc999-00000000"]) {
-      for (const body of bodies(ref)) {
-        const e = expectClean(await call("POST", `${LENS_PATH}/jobs`, body), `${body.kind} ${JSON.stringify(ref).slice(0, 80)}`);
-        expect(["invalid_request", "not_found"]).toContain(e.code);
+    it("a valid delta whose id is only dots is refused (such an id cannot travel in a URL path)", async () => {
+      // "..." survives URL parsing, so the id reaches the route; "." and ".." never can, which is
+      // why the gateway could not send such a delta to a backend ({backend}/internal/v1/deltas/..).
+      for (const id of ["...", "....", ".hidden-ok-but-dotted"]) {
+        const made = makeDelta({
+          hiddenSize: model.info.hiddenSize,
+          layers: [0],
+          rank: 1,
+          fingerprint: model.fingerprint,
+          id,
+        });
+        const form = new FormData();
+        form.set("manifest", JSON.stringify(made.manifest));
+        form.set("tensors", new File([made.bytes], "x.safetensors"));
+        const res = await call("PUT", `${DELTAS_PATH}/${encodeURIComponent(id)}`, form);
+        if (id.startsWith(".hidden")) {
+          // Leading dots are fine as ids when not only dots (nothing on disk is named after a delta id).
+          expect(res.status, res.text).toBe(201);
+          expect((await call("DELETE", `${DELTAS_PATH}/${encodeURIComponent(id)}`)).status).toBe(204);
+          continue;
+        }
+        const e = expectClean(res, `PUT valid delta ${id}`, [400]);
+        expect(["bad_request", "manifest_invalid"]).toContain(e.code);
       }
-    }
-    // Fields that are not references do not take paths either.
-    for (const body of [
-      { kind: "probe", languages: ["en", "sw"], layers: [0], prompts: "../../sentinel.txt" },
-      { kind: "probe", languages: ["en", "sw"], layers: [0], prompts: "/etc/passwd" },
-      { kind: "train", probe: VALID_JOB, language: "sw", prompts: "../../sentinel.txt" },
-      { kind: "subspace", probe: VALID_JOB, language: "sw", layers: [0], lambda: 1, alpha: 1, id: "../../x" },
-      { kind: "subspace", probe: VALID_JOB, language: "sw", layers: [0], lambda: 1, alpha: 1, output: "../../x" },
-    ]) {
-      expectClean(await call("POST", `${LENS_PATH}/jobs`, body), JSON.stringify(body), [400, 404, 409]);
-    }
-  });
+    });
 
-  it("a generation naming an odd delta is refused (400), or told the delta is not loaded (409)", async () => {
-    for (const id of [...ODD_IDS, ""]) {
-      const body = { request_id: "r1", model: "lens-tiny-chat", messages: [{ role: "user", content: "hi" }], sampling: { max_tokens: 1 }, language: "en", delta: { id, scale: 1 } };
-      const e = expectClean(await call("POST", GENERATE_PATH, body), `generate ${JSON.stringify(id).slice(0, 80)}`, [400, 404, 409]);
-      expect(["invalid_request", "delta_not_loaded", "model_not_found"]).toContain(e.code);
-    }
-  });
-
-  it("a tampered record naming files outside its job folder serves nothing from there", async () => {
-    for (const part of ["tensors", "manifest"]) {
-      const res = await app.request(`${LENS_PATH}/jobs/${TAMPERED_JOB}/artifact?part=${part}`, { headers: AUTH });
-      const text = await res.text();
-      expect(res.status, text).not.toBe(200);
-      expectClean({ status: res.status, text }, `tampered ${part}`, [400, 404, 500]);
-    }
-  });
-
-  it("over real HTTP, paths as written (dot segments, encoded separators, bad escapes) are refused", async () => {
-    const prefixes = [`${DELTAS_PATH}/`, `${LENS_PATH}/jobs/`];
-    const paths: string[] = [];
-    for (const prefix of prefixes) {
-      for (const s of RAW_SUFFIXES) paths.push(`${prefix}${s}`, `${prefix}${s}/artifact`);
-      paths.push(`${prefix}../../../sentinel.txt`, `${prefix}..`, `${prefix}./..`, `${prefix}${VALID_JOB}/../../../../sentinel.txt`);
-    }
-    paths.push(`${LENS_PATH}/jobs/${VALID_JOB}/artifact/../../../sentinel.txt`, "/internal/v1/../../sentinel.txt", `/${"a/".repeat(2000)}`);
-    for (const path of paths) {
-      for (const method of ["GET", "DELETE"]) {
-        const a = await raw(method, path);
-        // An unknown route is a 404 too; what matters is that nothing outside was touched or served.
-        expectClean(a, `${method} ${path.slice(0, 120)}`, [400, 404]);
+    it("job routes: GET, DELETE /jobs/:id and GET /jobs/:id/artifact refuse every odd id", async () => {
+      for (const id of ODD_IDS) {
+        const p = `${LENS_PATH}/jobs/${encodeURIComponent(id)}`;
+        for (const [method, path] of [
+          ["GET", p],
+          ["DELETE", p],
+          ["GET", `${p}/artifact`],
+          ["GET", `${p}/artifact?part=manifest`],
+        ] as const) {
+          const e = expectClean(await call(method, path), `${method} ${path.slice(0, 120)}`);
+          expect(["invalid_request", "not_found"]).toContain(e.code);
+        }
       }
-    }
-  });
+    });
 
-  it("nothing was created, changed or removed in the jobs folder or next to it", () => {
-    expect(snapshot(root)).toEqual(before);
-    expect(readFileSync(join(root, "sentinel.txt"), "utf8")).toBe(SENTINEL_TEXT);
-  });
-});
+    it("artifact parts: only tensors or manifest, whatever else is asked", async () => {
+      const parts = [
+        ...ODD_IDS,
+        "TENSORS",
+        "manifest.json",
+        "job.json",
+        "../job.json",
+        "planted-delta.safetensors",
+        "tensors/../../sentinel.txt",
+        "tensors\u0000",
+      ];
+      for (const part of parts) {
+        const e = expectClean(
+          await call("GET", `${LENS_PATH}/jobs/${VALID_JOB}/artifact?part=${encodeURIComponent(part)}`),
+          `part ${JSON.stringify(part).slice(0, 80)}`,
+          [400],
+        );
+        expect(e.code).toBe("invalid_request");
+      }
+      // Repeated part parameters: the first wins, and it is still checked.
+      expectClean(
+        await call("GET", `${LENS_PATH}/jobs/${VALID_JOB}/artifact?part=..%2F..%2Fsentinel.txt&part=tensors`),
+        "repeated part",
+        [400],
+      );
+    });
+
+    it("job references in bodies (probe, delta) are refused before any lookup on disk", async () => {
+      const bodies = (ref: string) => [
+        { kind: "subspace", probe: ref, language: "sw", layers: [0], lambda: 1, alpha: 1 },
+        { kind: "train", probe: ref, language: "sw", steps: 1 },
+        { kind: "eval", delta: ref },
+      ];
+      for (const ref of [...ODD_IDS, "", "job-abc999-00000000"]) {
+        for (const body of bodies(ref)) {
+          const e = expectClean(
+            await call("POST", `${LENS_PATH}/jobs`, body),
+            `${body.kind} ${JSON.stringify(ref).slice(0, 80)}`,
+          );
+          expect(["invalid_request", "not_found"]).toContain(e.code);
+        }
+      }
+      // Fields that are not references do not take paths either.
+      for (const body of [
+        { kind: "probe", languages: ["en", "sw"], layers: [0], prompts: "../../sentinel.txt" },
+        { kind: "probe", languages: ["en", "sw"], layers: [0], prompts: "/etc/passwd" },
+        { kind: "train", probe: VALID_JOB, language: "sw", prompts: "../../sentinel.txt" },
+        { kind: "subspace", probe: VALID_JOB, language: "sw", layers: [0], lambda: 1, alpha: 1, id: "../../x" },
+        { kind: "subspace", probe: VALID_JOB, language: "sw", layers: [0], lambda: 1, alpha: 1, output: "../../x" },
+      ]) {
+        expectClean(await call("POST", `${LENS_PATH}/jobs`, body), JSON.stringify(body), [400, 404, 409]);
+      }
+    });
+
+    it("a generation naming an odd delta is refused (400), or told the delta is not loaded (409)", async () => {
+      for (const id of [...ODD_IDS, ""]) {
+        const body = {
+          request_id: "r1",
+          model: "lens-tiny-chat",
+          messages: [{ role: "user", content: "hi" }],
+          sampling: { max_tokens: 1 },
+          language: "en",
+          delta: { id, scale: 1 },
+        };
+        const e = expectClean(
+          await call("POST", GENERATE_PATH, body),
+          `generate ${JSON.stringify(id).slice(0, 80)}`,
+          [400, 404, 409],
+        );
+        expect(["invalid_request", "delta_not_loaded", "model_not_found"]).toContain(e.code);
+      }
+    });
+
+    it("a tampered record naming files outside its job folder serves nothing from there", async () => {
+      for (const part of ["tensors", "manifest"]) {
+        const res = await app.request(`${LENS_PATH}/jobs/${TAMPERED_JOB}/artifact?part=${part}`, { headers: AUTH });
+        const text = await res.text();
+        expect(res.status, text).not.toBe(200);
+        expectClean({ status: res.status, text }, `tampered ${part}`, [400, 404, 500]);
+      }
+    });
+
+    it("over real HTTP, paths as written (dot segments, encoded separators, bad escapes) are refused", async () => {
+      const prefixes = [`${DELTAS_PATH}/`, `${LENS_PATH}/jobs/`];
+      const paths: string[] = [];
+      for (const prefix of prefixes) {
+        for (const s of RAW_SUFFIXES) paths.push(`${prefix}${s}`, `${prefix}${s}/artifact`);
+        paths.push(
+          `${prefix}../../../sentinel.txt`,
+          `${prefix}..`,
+          `${prefix}./..`,
+          `${prefix}${VALID_JOB}/../../../../sentinel.txt`,
+        );
+      }
+      paths.push(
+        `${LENS_PATH}/jobs/${VALID_JOB}/artifact/../../../sentinel.txt`,
+        "/internal/v1/../../sentinel.txt",
+        `/${"a/".repeat(2000)}`,
+      );
+      for (const path of paths) {
+        for (const method of ["GET", "DELETE"]) {
+          const a = await raw(method, path);
+          // An unknown route is a 404 too; what matters is that nothing outside was touched or served.
+          expectClean(a, `${method} ${path.slice(0, 120)}`, [400, 404]);
+        }
+      }
+    });
+
+    it("nothing was created, changed or removed in the jobs folder or next to it", () => {
+      expect(snapshot(root)).toEqual(before);
+      expect(readFileSync(join(root, "sentinel.txt"), "utf8")).toBe(SENTINEL_TEXT);
+    });
+  },
+);

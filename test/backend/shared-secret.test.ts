@@ -8,7 +8,14 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createBackendApp } from "../../src/gpu-backend/app.js";
 import { LensJobRunner } from "../../src/gpu-backend/lens/jobs/runner.js";
 import { loadModel } from "../../src/gpu-backend/load.js";
-import { BackendErrorBody, GENERATE_PATH, HEALTH_PATH, LIVE_PATH, MODELS_PATH, backendAuthorization } from "../../src/protocol/backend.js";
+import {
+  BackendErrorBody,
+  GENERATE_PATH,
+  HEALTH_PATH,
+  LIVE_PATH,
+  MODELS_PATH,
+  backendAuthorization,
+} from "../../src/protocol/backend.js";
 import { DELTAS_PATH } from "../../src/protocol/delta.js";
 import { LENS_PATH } from "../../src/protocol/lens-jobs.js";
 import { MODEL_CASES } from "./model-fixtures.js";
@@ -56,7 +63,11 @@ describe.skipIf(embedded.skip !== null)("backend shared secret", () => {
   for (const [who, headers] of presented) {
     it(`answers 401 to ${who} on every internal route, echoing nothing`, async () => {
       for (const [method, path] of ROUTES) {
-        const res = await app.request(path, { method, headers: { ...headers, "content-type": "application/json" }, body: method === "GET" || method === "DELETE" ? undefined : "{}" });
+        const res = await app.request(path, {
+          method,
+          headers: { ...headers, "content-type": "application/json" },
+          body: method === "GET" || method === "DELETE" ? undefined : "{}",
+        });
         expect(res.status, `${method} ${path}`).toBe(401);
         const text = await res.text();
         expect(BackendErrorBody.parse(JSON.parse(text)).error.code).toBe("unauthorized");
@@ -78,12 +89,20 @@ describe.skipIf(embedded.skip !== null)("backend shared secret", () => {
 });
 
 describe("backend process", () => {
-  for (const [what, value] of [["no secret", undefined], ["a short secret", "short"]] as const) {
+  for (const [what, value] of [
+    ["no secret", undefined],
+    ["a short secret", "short"],
+  ] as const) {
     it(`refuses to start with ${what}, saying which variable to set`, () => {
       const env: Record<string, string | undefined> = { ...process.env, BACKEND_PORT: "1" };
       if (value === undefined) delete env["LENS_BACKEND_SECRET"];
       else env["LENS_BACKEND_SECRET"] = value;
-      const run = spawnSync(process.execPath, ["--import", "tsx", "src/gpu-backend/server.ts"], { cwd: ROOT, env, encoding: "utf8", timeout: 30_000 });
+      const run = spawnSync(process.execPath, ["--import", "tsx", "src/gpu-backend/server.ts"], {
+        cwd: ROOT,
+        env,
+        encoding: "utf8",
+        timeout: 30_000,
+      });
       expect(run.status).toBe(2);
       expect(run.stderr).toContain("LENS_BACKEND_SECRET");
     });

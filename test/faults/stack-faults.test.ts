@@ -16,11 +16,25 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import OpenAI from "openai";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { type GatewayProcess, applyMigrations, freePort, registerKeys, startGateway, wrangler } from "../../dev/local-stack.js";
+import {
+  type GatewayProcess,
+  applyMigrations,
+  freePort,
+  registerKeys,
+  startGateway,
+  wrangler,
+} from "../../dev/local-stack.js";
 import { preferenceOrder } from "../../src/gateway/services/backends/affinity.js";
 import { LANGUAGES } from "../../src/protocol/languages.js";
 import { MODEL_CASES } from "../backend/model-fixtures.js";
-import { type BackendProcess, FAULT_SECRET, metric, sleep, startBackendProcess, until } from "../support/fault-processes.js";
+import {
+  type BackendProcess,
+  FAULT_SECRET,
+  metric,
+  sleep,
+  startBackendProcess,
+  until,
+} from "../support/fault-processes.js";
 
 const MODEL = "lens-tiny-chat";
 const CLIENT = "lens-faults-client-key";
@@ -62,13 +76,23 @@ describe.skipIf(skip !== null)("faults on the real stack: backend processes kill
     gateway = await startGateway({
       port: await freePort(),
       // A frozen backend is given up on after 5 s; a live one answers with headers at once.
-      vars: { BACKEND_URLS: urls.join(","), BACKEND_SECRET: FAULT_SECRET, BACKEND_TIMEOUT_MS: "5000", BACKEND_IDLE_TIMEOUT_MS: "10000" },
+      vars: {
+        BACKEND_URLS: urls.join(","),
+        BACKEND_SECRET: FAULT_SECRET,
+        BACKEND_TIMEOUT_MS: "5000",
+        BACKEND_IDLE_TIMEOUT_MS: "10000",
+      },
       persistTo: state,
       quiet: true,
     });
     // One connection per request: wrangler dev closes idle keep-alive connections, and a request sent
     // on one just closed fails with a connection error that has nothing to do with the faults here.
-    client = new OpenAI({ baseURL: `${gateway.url}/v1`, apiKey: CLIENT, maxRetries: 0, defaultHeaders: { connection: "close" } });
+    client = new OpenAI({
+      baseURL: `${gateway.url}/v1`,
+      apiKey: CLIENT,
+      maxRetries: 0,
+      defaultHeaders: { connection: "close" },
+    });
   }, 240_000);
 
   afterAll(async () => {
@@ -84,7 +108,20 @@ describe.skipIf(skip !== null)("faults on the real stack: backend processes kill
   async function records(id: string): Promise<RequestRecordRow[]> {
     return until(
       async () => {
-        const out = JSON.parse(wrangler(["d1", "execute", "DB", "--local", "--json", "--command", `SELECT * FROM requests WHERE id = '${id.replace(/'/g, "''")}'`], state)) as {
+        const out = JSON.parse(
+          wrangler(
+            [
+              "d1",
+              "execute",
+              "DB",
+              "--local",
+              "--json",
+              "--command",
+              `SELECT * FROM requests WHERE id = '${id.replace(/'/g, "''")}'`,
+            ],
+            state,
+          ),
+        ) as {
           results: RequestRecordRow[];
         }[];
         const rows = out[0]?.results ?? [];
@@ -103,7 +140,10 @@ describe.skipIf(skip !== null)("faults on the real stack: backend processes kill
   const outcome = (page: string, name: string) => {
     try {
       // Accepted requests have their own counter; requests_total counts each one again when it ends.
-      return metric(page, name === "accepted" ? "lens_backend_requests_accepted_total" : `lens_backend_requests_total{outcome="${name}"}`);
+      return metric(
+        page,
+        name === "accepted" ? "lens_backend_requests_accepted_total" : `lens_backend_requests_total{outcome="${name}"}`,
+      );
     } catch {
       return 0;
     }
@@ -119,8 +159,7 @@ describe.skipIf(skip !== null)("faults on the real stack: backend processes kill
       const { done, value } = await reader.read();
       if (done) break;
       buffer += decoder.decode(value, { stream: true });
-      let cut: number;
-      while ((cut = buffer.indexOf("\n\n")) >= 0) {
+      for (let cut = buffer.indexOf("\n\n"); cut >= 0; cut = buffer.indexOf("\n\n")) {
         const event = buffer.slice(0, cut);
         buffer = buffer.slice(cut + 2);
         if (event.trim() === "") continue;
@@ -132,9 +171,13 @@ describe.skipIf(skip !== null)("faults on the real stack: backend processes kill
     expect(buffer.trim()).toBe("");
     return events;
   }
-  const hasContent = (data: string) => data.startsWith("{") && ((JSON.parse(data) as { choices?: { delta?: { content?: string } }[] }).choices?.[0]?.delta?.content ?? "") !== "";
+  const hasContent = (data: string) =>
+    data.startsWith("{") &&
+    ((JSON.parse(data) as { choices?: { delta?: { content?: string } }[] }).choices?.[0]?.delta?.content ?? "") !== "";
 
-  it("fault 8: a client that disconnects mid-stream: the backend cancels the row, and the record says disconnected", { timeout: 240_000 }, async () => {
+  it("fault 8: a client that disconnects mid-stream: the backend cancels the row, and the record says disconnected", {
+    timeout: 240_000,
+  }, async () => {
     // On a loaded machine the whole reply can be generated before the disconnect reaches the
     // backend; such an attempt did not test anything, so it is run again (at most 3 times).
     let settled: { before: string; after: string; id: string } | undefined;
@@ -142,7 +185,10 @@ describe.skipIf(skip !== null)("faults on the real stack: backend processes kill
       const before = await metrics(P);
       const abort = new AbortController();
       const { data: stream, response } = await client.chat.completions
-        .create({ model: MODEL, stream: true, max_tokens: 900, temperature: 0, messages: [{ role: "user", content: LONG }] }, { signal: abort.signal })
+        .create(
+          { model: MODEL, stream: true, max_tokens: 900, temperature: 0, messages: [{ role: "user", content: LONG }] },
+          { signal: abort.signal },
+        )
         .withResponse();
       const id = response.headers.get("x-request-id")!;
       expect(response.headers.get("x-lens-language")).toBe("en");
@@ -156,13 +202,18 @@ describe.skipIf(skip !== null)("faults on the real stack: backend processes kill
         }
       }
       expect(content.length).toBeGreaterThan(0);
-      const after = await until(async () => {
-        const page = await metrics(P);
-        if (metric(page, "lens_backend_batch_size") !== 0) return undefined;
-        const cancelled = outcome(page, "cancelled") > outcome(before, "cancelled");
-        const finished = outcome(page, "length") + outcome(page, "stop") > outcome(before, "length") + outcome(before, "stop");
-        return cancelled || finished ? page : undefined;
-      }, 60_000, "the backend's cancel or end");
+      const after = await until(
+        async () => {
+          const page = await metrics(P);
+          if (metric(page, "lens_backend_batch_size") !== 0) return undefined;
+          const cancelled = outcome(page, "cancelled") > outcome(before, "cancelled");
+          const finished =
+            outcome(page, "length") + outcome(page, "stop") > outcome(before, "length") + outcome(before, "stop");
+          return cancelled || finished ? page : undefined;
+        },
+        60_000,
+        "the backend's cancel or end",
+      );
       if (outcome(after, "cancelled") > outcome(before, "cancelled")) settled = { before, after, id };
     }
     expect(settled, "in 3 attempts the backend never saw the client's disconnect before the reply ended").toBeDefined();
@@ -179,10 +230,19 @@ describe.skipIf(skip !== null)("faults on the real stack: backend processes kill
 
     const rows = await records(id);
     expect(rows).toHaveLength(1);
-    expect(rows[0]).toMatchObject({ status: 200, finish_reason: "disconnected", stream: 1, language: "en", model: MODEL, key_id: "key_local_client" });
+    expect(rows[0]).toMatchObject({
+      status: 200,
+      finish_reason: "disconnected",
+      stream: 1,
+      language: "en",
+      model: MODEL,
+      key_id: "key_local_client",
+    });
   });
 
-  it("fault 1: a backend killed before the first byte: the request goes to the other backend; one record, status 200", { timeout: 120_000 }, async () => {
+  it("fault 1: a backend killed before the first byte: the request goes to the other backend; one record, status 200", {
+    timeout: 120_000,
+  }, async () => {
     const urls = backends.map((b) => b.url);
     // A language whose first choice is Q, which dies now.
     const lang = LANGUAGES.find((l) => preferenceOrder(urls, l, () => false)[0] === Q.url)!;
@@ -191,7 +251,15 @@ describe.skipIf(skip !== null)("faults on the real stack: backend processes kill
     const pBefore = await metrics(P);
 
     const { data, response } = await client.chat.completions
-      .create({ model: MODEL, max_tokens: 16, temperature: 0, messages: [{ role: "user", content: "Hello, how are you today?" }] }, { headers: { "x-lens-language": lang } })
+      .create(
+        {
+          model: MODEL,
+          max_tokens: 16,
+          temperature: 0,
+          messages: [{ role: "user", content: "Hello, how are you today?" }],
+        },
+        { headers: { "x-lens-language": lang } },
+      )
       .withResponse();
     expect(response.status).toBe(200);
     expect(response.headers.get("x-lens-language")).toBe(lang);
@@ -201,7 +269,16 @@ describe.skipIf(skip !== null)("faults on the real stack: backend processes kill
 
     // Streaming too: an ordinary stream from the other backend.
     const { data: stream, response: streamed } = await client.chat.completions
-      .create({ model: MODEL, stream: true, max_tokens: 16, temperature: 0, messages: [{ role: "user", content: "Tell me about the sea." }] }, { headers: { "x-lens-language": lang } })
+      .create(
+        {
+          model: MODEL,
+          stream: true,
+          max_tokens: 16,
+          temperature: 0,
+          messages: [{ role: "user", content: "Tell me about the sea." }],
+        },
+        { headers: { "x-lens-language": lang } },
+      )
       .withResponse();
     let text = "";
     let finish: string | null | undefined;
@@ -225,9 +302,17 @@ describe.skipIf(skip !== null)("faults on the real stack: backend processes kill
     }
   });
 
-  it("fault 2: a backend killed mid-stream: exactly one SSE error event, no [DONE], the stream closes; the record says error", { timeout: 120_000 }, async () => {
+  it("fault 2: a backend killed mid-stream: exactly one SSE error event, no [DONE], the stream closes; the record says error", {
+    timeout: 120_000,
+  }, async () => {
     const response = await client.chat.completions
-      .create({ model: MODEL, stream: true, max_tokens: 900, temperature: 0, messages: [{ role: "user", content: LONG }] })
+      .create({
+        model: MODEL,
+        stream: true,
+        max_tokens: 900,
+        temperature: 0,
+        messages: [{ role: "user", content: LONG }],
+      })
       .asResponse();
     expect(response.status).toBe(200);
     const id = response.headers.get("x-request-id")!;
@@ -258,33 +343,55 @@ describe.skipIf(skip !== null)("faults on the real stack: backend processes kill
     expect(rows[0]!.ttft_ms).not.toBeNull();
   });
 
-  it("fault 3: a backend that hangs (process frozen with SIGSTOP): 504, not retried elsewhere; the record has status 504", { timeout: 120_000 }, async () => {
+  it("fault 3: a backend that hangs (process frozen with SIGSTOP): 504, not retried elsewhere; the record has status 504", {
+    timeout: 120_000,
+  }, async () => {
     // Both backends were killed above: start them again on the same ports, and wait until the
     // gateway serves both languages again (its catalog of backends refreshes within seconds).
-    const langQ = LANGUAGES.find((l) => preferenceOrder(backends.map((b) => b.url), l, () => false)[0] === Q.url)!;
-    backends = await Promise.all([P, Q].map((b, i) => startBackendProcess({ jobsDir: join(state, `jobs-again-${i}`), port: b.port })));
+    const langQ = LANGUAGES.find(
+      (l) =>
+        preferenceOrder(
+          backends.map((b) => b.url),
+          l,
+          () => false,
+        )[0] === Q.url,
+    )!;
+    backends = await Promise.all(
+      [P, Q].map((b, i) => startBackendProcess({ jobsDir: join(state, `jobs-again-${i}`), port: b.port })),
+    );
     [P, Q] = [backends[0]!, backends[1]!];
     for (const [b, lang] of [
       [P, "en"],
       [Q, langQ],
     ] as const) {
-      await until(async () => {
-        const accepted = outcome(await metrics(b), "accepted");
-        const res = await fetch(`${gateway!.url}/v1/chat/completions`, {
-          method: "POST",
-          headers: { connection: "close", authorization: `Bearer ${CLIENT}`, "content-type": "application/json", "x-lens-language": lang },
-          body: JSON.stringify({ model: MODEL, max_tokens: 2, messages: [{ role: "user", content: "Hi there" }] }),
-        }).catch(() => null);
-        await res?.arrayBuffer();
-        // Served by the backend that language prefers (not moved away while it was down).
-        return res?.status === 200 && outcome(await metrics(b), "accepted") > accepted ? true : undefined;
-      }, 60_000, `the gateway serving ${lang} from its backend again`);
+      await until(
+        async () => {
+          const accepted = outcome(await metrics(b), "accepted");
+          const res = await fetch(`${gateway!.url}/v1/chat/completions`, {
+            method: "POST",
+            headers: {
+              connection: "close",
+              authorization: `Bearer ${CLIENT}`,
+              "content-type": "application/json",
+              "x-lens-language": lang,
+            },
+            body: JSON.stringify({ model: MODEL, max_tokens: 2, messages: [{ role: "user", content: "Hi there" }] }),
+          }).catch(() => null);
+          await res?.arrayBuffer();
+          // Served by the backend that language prefers (not moved away while it was down).
+          return res?.status === 200 && outcome(await metrics(b), "accepted") > accepted ? true : undefined;
+        },
+        60_000,
+        `the gateway serving ${lang} from its backend again`,
+      );
     }
     const qBefore = await metrics(Q);
     P.child.kill("SIGSTOP");
     let err: unknown;
     try {
-      err = await client.chat.completions.create({ model: MODEL, max_tokens: 8, messages: [{ role: "user", content: "Hello, how are you today?" }] }).catch((e: unknown) => e);
+      err = await client.chat.completions
+        .create({ model: MODEL, max_tokens: 8, messages: [{ role: "user", content: "Hello, how are you today?" }] })
+        .catch((e: unknown) => e);
     } finally {
       P.child.kill("SIGCONT");
     }

@@ -20,7 +20,12 @@ beforeAll(async () => {
 });
 
 /** A valid delta for the stand-in backends' model (hidden 8, 4 layers). */
-function delta(id: string, seed: number, language: DeltaManifest["language"] = "es", extra: Partial<Parameters<typeof makeDelta>[0]> = {}): MadeDelta {
+function delta(
+  id: string,
+  seed: number,
+  language: DeltaManifest["language"] = "es",
+  extra: Partial<Parameters<typeof makeDelta>[0]> = {},
+): MadeDelta {
   const d = makeDelta({ hiddenSize: 8, layers: [2, 3], rank: 2, language, id, seed, ...extra });
   d.manifest.base_model.id = TEST_MODEL;
   return d;
@@ -33,13 +38,24 @@ function form(manifest: unknown, bytes?: Uint8Array): FormData {
   return f;
 }
 
-async function admin_(method: string, path: string, body?: BodyInit, overrides: Overrides = {}, key = admin): Promise<Response> {
+async function admin_(
+  method: string,
+  path: string,
+  body?: BodyInit,
+  overrides: Overrides = {},
+  key = admin,
+): Promise<Response> {
   const headers: Record<string, string> = { authorization: `Bearer ${key}` };
   if (typeof body === "string") headers["content-type"] = "application/json";
-  return gatewayFetch(overrides)(`http://gateway.test${path}`, { method, headers, ...(body !== undefined ? { body } : {}) });
+  return gatewayFetch(overrides)(`http://gateway.test${path}`, {
+    method,
+    headers,
+    ...(body !== undefined ? { body } : {}),
+  });
 }
 
-const upload = (d: { manifest: unknown; bytes?: Uint8Array }, overrides: Overrides = {}) => admin_("POST", "/admin/adapters", form(d.manifest, d.bytes), overrides);
+const upload = (d: { manifest: unknown; bytes?: Uint8Array }, overrides: Overrides = {}) =>
+  admin_("POST", "/admin/adapters", form(d.manifest, d.bytes), overrides);
 
 async function sha256Hex(bytes: Uint8Array): Promise<string> {
   const digest = new Uint8Array(await crypto.subtle.digest("SHA-256", bytes as Uint8Array<ArrayBuffer>));
@@ -48,17 +64,28 @@ async function sha256Hex(bytes: Uint8Array): Promise<string> {
 
 /** What is stored: every adapters row and every R2 key. */
 async function stored() {
-  const rows = await env.DB.prepare("SELECT id, sha256 FROM adapters ORDER BY id").all<{ id: string; sha256: string }>();
+  const rows = await env.DB.prepare("SELECT id, sha256 FROM adapters ORDER BY id").all<{
+    id: string;
+    sha256: string;
+  }>();
   const objects = (await env.ADAPTERS.list()).objects.map((o) => o.key).sort();
   return { rows: rows.results, objects };
 }
 
 async function chatIn(language: string, content: string) {
-  const res = await postChat(client, { model: TEST_MODEL, messages: [{ role: "user", content }] }, {}, { "x-lens-language": language });
+  const res = await postChat(
+    client,
+    { model: TEST_MODEL, messages: [{ role: "user", content }] },
+    {},
+    { "x-lens-language": language },
+  );
   expect(res.status).toBe(200);
   await res.text();
   const id = res.headers.get("x-request-id")!;
-  return { header: res.headers.get("x-lens-delta"), sent: (await backendLog("echo")).filter((r) => r.request_id === id).map((r) => r.delta) };
+  return {
+    header: res.headers.get("x-lens-delta"),
+    sent: (await backendLog("echo")).filter((r) => r.request_id === id).map((r) => r.delta),
+  };
 }
 
 describe("uploading, activating and rolling back an adapter", () => {
@@ -68,7 +95,15 @@ describe("uploading, activating and rolling back an adapter", () => {
     expect(res.status).toBe(201);
     const row = (await res.json()) as Record<string, unknown>;
     const sha = await sha256Hex(v1.bytes);
-    expect(row).toMatchObject({ object: "adapter", language: "es", delta_id: "es-admin-1", sha256: sha, r2_key: blobKey(sha), size: v1.bytes.byteLength, created_by: adminId });
+    expect(row).toMatchObject({
+      object: "adapter",
+      language: "es",
+      delta_id: "es-admin-1",
+      sha256: sha,
+      r2_key: blobKey(sha),
+      size: v1.bytes.byteLength,
+      created_by: adminId,
+    });
     expect(row["id"]).toMatch(/^ad_[0-9a-f]{24}$/);
     expect(row["manifest"]).toEqual(v1.manifest);
     const id1 = row["id"] as string;
@@ -88,23 +123,48 @@ describe("uploading, activating and rolling back an adapter", () => {
 
     const act = await admin_("PUT", "/admin/languages/es", JSON.stringify({ adapter: id1, scale: 0.5 }));
     expect(act.status).toBe(200);
-    expect(await act.json()).toMatchObject({ language: "es", delta_id: "es-admin-1", adapter_id: id1, scale: 0.5, previous_delta_id: null });
-    expect(await chatIn("es", "Hola, ¿me ayudas con una carta?")).toEqual({ header: "es-admin-1", sent: ["es-admin-1"] });
+    expect(await act.json()).toMatchObject({
+      language: "es",
+      delta_id: "es-admin-1",
+      adapter_id: id1,
+      scale: 0.5,
+      previous_delta_id: null,
+    });
+    expect(await chatIn("es", "Hola, ¿me ayudas con una carta?")).toEqual({
+      header: "es-admin-1",
+      sent: ["es-admin-1"],
+    });
 
     const v2 = delta("es-admin-2", 12);
     const res2 = await upload(v2);
     expect(res2.status).toBe(201);
     const id2 = ((await res2.json()) as { id: string }).id;
     const act2 = await admin_("PUT", "/admin/languages/es", JSON.stringify({ adapter: id2 }));
-    expect(await act2.json()).toMatchObject({ delta_id: "es-admin-2", adapter_id: id2, scale: 1, previous_delta_id: "es-admin-1", previous_adapter_id: id1, previous_scale: 0.5 });
+    expect(await act2.json()).toMatchObject({
+      delta_id: "es-admin-2",
+      adapter_id: id2,
+      scale: 1,
+      previous_delta_id: "es-admin-1",
+      previous_adapter_id: id1,
+      previous_scale: 0.5,
+    });
     expect(await chatIn("es", "Buenos días a todos")).toEqual({ header: "es-admin-2", sent: ["es-admin-2"] });
 
-    const langs = (await (await admin_("GET", "/admin/languages")).json()) as { data: { language: string; delta_id: string }[] };
+    const langs = (await (await admin_("GET", "/admin/languages")).json()) as {
+      data: { language: string; delta_id: string }[];
+    };
     expect(langs.data.find((l) => l.language === "es")?.delta_id).toBe("es-admin-2");
 
     const back = await admin_("POST", "/admin/languages/es/rollback");
     expect(back.status).toBe(200);
-    expect(await back.json()).toMatchObject({ delta_id: "es-admin-1", adapter_id: id1, scale: 0.5, previous_delta_id: "es-admin-2", previous_adapter_id: id2, previous_scale: 1 });
+    expect(await back.json()).toMatchObject({
+      delta_id: "es-admin-1",
+      adapter_id: id1,
+      scale: 0.5,
+      previous_delta_id: "es-admin-2",
+      previous_adapter_id: id2,
+      previous_scale: 1,
+    });
     expect(await chatIn("es", "Buenos días a todos")).toEqual({ header: "es-admin-1", sent: ["es-admin-1"] });
 
     // The active version cannot be deleted; the inactive one can, blobs included.
@@ -170,7 +230,9 @@ describe("uploading, activating and rolling back an adapter", () => {
     expect(statuses).toEqual([200, 200, 201]);
     const ids = new Set(await Promise.all(results.map(async (r) => ((await r.json()) as { id: string }).id)));
     expect(ids.size).toBe(1);
-    const rows = await env.DB.prepare("SELECT COUNT(*) AS n FROM adapters WHERE sha256 = ?1").bind(sha).first<{ n: number }>();
+    const rows = await env.DB.prepare("SELECT COUNT(*) AS n FROM adapters WHERE sha256 = ?1")
+      .bind(sha)
+      .first<{ n: number }>();
     expect(rows?.n).toBe(1);
     const objects = (await env.ADAPTERS.list({ prefix: `deltas/${sha}` })).objects.map((o) => o.key).sort();
     expect(objects).toEqual([manifestKey(sha), blobKey(sha)].sort());
@@ -194,24 +256,110 @@ describe("refused uploads store nothing", () => {
     new DataView(bytes.buffer).setFloat32(bytes.byteLength - 4, Number.NaN, true);
     return { manifest: d.manifest, bytes };
   };
-  const cases: { name: string; make: () => { manifest: unknown; bytes?: Uint8Array }; status: number; code: string; overrides?: Overrides }[] = [
-    { name: "a missing manifest field", make: () => ({ manifest: undefined, bytes: good().bytes }), status: 400, code: "bad_request" },
+  const cases: {
+    name: string;
+    make: () => { manifest: unknown; bytes?: Uint8Array };
+    status: number;
+    code: string;
+    overrides?: Overrides;
+  }[] = [
+    {
+      name: "a missing manifest field",
+      make: () => ({ manifest: undefined, bytes: good().bytes }),
+      status: 400,
+      code: "bad_request",
+    },
     { name: "a missing tensors field", make: () => ({ manifest: good().manifest }), status: 400, code: "bad_request" },
-    { name: "a manifest that is not JSON", make: () => ({ manifest: "{not json", bytes: good().bytes }), status: 400, code: "manifest_invalid" },
-    { name: "a manifest with a misspelt field", make: () => ({ manifest: { ...good().manifest, hiddenSize: 8 }, bytes: good().bytes }), status: 400, code: "manifest_invalid" },
-    { name: "a delta for another model's fingerprint", make: () => delta("es-bad-1", 51, "es", { fingerprint: `sha256:${"cd".repeat(32)}` }), status: 409, code: "fingerprint_mismatch" },
-    { name: "a hidden size the model does not have", make: () => delta("es-bad-1", 51, "es", { hiddenSize: 16 }), status: 400, code: "bad_shape" },
-    { name: "a layer past the model's last", make: () => delta("es-bad-1", 51, "es", { layers: [3, 4] }), status: 400, code: "layer_out_of_range" },
-    { name: "a file that is not safetensors", make: () => ({ manifest: good().manifest, bytes: new TextEncoder().encode("definitely not safetensors") }), status: 400, code: "bad_header" },
-    { name: "float32 tensors under a float16 manifest", make: () => ({ manifest: { ...good().manifest, dtype: "float16" }, bytes: good().bytes }), status: 400, code: "bad_dtype" },
-    { name: "a rank the tensors do not have", make: () => ({ manifest: { ...good().manifest, rank: 3 }, bytes: good().bytes }), status: 400, code: "bad_shape" },
-    { name: "a tensor missing", make: () => ({ manifest: { ...good().manifest, layers: [1, 2, 3] }, bytes: good().bytes }), status: 400, code: "missing_tensor" },
-    { name: "a tensor the manifest does not name", make: () => ({ manifest: { ...good().manifest, layers: [2] }, bytes: good().bytes }), status: 400, code: "unexpected_tensor" },
+    {
+      name: "a manifest that is not JSON",
+      make: () => ({ manifest: "{not json", bytes: good().bytes }),
+      status: 400,
+      code: "manifest_invalid",
+    },
+    {
+      name: "a manifest with a misspelt field",
+      make: () => ({ manifest: { ...good().manifest, hiddenSize: 8 }, bytes: good().bytes }),
+      status: 400,
+      code: "manifest_invalid",
+    },
+    {
+      name: "a delta for another model's fingerprint",
+      make: () => delta("es-bad-1", 51, "es", { fingerprint: `sha256:${"cd".repeat(32)}` }),
+      status: 409,
+      code: "fingerprint_mismatch",
+    },
+    {
+      name: "a hidden size the model does not have",
+      make: () => delta("es-bad-1", 51, "es", { hiddenSize: 16 }),
+      status: 400,
+      code: "bad_shape",
+    },
+    {
+      name: "a layer past the model's last",
+      make: () => delta("es-bad-1", 51, "es", { layers: [3, 4] }),
+      status: 400,
+      code: "layer_out_of_range",
+    },
+    {
+      name: "a file that is not safetensors",
+      make: () => ({ manifest: good().manifest, bytes: new TextEncoder().encode("definitely not safetensors") }),
+      status: 400,
+      code: "bad_header",
+    },
+    {
+      name: "float32 tensors under a float16 manifest",
+      make: () => ({ manifest: { ...good().manifest, dtype: "float16" }, bytes: good().bytes }),
+      status: 400,
+      code: "bad_dtype",
+    },
+    {
+      name: "a rank the tensors do not have",
+      make: () => ({ manifest: { ...good().manifest, rank: 3 }, bytes: good().bytes }),
+      status: 400,
+      code: "bad_shape",
+    },
+    {
+      name: "a tensor missing",
+      make: () => ({ manifest: { ...good().manifest, layers: [1, 2, 3] }, bytes: good().bytes }),
+      status: 400,
+      code: "missing_tensor",
+    },
+    {
+      name: "a tensor the manifest does not name",
+      make: () => ({ manifest: { ...good().manifest, layers: [2] }, bytes: good().bytes }),
+      status: 400,
+      code: "unexpected_tensor",
+    },
     { name: "a NaN in a tensor", make: nan, status: 400, code: "non_finite" },
-    { name: "an empty header", make: () => ({ manifest: good().manifest, bytes: rawSafetensors({}) }), status: 400, code: "missing_tensor" },
-    { name: "a file over the size limit", make: good, status: 413, code: "too_large", overrides: { MAX_ADAPTER_BYTES: "100" } as Overrides },
-    { name: "a base model no backend serves", make: () => ({ manifest: { ...good().manifest, base_model: { ...good().manifest.base_model, id: "no-such-model" } }, bytes: good().bytes }), status: 503, code: "backend_unavailable" },
-    { name: "no backend reachable", make: good, status: 503, code: "backend_unavailable", overrides: { BACKEND_URLS: backends["refused"]! } },
+    {
+      name: "an empty header",
+      make: () => ({ manifest: good().manifest, bytes: rawSafetensors({}) }),
+      status: 400,
+      code: "missing_tensor",
+    },
+    {
+      name: "a file over the size limit",
+      make: good,
+      status: 413,
+      code: "too_large",
+      overrides: { MAX_ADAPTER_BYTES: "100" } as Overrides,
+    },
+    {
+      name: "a base model no backend serves",
+      make: () => ({
+        manifest: { ...good().manifest, base_model: { ...good().manifest.base_model, id: "no-such-model" } },
+        bytes: good().bytes,
+      }),
+      status: 503,
+      code: "backend_unavailable",
+    },
+    {
+      name: "no backend reachable",
+      make: good,
+      status: 503,
+      code: "backend_unavailable",
+      overrides: { BACKEND_URLS: backends["refused"]! },
+    },
   ];
 
   for (const c of cases) {
@@ -237,7 +385,13 @@ describe("refused uploads store nothing", () => {
 
 describe("admin checks", () => {
   it("refuses a client key with 403", async () => {
-    const res = await admin_("POST", "/admin/adapters", form(delta("es-client-1", 61).manifest, delta("es-client-1", 61).bytes), {}, client);
+    const res = await admin_(
+      "POST",
+      "/admin/adapters",
+      form(delta("es-client-1", 61).manifest, delta("es-client-1", 61).bytes),
+      {},
+      client,
+    );
     expect(res.status).toBe(403);
     expect((await admin_("GET", "/admin/languages", undefined, {}, client)).status).toBe(403);
   });
@@ -268,16 +422,27 @@ describe("a backend without the active delta", () => {
   const strict = { BACKEND_URLS: backends["strict"]! };
 
   async function chatOnStrict(language: string, content: string) {
-    const res = await postChat(client, { model: TEST_MODEL, messages: [{ role: "user", content }] }, strict, { "x-lens-language": language });
+    const res = await postChat(client, { model: TEST_MODEL, messages: [{ role: "user", content }] }, strict, {
+      "x-lens-language": language,
+    });
     expect(res.status).toBe(200);
     const body = (await res.json()) as { choices: { message: { content: string } }[] };
     expect(body.choices[0]?.message.content).toBe(`You said: ${content}`);
     const id = res.headers.get("x-request-id")!;
-    return { header: res.headers.get("x-lens-delta"), sent: (await backendLog("strict")).filter((r) => r.request_id === id).map((r) => r.delta) };
+    return {
+      header: res.headers.get("x-lens-delta"),
+      sent: (await backendLog("strict")).filter((r) => r.request_id === id).map((r) => r.delta),
+    };
   }
 
   async function held(): Promise<DeltaManifest[]> {
-    return ((await (await fetch(`${backends["strict"]}/internal/v1/deltas`, { headers: { authorization: backendAuthorization(TEST_BACKEND_SECRET) } })).json()) as { deltas: DeltaManifest[] }).deltas;
+    return (
+      (await (
+        await fetch(`${backends["strict"]}/internal/v1/deltas`, {
+          headers: { authorization: backendAuthorization(TEST_BACKEND_SECRET) },
+        })
+      ).json()) as { deltas: DeltaManifest[] }
+    ).deltas;
   }
 
   it("gets it from R2, and the retried request carries it", async () => {
@@ -288,14 +453,19 @@ describe("a backend without the active delta", () => {
     expect((await admin_("PUT", "/admin/languages/hi", JSON.stringify({ adapter: id }))).status).toBe(200);
     expect((await held()).map((m) => m.id)).not.toContain("hi-sync-1");
 
-    expect(await chatOnStrict("hi", "namaste dosto")).toEqual({ header: "hi-sync-1", sent: ["hi-sync-1", "hi-sync-1"] });
+    expect(await chatOnStrict("hi", "namaste dosto")).toEqual({
+      header: "hi-sync-1",
+      sent: ["hi-sync-1", "hi-sync-1"],
+    });
     expect((await held()).find((m) => m.id === "hi-sync-1")).toEqual(d.manifest);
     // Held now: the next request goes through at once.
     expect(await chatOnStrict("hi", "namaste phir se")).toEqual({ header: "hi-sync-1", sent: ["hi-sync-1"] });
   });
 
   it("serves the base model when the delta has no adapter row", async () => {
-    await env.DB.prepare("INSERT INTO language_deltas (language, delta_id, scale, updated_at) VALUES ('th', 'th-orphan-1', 1, 0)").run();
+    await env.DB.prepare(
+      "INSERT INTO language_deltas (language, delta_id, scale, updated_at) VALUES ('th', 'th-orphan-1', 1, 0)",
+    ).run();
     const { forgetActiveDeltas } = await import("../../src/gateway/services/deltas/active-deltas.js");
     forgetActiveDeltas();
     expect(await chatOnStrict("th", "sawasdee krap")).toEqual({ header: "none", sent: ["th-orphan-1", null] });

@@ -6,13 +6,20 @@ import { gatewayFetch, newKey } from "./helpers.js";
 const call = (path: string, key: string | null, init: RequestInit = {}) =>
   gatewayFetch()(`http://gateway.test${path}`, {
     ...init,
-    headers: { ...(key ? { authorization: `Bearer ${key}` } : {}), "content-type": "application/json", ...(init.headers as Record<string, string> | undefined) },
+    headers: {
+      ...(key ? { authorization: `Bearer ${key}` } : {}),
+      "content-type": "application/json",
+      ...(init.headers as Record<string, string> | undefined),
+    },
   });
 
 describe("API keys", () => {
   it("stores keys only as SHA-256 hashes", async () => {
     const admin = await newKey("admin");
-    const res = await call("/admin/keys", admin, { method: "POST", body: JSON.stringify({ scope: "client", name: "ci" }) });
+    const res = await call("/admin/keys", admin, {
+      method: "POST",
+      body: JSON.stringify({ scope: "client", name: "ci" }),
+    });
     expect(res.status).toBe(201);
     const created = (await res.json()) as { id: string; key: string; scope: string; key_prefix: string };
     expect(created.key).toMatch(/^lens-[A-Za-z0-9_-]{32}$/);
@@ -39,7 +46,9 @@ describe("API keys", () => {
 
   it("refuses a revoked key at once in this isolate", async () => {
     const admin = await newKey("admin");
-    const created = (await (await call("/admin/keys", admin, { method: "POST", body: JSON.stringify({ scope: "client" }) })).json()) as { id: string; key: string };
+    const created = (await (
+      await call("/admin/keys", admin, { method: "POST", body: JSON.stringify({ scope: "client" }) })
+    ).json()) as { id: string; key: string };
     expect((await call("/v1/models", created.key)).status).toBe(200);
     const del = await call(`/admin/keys/${created.id}`, admin, { method: "DELETE" });
     expect(del.status).toBe(200);

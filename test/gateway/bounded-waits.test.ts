@@ -54,15 +54,32 @@ const limiterHanging = {
 
 const TIMEOUT = "400";
 
-async function send(bindings: Partial<GatewayBindings>, key: string, headers: Record<string, string> = {}, path = "/v1/chat/completions") {
-  const all = { ...env, BACKEND_URLS: backends["echo"], BACKEND_SECRET: TEST_BACKEND_SECRET, BACKEND_TIMEOUT_MS: TIMEOUT, ...bindings } as GatewayBindings;
+async function send(
+  bindings: Partial<GatewayBindings>,
+  key: string,
+  headers: Record<string, string> = {},
+  path = "/v1/chat/completions",
+) {
+  const all = {
+    ...env,
+    BACKEND_URLS: backends["echo"],
+    BACKEND_SECRET: TEST_BACKEND_SECRET,
+    BACKEND_TIMEOUT_MS: TIMEOUT,
+    ...bindings,
+  } as GatewayBindings;
   const ctx = createExecutionContext();
   const init: RequestInit =
     path === "/v1/chat/completions"
-      ? { method: "POST", body: JSON.stringify({ model: TEST_MODEL, messages: [{ role: "user", content: "Habari ya leo" }] }) }
+      ? {
+          method: "POST",
+          body: JSON.stringify({ model: TEST_MODEL, messages: [{ role: "user", content: "Habari ya leo" }] }),
+        }
       : { method: "GET" };
   const res = await worker.fetch(
-    new Request(`http://gateway.test${path}`, { ...init, headers: { authorization: `Bearer ${key}`, "content-type": "application/json", ...headers } }),
+    new Request(`http://gateway.test${path}`, {
+      ...init,
+      headers: { authorization: `Bearer ${key}`, "content-type": "application/json", ...headers },
+    }),
     all,
     ctx,
   );
@@ -95,7 +112,9 @@ describe("every wait is bounded", () => {
   });
 
   it("D1 never answering the language's delta and experiment: the base model answers, and the record is written", async () => {
-    const { res, body } = await send({ DB: d1Hanging(/FROM language_deltas|FROM experiment_running/) }, client, { "x-lens-language": "sw" });
+    const { res, body } = await send({ DB: d1Hanging(/FROM language_deltas|FROM experiment_running/) }, client, {
+      "x-lens-language": "sw",
+    });
     expect(res.status).toBe(200);
     expect(res.headers.get("x-lens-delta")).toBe("none");
     expect(JSON.parse(body)).toMatchObject({ object: "chat.completion" });
@@ -103,7 +122,10 @@ describe("every wait is bounded", () => {
   });
 
   it("the rate limiter's object never answering: admitted without a limit, answered, recorded", async () => {
-    const { res } = await send({ RATE_LIMITER: limiterHanging, RATE_LIMIT_RPM: "100", RATE_LIMIT_TPM: "100000" }, client);
+    const { res } = await send(
+      { RATE_LIMITER: limiterHanging, RATE_LIMIT_RPM: "100", RATE_LIMIT_TPM: "100000" },
+      client,
+    );
     expect(res.status).toBe(200);
     expect(await recordOf(res)).toMatchObject([{ status: 200 }]);
   });
@@ -123,7 +145,11 @@ describe("every wait is bounded", () => {
     form.set("tensors", new File([d.bytes], "delta.safetensors"));
     const strict = { BACKEND_URLS: backends["strict"] };
     const admin_ = gatewayFetch(strict);
-    const up = await admin_("http://gateway.test/admin/adapters", { method: "POST", headers: { authorization: `Bearer ${admin}` }, body: form });
+    const up = await admin_("http://gateway.test/admin/adapters", {
+      method: "POST",
+      headers: { authorization: `Bearer ${admin}` },
+      body: form,
+    });
     expect(up.status).toBe(201);
     const adapter = (await up.json()) as { id: string };
     const on = await admin_("http://gateway.test/admin/languages/sw", {

@@ -53,10 +53,18 @@ describe("chat completions through the openai client", () => {
 
   it("honours max_tokens and max_completion_tokens with finish_reason length", async () => {
     const client = openai(key);
-    const a = await client.chat.completions.create({ model: TEST_MODEL, max_tokens: 3, messages: [{ role: "user", content: "one two three four five" }] });
+    const a = await client.chat.completions.create({
+      model: TEST_MODEL,
+      max_tokens: 3,
+      messages: [{ role: "user", content: "one two three four five" }],
+    });
     expect(a.choices[0]?.message.content).toBe("You said: one");
     expect(a.choices[0]?.finish_reason).toBe("length");
-    const b = await client.chat.completions.create({ model: TEST_MODEL, max_completion_tokens: 4, messages: [{ role: "user", content: "one two three four five" }] });
+    const b = await client.chat.completions.create({
+      model: TEST_MODEL,
+      max_completion_tokens: 4,
+      messages: [{ role: "user", content: "one two three four five" }],
+    });
     expect(b.choices[0]?.message.content).toBe("You said: one two");
     expect(b.usage?.completion_tokens).toBe(4);
   });
@@ -72,7 +80,11 @@ describe("chat completions through the openai client", () => {
     });
     expect(res.choices[0]?.message.content).toBe("You said: alpha beta ");
     expect(res.choices[0]?.finish_reason).toBe("stop");
-    const one = await client.chat.completions.create({ model: TEST_MODEL, messages: [{ role: "user", content: "x y z" }], stop: "y" });
+    const one = await client.chat.completions.create({
+      model: TEST_MODEL,
+      messages: [{ role: "user", content: "x y z" }],
+      stop: "y",
+    });
     expect(one.choices[0]?.message.content).toBe("You said: x ");
     const log = await backendLog("echo");
     expect(log.some((r) => r.stop.length === 1 && r.stop[0] === "y")).toBe(true);
@@ -83,7 +95,13 @@ describe("chat completions through the openai client", () => {
       model: TEST_MODEL,
       messages: [
         { role: "system", content: "You are a helpful assistant. Always be polite and answer clearly." },
-        { role: "user", content: [{ type: "text", text: "Habari za asubuhi, " }, { type: "text", text: "naomba unisaidie kupika wali leo." }] },
+        {
+          role: "user",
+          content: [
+            { type: "text", text: "Habari za asubuhi, " },
+            { type: "text", text: "naomba unisaidie kupika wali leo." },
+          ],
+        },
       ],
     });
     expect(res.status).toBe(200);
@@ -113,7 +131,10 @@ describe("the SSE stream, byte for byte", () => {
       expect(c.choices).toHaveLength(1);
       expect("usage" in c).toBe(false);
     }
-    const content = chunks.slice(1, -1).map((c) => c.choices[0].delta.content).join("");
+    const content = chunks
+      .slice(1, -1)
+      .map((c) => c.choices[0].delta.content)
+      .join("");
     expect(content).toBe(echoReply("a b c"));
     const last = chunks.at(-1);
     expect(last.choices[0].finish_reason).toBe("stop");
@@ -122,7 +143,10 @@ describe("the SSE stream, byte for byte", () => {
   });
 
   it("adds the usage chunk with empty choices only when include_usage is set", async () => {
-    const { events } = await rawStream({ messages: [{ role: "user", content: "a b c" }], stream_options: { include_usage: true } });
+    const { events } = await rawStream({
+      messages: [{ role: "user", content: "a b c" }],
+      stream_options: { include_usage: true },
+    });
     const chunks = events.slice(0, -1).map((e) => JSON.parse(e));
     const usage = chunks.at(-1);
     expect(usage.choices).toEqual([]);
@@ -133,20 +157,29 @@ describe("the SSE stream, byte for byte", () => {
 
   it("stops the backend's generation when the client goes away mid-stream", async () => {
     const words = Array.from({ length: 60 }, (_, i) => `w${i}`).join(" ");
-    const res = await postChat(key, { model: TEST_MODEL, stream: true, messages: [{ role: "user", content: words }] }, { BACKEND_URLS: backends["slow"] });
+    const res = await postChat(
+      key,
+      { model: TEST_MODEL, stream: true, messages: [{ role: "user", content: words }] },
+      { BACKEND_URLS: backends["slow"] },
+    );
     const requestId = res.headers.get("x-request-id");
     const reader = res.body!.getReader();
     await reader.read();
     await reader.read();
     await reader.cancel();
-    const entry = await until(async () => (await backendLog("slow")).find((r) => r.request_id === requestId && r.outcome !== "open"));
+    const entry = await until(async () =>
+      (await backendLog("slow")).find((r) => r.request_id === requestId && r.outcome !== "open"),
+    );
     expect(entry.outcome).toBe("aborted");
   });
 });
 
 describe("language controls", () => {
   it("detects the language of the last user message", async () => {
-    const res = await postChat(key, { model: TEST_MODEL, messages: [{ role: "user", content: "¿Dónde está la estación de tren más cercana?" }] });
+    const res = await postChat(key, {
+      model: TEST_MODEL,
+      messages: [{ role: "user", content: "¿Dónde está la estación de tren más cercana?" }],
+    });
     expect(res.headers.get("x-lens-language")).toBe("es");
     const id = res.headers.get("x-request-id");
     await res.text();
@@ -168,13 +201,26 @@ describe("language controls", () => {
   });
 
   it("lets x-lens-language override detection, region subtags included", async () => {
-    const res = await postChat(key, { model: TEST_MODEL, messages: [{ role: "user", content: "Hello there, how are you today?" }] }, {}, { "x-lens-language": "sw-KE" });
+    const res = await postChat(
+      key,
+      { model: TEST_MODEL, messages: [{ role: "user", content: "Hello there, how are you today?" }] },
+      {},
+      { "x-lens-language": "sw-KE" },
+    );
     expect(res.status).toBe(200);
     expect(res.headers.get("x-lens-language")).toBe("sw");
   });
 
   it("accepts x-lens-mode: off and serves without a delta", async () => {
-    const res = await postChat(key, { model: TEST_MODEL, messages: [{ role: "user", content: "Bonjour, pouvez-vous m'aider à écrire une lettre ?" }] }, {}, { "x-lens-mode": "off" });
+    const res = await postChat(
+      key,
+      {
+        model: TEST_MODEL,
+        messages: [{ role: "user", content: "Bonjour, pouvez-vous m'aider à écrire une lettre ?" }],
+      },
+      {},
+      { "x-lens-mode": "off" },
+    );
     expect(res.status).toBe(200);
     expect(res.headers.get("x-lens-delta")).toBe("none");
     expect(res.headers.get("x-lens-language")).toBe("fr");
@@ -184,9 +230,19 @@ describe("language controls", () => {
   });
 
   it("keeps a caller's plain x-request-id and replaces a malformed one", async () => {
-    const kept = await postChat(key, { model: TEST_MODEL, messages: [{ role: "user", content: "hello world again" }] }, {}, { "x-request-id": "trace-123.abc" });
+    const kept = await postChat(
+      key,
+      { model: TEST_MODEL, messages: [{ role: "user", content: "hello world again" }] },
+      {},
+      { "x-request-id": "trace-123.abc" },
+    );
     expect(kept.headers.get("x-request-id")).toBe("trace-123.abc");
-    const replaced = await postChat(key, { model: TEST_MODEL, messages: [{ role: "user", content: "hello world again" }] }, {}, { "x-request-id": "bad id with spaces" });
+    const replaced = await postChat(
+      key,
+      { model: TEST_MODEL, messages: [{ role: "user", content: "hello world again" }] },
+      {},
+      { "x-request-id": "bad id with spaces" },
+    );
     expect(replaced.headers.get("x-request-id")).not.toBe("bad id with spaces");
   });
 });

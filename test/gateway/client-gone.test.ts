@@ -62,14 +62,21 @@ describe("a client that hangs up", () => {
   });
 
   it("an answer that ends normally is finished once, and a later hang-up changes nothing", async () => {
-    const lines = ['{"type":"text","text":"hi"}', '{"type":"end","finish_reason":"stop","usage":{"prompt_tokens":3,"completion_tokens":1}}'];
+    const lines = [
+      '{"type":"text","text":"hi"}',
+      '{"type":"end","finish_reason":"stop","usage":{"prompt_tokens":3,"completion_tokens":1}}',
+    ];
     const body = new ReadableStream<Uint8Array>({
       start(c) {
-        c.enqueue(new TextEncoder().encode(lines.join("\n") + "\n"));
+        c.enqueue(new TextEncoder().encode(`${lines.join("\n")}\n`));
         c.close();
       },
     });
-    const gen: OpenGeneration = { backend: "b", start: { type: "start", model: "m", prompt_tokens: 3 }, frames: new FrameReader(body.getReader(), 60_000) };
+    const gen: OpenGeneration = {
+      backend: "b",
+      start: { type: "start", model: "m", prompt_tokens: 3 },
+      frames: new FrameReader(body.getReader(), 60_000),
+    };
     const gone = new AbortController();
     const finished: AnswerSummary[] = [];
     const text = await new Response(streamCompletion(gen.frames, meta, (s) => finished.push(s), gone.signal)).text();

@@ -25,9 +25,16 @@ describe.skipIf(!real)("end to end on the embedded model (skipped: models/lens-t
     expect(list.data.map((m) => m.id)).toEqual([MODEL]);
   });
 
-  for (const [what, secret] of [["a wrong BACKEND_SECRET", "not-the-backends-secret-xyz"], ["no BACKEND_SECRET", undefined]] as const) {
+  for (const [what, secret] of [
+    ["a wrong BACKEND_SECRET", "not-the-backends-secret-xyz"],
+    ["no BACKEND_SECRET", undefined],
+  ] as const) {
     it(`with ${what} the real backend refuses the gateway, and the client gets a 502 naming the setting, never the secret`, async () => {
-      const res = await postChat(key, { model: MODEL, max_tokens: 4, messages: [{ role: "user", content: "hello" }] }, { BACKEND_URLS: real, BACKEND_SECRET: secret });
+      const res = await postChat(
+        key,
+        { model: MODEL, max_tokens: 4, messages: [{ role: "user", content: "hello" }] },
+        { BACKEND_URLS: real, BACKEND_SECRET: secret },
+      );
       expect(res.status).toBe(502);
       const text = await res.text();
       const body = JSON.parse(text) as { error: { message: string; type: string } };
@@ -42,7 +49,12 @@ describe.skipIf(!real)("end to end on the embedded model (skipped: models/lens-t
     const client = openai(key, { BACKEND_URLS: real });
     const ask = () =>
       client.chat.completions
-        .create({ model: MODEL, temperature: 0, max_tokens: 24, messages: [{ role: "user", content: "What is the capital of France?" }] })
+        .create({
+          model: MODEL,
+          temperature: 0,
+          max_tokens: 24,
+          messages: [{ role: "user", content: "What is the capital of France?" }],
+        })
         .withResponse();
     const a = await ask();
     const b = await ask();
@@ -58,7 +70,14 @@ describe.skipIf(!real)("end to end on the embedded model (skipped: models/lens-t
     const client = openai(key, { BACKEND_URLS: real });
     const messages = [{ role: "user" as const, content: "Habari za asubuhi? Unaendeleaje leo?" }];
     const whole = await client.chat.completions.create({ model: MODEL, temperature: 0, max_tokens: 32, messages });
-    const stream = await client.chat.completions.create({ model: MODEL, temperature: 0, max_tokens: 32, messages, stream: true, stream_options: { include_usage: true } });
+    const stream = await client.chat.completions.create({
+      model: MODEL,
+      temperature: 0,
+      max_tokens: 32,
+      messages,
+      stream: true,
+      stream_options: { include_usage: true },
+    });
     let text = "";
     let usage: { completion_tokens: number } | null = null;
     for await (const chunk of stream) {
@@ -70,14 +89,27 @@ describe.skipIf(!real)("end to end on the embedded model (skipped: models/lens-t
   });
 
   it("ends a raw SSE stream with [DONE] and reports the detected language", async () => {
-    const res = await postChat(key, { model: MODEL, stream: true, max_tokens: 8, messages: [{ role: "user", content: "¿Cuál es la capital de Francia?" }] }, { BACKEND_URLS: real });
+    const res = await postChat(
+      key,
+      {
+        model: MODEL,
+        stream: true,
+        max_tokens: 8,
+        messages: [{ role: "user", content: "¿Cuál es la capital de Francia?" }],
+      },
+      { BACKEND_URLS: real },
+    );
     expect(res.headers.get("x-lens-language")).toBe("es");
     const events = sseData(await res.text());
     expect(events.at(-1)).toBe("[DONE]");
   });
 
   it("maps a prompt over the model's context to a 400", async () => {
-    const res = await postChat(key, { model: MODEL, messages: [{ role: "user", content: "a".repeat(4000) }] }, { BACKEND_URLS: real });
+    const res = await postChat(
+      key,
+      { model: MODEL, messages: [{ role: "user", content: "a".repeat(4000) }] },
+      { BACKEND_URLS: real },
+    );
     expect(res.status).toBe(400);
     expect(((await res.json()) as { error: { message: string } }).error.message).toMatch(/context/);
   });
@@ -88,24 +120,52 @@ describe.skipIf(!real)("end to end with a delta on one language (skipped: models
   const DELTA_ID = "sw-e2e-strong";
   beforeAll(async () => {
     key = await newKey("client");
-    const health = (await (await fetch(`${real}/internal/v1/health`, { headers: BACKEND_AUTH })).json()) as { fingerprint: string; hidden_size: number; num_layers: number };
+    const health = (await (await fetch(`${real}/internal/v1/health`, { headers: BACKEND_AUTH })).json()) as {
+      fingerprint: string;
+      hidden_size: number;
+      num_layers: number;
+    };
     const layers = Array.from({ length: health.num_layers }, (_, i) => i);
-    const made = makeDelta({ hiddenSize: health.hidden_size, layers, rank: 8, fingerprint: health.fingerprint, id: DELTA_ID, language: "sw", seed: 77, scale: 2 });
+    const made = makeDelta({
+      hiddenSize: health.hidden_size,
+      layers,
+      rank: 8,
+      fingerprint: health.fingerprint,
+      id: DELTA_ID,
+      language: "sw",
+      seed: 77,
+      scale: 2,
+    });
     const form = new FormData();
     form.set("manifest", JSON.stringify(made.manifest));
     form.set("tensors", new Blob([made.bytes]), "delta.safetensors");
-    const put = await fetch(`${real}/internal/v1/deltas/${DELTA_ID}`, { method: "PUT", body: form, headers: BACKEND_AUTH });
+    const put = await fetch(`${real}/internal/v1/deltas/${DELTA_ID}`, {
+      method: "PUT",
+      body: form,
+      headers: BACKEND_AUTH,
+    });
     expect(put.status).toBe(201);
-    await env.DB.prepare("INSERT INTO language_deltas (language, delta_id, scale, updated_at) VALUES ('sw', ?1, 1, 0)").bind(DELTA_ID).run();
+    await env.DB.prepare("INSERT INTO language_deltas (language, delta_id, scale, updated_at) VALUES ('sw', ?1, 1, 0)")
+      .bind(DELTA_ID)
+      .run();
     // Earlier tests in this isolate cached "no delta for sw"; a change made here is seen at once.
     forgetActiveDeltas();
   });
 
   const ask = async (content: string, headers: Record<string, string> = {}) => {
-    const res = await postChat(key, { model: MODEL, temperature: 0, max_tokens: 24, messages: [{ role: "user", content }] }, { BACKEND_URLS: real }, headers);
+    const res = await postChat(
+      key,
+      { model: MODEL, temperature: 0, max_tokens: 24, messages: [{ role: "user", content }] },
+      { BACKEND_URLS: real },
+      headers,
+    );
     expect(res.status).toBe(200);
     const body = (await res.json()) as { choices: Array<{ message: { content: string } }> };
-    return { text: body.choices[0]!.message.content, delta: res.headers.get("x-lens-delta"), language: res.headers.get("x-lens-language") };
+    return {
+      text: body.choices[0]!.message.content,
+      delta: res.headers.get("x-lens-delta"),
+      language: res.headers.get("x-lens-language"),
+    };
   };
 
   it("applies the Swahili delta to Swahili requests: the header names it and the text differs from base", async () => {

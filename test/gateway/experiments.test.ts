@@ -87,9 +87,15 @@ describe("sticky assignment (pure)", () => {
   });
 
   it("gives a user the same arm every time, and depends on the experiment", () => {
-    const arms = [{ name: "control", weight: 1 }, { name: "lens", weight: 1 }];
+    const arms = [
+      { name: "control", weight: 1 },
+      { name: "lens", weight: 1 },
+    ];
     for (let u = 0; u < 50; u++) expect(assignArm("ex_1", `u${u}`, arms)).toBe(assignArm("ex_1", `u${u}`, arms));
-    const differs = Array.from({ length: 50 }, (_, u) => assignArm("ex_1", `u${u}`, arms) !== assignArm("ex_2", `u${u}`, arms));
+    const differs = Array.from(
+      { length: 50 },
+      (_, u) => assignArm("ex_1", `u${u}`, arms) !== assignArm("ex_2", `u${u}`, arms),
+    );
     expect(differs.some(Boolean)).toBe(true);
   });
 });
@@ -114,13 +120,44 @@ describe("experiments through the admin API and chat", () => {
   });
 
   it("validates new experiments", async () => {
-    const oneArm = await admin_("POST", "/admin/experiments", body({ arms: [{ name: "control", delta: null, weight: 1 }] }));
+    const oneArm = await admin_(
+      "POST",
+      "/admin/experiments",
+      body({ arms: [{ name: "control", delta: null, weight: 1 }] }),
+    );
     expect(oneArm.status).toBe(400);
-    const dup = await admin_("POST", "/admin/experiments", body({ arms: [{ name: "a", delta: null, weight: 1 }, { name: "a", delta: null, weight: 1 }] }));
+    const dup = await admin_(
+      "POST",
+      "/admin/experiments",
+      body({
+        arms: [
+          { name: "a", delta: null, weight: 1 },
+          { name: "a", delta: null, weight: 1 },
+        ],
+      }),
+    );
     expect(dup.status).toBe(400);
-    const zero = await admin_("POST", "/admin/experiments", body({ arms: [{ name: "a", delta: null, weight: 0 }, { name: "b", delta: null, weight: 1 }] }));
+    const zero = await admin_(
+      "POST",
+      "/admin/experiments",
+      body({
+        arms: [
+          { name: "a", delta: null, weight: 0 },
+          { name: "b", delta: null, weight: 1 },
+        ],
+      }),
+    );
     expect(zero.status).toBe(400);
-    const missing = await admin_("POST", "/admin/experiments", body({ arms: [{ name: "a", delta: null, weight: 1 }, { name: "b", delta: "ad_nope", weight: 1 }] }));
+    const missing = await admin_(
+      "POST",
+      "/admin/experiments",
+      body({
+        arms: [
+          { name: "a", delta: null, weight: 1 },
+          { name: "b", delta: "ad_nope", weight: 1 },
+        ],
+      }),
+    );
     expect(missing.status).toBe(404);
     expect(await errorCode(missing)).toBe("adapter_not_found");
     const mismatch = await admin_("POST", "/admin/experiments", body({ languages: ["fr"] }));
@@ -134,7 +171,14 @@ describe("experiments through the admin API and chat", () => {
     const res = await admin_("POST", "/admin/experiments", body());
     expect(res.status).toBe(201);
     experiment = (await res.json()) as Experiment;
-    expect(experiment).toMatchObject({ state: "running", languages: ["sw"], arms: [{ name: "control", delta: null, delta_id: null }, { name: "lens", delta: swAdapter, delta_id: swDeltaId, scale: 1 }] });
+    expect(experiment).toMatchObject({
+      state: "running",
+      languages: ["sw"],
+      arms: [
+        { name: "control", delta: null, delta_id: null },
+        { name: "lens", delta: swAdapter, delta_id: swDeltaId, scale: 1 },
+      ],
+    });
 
     const second = await admin_("POST", "/admin/experiments", body({ name: "again" }));
     expect(second.status).toBe(409);
@@ -142,18 +186,36 @@ describe("experiments through the admin API and chat", () => {
 
     const listed = (await (await admin_("GET", "/admin/experiments")).json()) as { data: Experiment[] };
     expect(listed.data.map((e) => e.id)).toContain(experiment.id);
-    expect(((await (await admin_("GET", `/admin/experiments/${experiment.id}`)).json()) as Experiment).name).toBe("sw lens vs base");
+    expect(((await (await admin_("GET", `/admin/experiments/${experiment.id}`)).json()) as Experiment).name).toBe(
+      "sw lens vs base",
+    );
     expect((await admin_("GET", "/admin/experiments/ex_nope")).status).toBe(404);
 
     // Paused, it holds no language; resuming while another runs there is refused.
-    expect(((await (await admin_("POST", `/admin/experiments/${experiment.id}/pause`)).json()) as Experiment).state).toBe("paused");
-    const other = await admin_("POST", "/admin/experiments", body({ name: "other", arms: [{ name: "x", delta: null, weight: 1 }, { name: "y", delta: null, weight: 1 }] }));
+    expect(
+      ((await (await admin_("POST", `/admin/experiments/${experiment.id}/pause`)).json()) as Experiment).state,
+    ).toBe("paused");
+    const other = await admin_(
+      "POST",
+      "/admin/experiments",
+      body({
+        name: "other",
+        arms: [
+          { name: "x", delta: null, weight: 1 },
+          { name: "y", delta: null, weight: 1 },
+        ],
+      }),
+    );
     expect(other.status).toBe(201);
     const otherId = ((await other.json()) as Experiment).id;
     expect((await admin_("POST", `/admin/experiments/${experiment.id}/resume`)).status).toBe(409);
-    expect(((await (await admin_("POST", `/admin/experiments/${otherId}/stop`)).json()) as Experiment).state).toBe("stopped");
+    expect(((await (await admin_("POST", `/admin/experiments/${otherId}/stop`)).json()) as Experiment).state).toBe(
+      "stopped",
+    );
     expect((await admin_("POST", `/admin/experiments/${otherId}/stop`)).status).toBe(409);
-    expect(((await (await admin_("POST", `/admin/experiments/${experiment.id}/resume`)).json()) as Experiment).state).toBe("running");
+    expect(
+      ((await (await admin_("POST", `/admin/experiments/${experiment.id}/resume`)).json()) as Experiment).state,
+    ).toBe("running");
 
     // An adapter that is an arm of an experiment not yet stopped cannot be deleted.
     const refused = await admin_("DELETE", `/admin/adapters/${swAdapter}`);
@@ -175,7 +237,9 @@ describe("experiments through the admin API and chat", () => {
     await settle();
     const id = res.headers.get("x-request-id")!;
     const sent = (await backendLog("echo")).filter((r) => r.request_id === id).map((r) => r.delta);
-    const row = await env.DB.prepare("SELECT experiment_id, arm, delta_id FROM requests WHERE id = ?1").bind(id).first();
+    const row = await env.DB.prepare("SELECT experiment_id, arm, delta_id FROM requests WHERE id = ?1")
+      .bind(id)
+      .first();
     return { arm: res.headers.get("x-lens-arm"), delta: res.headers.get("x-lens-delta"), sent, row };
   }
 
@@ -192,7 +256,12 @@ describe("experiments through the admin API and chat", () => {
     expect((await chatAs(lensUser)).arm).toBe("lens");
 
     const control = await chatAs(controlUser);
-    expect(control).toMatchObject({ arm: "control", delta: "none", sent: [null], row: { experiment_id: experiment.id, arm: "control", delta_id: null } });
+    expect(control).toMatchObject({
+      arm: "control",
+      delta: "none",
+      sent: [null],
+      row: { experiment_id: experiment.id, arm: "control", delta_id: null },
+    });
     expect((await chatAs(controlUser)).arm).toBe("control");
 
     // Without `user`, the key id is the subject.
@@ -203,12 +272,21 @@ describe("experiments through the admin API and chat", () => {
     expect(off).toMatchObject({ arm: null, delta: "none", row: { experiment_id: null, arm: null } });
   });
 
-  type Compared = { diff: number; sequential: { p_value: number; ci: [number, number]; significant: boolean }; fixed_horizon: { ci95: [number, number]; p_value: number; significant: boolean } };
+  type Compared = {
+    diff: number;
+    sequential: { p_value: number; ci: [number, number]; significant: boolean };
+    fixed_horizon: { ci95: [number, number]; p_value: number; significant: boolean };
+  };
   type Results = {
     control: string;
     state: string;
     stop_reason: unknown;
-    srm: { flagged: boolean; p_value: number | null; statistic: number | null; arms: { arm: string; observed: number; expected_share: number }[] };
+    srm: {
+      flagged: boolean;
+      p_value: number | null;
+      statistic: number | null;
+      arms: { arm: string; observed: number; expected_share: number }[];
+    };
     arms: {
       arm: string;
       requests: number;
@@ -216,11 +294,21 @@ describe("experiments through the admin API and chat", () => {
       fidelity: { rate: number };
       latency: { mean_ms: number; p95_ms: number };
       feedback: { rate: number; mean_score: number };
-      vs_control: null | { fidelity: Compared; feedback_rate: Compared; error_rate: Compared; verdict: string; guardrails: { metric: string; status: string }[] };
+      vs_control: null | {
+        fidelity: Compared;
+        feedback_rate: Compared;
+        error_rate: Compared;
+        verdict: string;
+        guardrails: { metric: string; status: string }[];
+      };
     }[];
   };
 
-  async function seededExperiment(language: string, arms: { name: string; weight: number }[], guardrails?: unknown[]): Promise<string> {
+  async function seededExperiment(
+    language: string,
+    arms: { name: string; weight: number }[],
+    guardrails?: unknown[],
+  ): Promise<string> {
     const res = await admin_("POST", "/admin/experiments", {
       name: `seeded ${language}`,
       languages: [language],
@@ -232,7 +320,11 @@ describe("experiments through the admin API and chat", () => {
   }
 
   /** Inserts request rows [arm, total_ms, language_match, feedback_score, status?, finish_reason?] with SQL. */
-  async function seedRows(id: string, language: string, rows: [string, number, number | null, number | null, number?, string?][]): Promise<void> {
+  async function seedRows(
+    id: string,
+    language: string,
+    rows: [string, number, number | null, number | null, number?, string?][],
+  ): Promise<void> {
     for (let at = 0; at < rows.length; at += 50) {
       await env.DB.batch(
         rows.slice(at, at + 50).map(([arm, ms, match, score, status, finish], i) =>
@@ -252,18 +344,43 @@ describe("experiments through the admin API and chat", () => {
   };
 
   it("computes results that match a hand computation, from SQL aggregates", async () => {
-    const id = await seededExperiment("de", [{ name: "base", weight: 1 }, { name: "control", weight: 1 }]);
+    const id = await seededExperiment("de", [
+      { name: "base", weight: 1 },
+      { name: "control", weight: 1 },
+    ]);
     // control: 4 rows, match 1,1,0,null; feedback on 2 (1, 0); times 100,200,300,400; one 502.
     // base:    5 rows, match 1,1,1,1,0; feedback on 1 (-1); times 10,20,30,40,50; one stream error.
     await seedRows(id, "de", [
-      ["control", 100, 1, 1], ["control", 200, 1, 0], ["control", 300, 0, null], ["control", 400, null, null, 502, "error"],
-      ["base", 10, 1, -1], ["base", 20, 1, null], ["base", 30, 1, null, 200, "error"], ["base", 40, 1, null], ["base", 50, 0, null],
+      ["control", 100, 1, 1],
+      ["control", 200, 1, 0],
+      ["control", 300, 0, null],
+      ["control", 400, null, null, 502, "error"],
+      ["base", 10, 1, -1],
+      ["base", 20, 1, null],
+      ["base", 30, 1, null, 200, "error"],
+      ["base", 40, 1, null],
+      ["base", 50, 0, null],
     ]);
     const r = await results(id);
     expect(r.control).toBe("control");
     const [base, control] = r.arms;
-    expect(control).toMatchObject({ arm: "control", requests: 4, errors: { count: 1, rate: 0.25 }, fidelity: { rate: 2 / 3 }, latency: { mean_ms: 250, p95_ms: 400 }, feedback: { rate: 0.5, mean_score: 0.5 }, vs_control: null });
-    expect(base).toMatchObject({ arm: "base", requests: 5, errors: { count: 1, rate: 0.2 }, fidelity: { rate: 0.8 }, latency: { mean_ms: 30, p95_ms: 50 }, feedback: { rate: 0.2, mean_score: -1 } });
+    expect(control).toMatchObject({
+      arm: "control",
+      requests: 4,
+      errors: { count: 1, rate: 0.25 },
+      fidelity: { rate: 2 / 3 },
+      latency: { mean_ms: 250, p95_ms: 400 },
+      feedback: { rate: 0.5, mean_score: 0.5 },
+      vs_control: null,
+    });
+    expect(base).toMatchObject({
+      arm: "base",
+      requests: 5,
+      errors: { count: 1, rate: 0.2 },
+      fidelity: { rate: 0.8 },
+      latency: { mean_ms: 30, p95_ms: 50 },
+      feedback: { rate: 0.2, mean_score: -1 },
+    });
     // Fixed-horizon, as before: 4/5 vs 2/3: diff 2/15; pooled 6/8 -> z = 0.42164, p = 0.67329.
     const fid = base!.vs_control!.fidelity;
     expect(fid.diff).toBeCloseTo(2 / 15, 10);
@@ -280,13 +397,26 @@ describe("experiments through the admin API and chat", () => {
     expect(base!.vs_control!.feedback_rate.diff).toBeCloseTo(-0.3, 10);
     expect(base!.vs_control!.feedback_rate.fixed_horizon.p_value).toBeCloseTo(0.34278, 4);
     expect(base!.vs_control!.error_rate.diff).toBeCloseTo(0.2 - 0.25, 10);
-    expect(r.srm).toMatchObject({ flagged: false, arms: [{ arm: "base", observed: 5, expected_share: 0.5 }, { arm: "control", observed: 4, expected_share: 0.5 }] });
+    expect(r.srm).toMatchObject({
+      flagged: false,
+      arms: [
+        { arm: "base", observed: 5, expected_share: 0.5 },
+        { arm: "control", observed: 4, expected_share: 0.5 },
+      ],
+    });
   });
 
   it("gives a sequential verdict once the difference is clear", async () => {
-    const id = await seededExperiment("ja", [{ name: "control", weight: 1 }, { name: "lens", weight: 1 }]);
+    const id = await seededExperiment("ja", [
+      { name: "control", weight: 1 },
+      { name: "lens", weight: 1 },
+    ]);
     const rows: [string, number, number | null, number | null][] = [];
-    for (let i = 0; i < 600; i++) rows.push(["control", 100 + (i % 50), i % 10 < 5 ? 1 : 0, null], ["lens", 100 + (i % 50), i % 10 < 8 ? 1 : 0, null]);
+    for (let i = 0; i < 600; i++)
+      rows.push(
+        ["control", 100 + (i % 50), i % 10 < 5 ? 1 : 0, null],
+        ["lens", 100 + (i % 50), i % 10 < 8 ? 1 : 0, null],
+      );
     await seedRows(id, "ja", rows);
     const lens = (await results(id)).arms[1]!;
     expect(lens.vs_control!.fidelity.diff).toBeCloseTo(0.3, 10);
@@ -297,7 +427,10 @@ describe("experiments through the admin API and chat", () => {
   });
 
   it("flags a sample-ratio mismatch when one arm lost records, and not for a fair split", async () => {
-    const arms = [{ name: "control", weight: 50 }, { name: "lens", weight: 50 }];
+    const arms = [
+      { name: "control", weight: 50 },
+      { name: "lens", weight: 50 },
+    ];
     const fairId = await seededExperiment("ko", arms);
     // Users assigned by the gateway's own hash: a fair split.
     const fair: [string, number, number | null, number | null][] = [];
@@ -327,16 +460,37 @@ describe("experiments through the admin API and chat", () => {
   });
 
   it("validates guardrails and records why an experiment stopped", async () => {
-    const arms = [{ name: "a", delta: null, weight: 1 }, { name: "b", delta: null, weight: 1 }];
-    const bad = await admin_("POST", "/admin/experiments", { name: "g", languages: ["es"], arms, guardrails: [{ metric: "error_rate" }, { metric: "error_rate" }] });
+    const arms = [
+      { name: "a", delta: null, weight: 1 },
+      { name: "b", delta: null, weight: 1 },
+    ];
+    const bad = await admin_("POST", "/admin/experiments", {
+      name: "g",
+      languages: ["es"],
+      arms,
+      guardrails: [{ metric: "error_rate" }, { metric: "error_rate" }],
+    });
     expect(bad.status).toBe(400);
-    const unknown = await admin_("POST", "/admin/experiments", { name: "g", languages: ["es"], arms, guardrails: [{ metric: "happiness" }] });
+    const unknown = await admin_("POST", "/admin/experiments", {
+      name: "g",
+      languages: ["es"],
+      arms,
+      guardrails: [{ metric: "happiness" }],
+    });
     expect(unknown.status).toBe(400);
     expect(((await unknown.json()) as { error: { param: string } }).error.param).toContain("guardrails");
-    const ok = await admin_("POST", "/admin/experiments", { name: "g", languages: ["es"], arms, guardrails: [{ metric: "p95_latency", margin_ms: 100 }, { metric: "error_rate" }] });
+    const ok = await admin_("POST", "/admin/experiments", {
+      name: "g",
+      languages: ["es"],
+      arms,
+      guardrails: [{ metric: "p95_latency", margin_ms: 100 }, { metric: "error_rate" }],
+    });
     expect(ok.status).toBe(201);
     const created = (await ok.json()) as Experiment;
-    expect(created.guardrails).toEqual([{ metric: "p95_latency", margin_ms: 100 }, { metric: "error_rate", margin: 0 }]);
+    expect(created.guardrails).toEqual([
+      { metric: "p95_latency", margin_ms: 100 },
+      { metric: "error_rate", margin: 0 },
+    ]);
     expect(created.stop_reason).toBeNull();
     const stopped = (await (await admin_("POST", `/admin/experiments/${created.id}/stop`)).json()) as Experiment;
     expect(stopped).toMatchObject({ state: "stopped", stop_reason: { by: "operator" } });
@@ -347,8 +501,14 @@ describe("experiments through the admin API and chat", () => {
     expect((await admin_("POST", `/admin/experiments/${experiment.id}/promote`, { arm: "nope" })).status).toBe(400);
     const res = await admin_("POST", `/admin/experiments/${experiment.id}/promote`, { arm: "lens" });
     expect(res.status).toBe(200);
-    expect(await res.json()).toMatchObject({ state: "stopped", promoted_arm: "lens", stop_reason: { by: "promotion", arm: "lens" } });
-    const langs = (await (await admin_("GET", "/admin/languages")).json()) as { data: { language: string; delta_id: string; adapter_id: string }[] };
+    expect(await res.json()).toMatchObject({
+      state: "stopped",
+      promoted_arm: "lens",
+      stop_reason: { by: "promotion", arm: "lens" },
+    });
+    const langs = (await (await admin_("GET", "/admin/languages")).json()) as {
+      data: { language: string; delta_id: string; adapter_id: string }[];
+    };
     expect(langs.data.find((l) => l.language === "sw")).toMatchObject({ delta_id: swDeltaId, adapter_id: swAdapter });
     const after = await chatAs("anyone");
     expect(after).toMatchObject({ arm: null, delta: swDeltaId, row: { experiment_id: null, arm: null } });

@@ -25,18 +25,31 @@ let storedId: string;
 /** Everything kept: every adapters row (all columns) and every R2 object (key, size, etag). */
 async function snapshot() {
   const rows = await env.DB.prepare("SELECT * FROM adapters ORDER BY id").all();
-  const objects = (await env.ADAPTERS.list()).objects.map((o) => ({ key: o.key, size: o.size, etag: o.etag })).sort((a, b) => (a.key < b.key ? -1 : 1));
+  const objects = (await env.ADAPTERS.list()).objects
+    .map((o) => ({ key: o.key, size: o.size, etag: o.etag }))
+    .sort((a, b) => (a.key < b.key ? -1 : 1));
   return { rows: rows.results, objects };
 }
 
 beforeAll(async () => {
   admin = (await createKey(env.DB, "admin", "fuzz-adapters")).key;
-  stored = makeDelta({ hiddenSize: SHAPE.hidden_size, layers: [2, 3], rank: 2, language: "fr", id: "fr-fuzz-1", seed: 99 });
+  stored = makeDelta({
+    hiddenSize: SHAPE.hidden_size,
+    layers: [2, 3],
+    rank: 2,
+    language: "fr",
+    id: "fr-fuzz-1",
+    seed: 99,
+  });
   stored.manifest.base_model.id = TEST_MODEL;
   const f = new FormData();
   f.set("manifest", JSON.stringify(stored.manifest));
   f.set("tensors", new File([stored.bytes], "delta.safetensors"));
-  const res = await gatewayFetch()("http://gateway.test/admin/adapters", { method: "POST", headers: { authorization: `Bearer ${admin}` }, body: f });
+  const res = await gatewayFetch()("http://gateway.test/admin/adapters", {
+    method: "POST",
+    headers: { authorization: `Bearer ${admin}` },
+    body: f,
+  });
   expect(res.status, await res.clone().text()).toBe(201);
   storedId = ((await res.json()) as { id: string }).id;
 });
@@ -75,20 +88,30 @@ describe("fuzzing POST /admin/adapters", () => {
     let runs = 0;
     const statuses = new Map<number, number>();
     const labels = new Set<string>();
-    const base: DeltaBase = { bytes: stored.bytes, manifest: stored.manifest as unknown as DeltaBase["manifest"], numLayers: SHAPE.num_layers };
+    const base: DeltaBase = {
+      bytes: stored.bytes,
+      manifest: stored.manifest as unknown as DeltaBase["manifest"],
+      numLayers: SHAPE.num_layers,
+    };
     await fc.assert(
       fc.asyncProperty(deltaUploadCase(base, "gateway"), async (c) => {
         runs++;
         labels.add(c.label);
         const headers: Record<string, string> = { authorization: `Bearer ${admin}` };
         if (c.contentType !== undefined) headers["content-type"] = c.contentType;
-        const res = await gatewayFetch(c.overrides ?? {})("http://gateway.test/admin/adapters", { method: "POST", headers, body: c.body });
+        const res = await gatewayFetch(c.overrides ?? {})("http://gateway.test/admin/adapters", {
+          method: "POST",
+          headers,
+          body: c.body,
+        });
         const status = await check(res, c.expect, c.label);
         statuses.set(status, (statuses.get(status) ?? 0) + 1);
       }),
       { numRuns: RUNS, seed: SEED },
     );
-    console.info(`adapter upload fuzz: ${runs} cases, ${labels.size} kinds, statuses ${JSON.stringify(Object.fromEntries(statuses))}`);
+    console.info(
+      `adapter upload fuzz: ${runs} cases, ${labels.size} kinds, statuses ${JSON.stringify(Object.fromEntries(statuses))}`,
+    );
     expect(runs).toBeGreaterThanOrEqual(RUNS);
     expect(labels.size).toBeGreaterThan(40);
     expect(statuses.get(200) ?? 0).toBeGreaterThan(10);

@@ -54,10 +54,37 @@ type Req = Record<string, unknown> & { messages: Array<Record<string, unknown>> 
 
 const OK: Expect = { status: [200] };
 const KNOWN_FIELDS = [
-  "model", "messages", "stream", "stream_options", "max_tokens", "max_completion_tokens", "temperature", "top_p", "seed", "stop", "user",
-  "n", "presence_penalty", "frequency_penalty", "logprobs", "top_logprobs", "logit_bias", "response_format", "modalities", "tools",
-  "tool_choice", "parallel_tool_calls", "functions", "function_call", "audio", "prediction", "web_search_options", "reasoning_effort",
-  "metadata", "store", "service_tier",
+  "model",
+  "messages",
+  "stream",
+  "stream_options",
+  "max_tokens",
+  "max_completion_tokens",
+  "temperature",
+  "top_p",
+  "seed",
+  "stop",
+  "user",
+  "n",
+  "presence_penalty",
+  "frequency_penalty",
+  "logprobs",
+  "top_logprobs",
+  "logit_bias",
+  "response_format",
+  "modalities",
+  "tools",
+  "tool_choice",
+  "parallel_tool_calls",
+  "functions",
+  "function_call",
+  "audio",
+  "prediction",
+  "web_search_options",
+  "reasoning_effort",
+  "metadata",
+  "store",
+  "service_tier",
 ];
 
 /** Values each field must refuse (null is allowed for the optional ones, so it is not here for them). */
@@ -97,7 +124,10 @@ const WRONG: Record<string, unknown[]> = {
 /** Message-level values each message must refuse, with the param the error names (after `messages[i]`). */
 const BAD_MESSAGES: Array<{ message: Record<string, unknown> | unknown; param: RegExp }> = [
   { message: { content: "hi" }, param: /^\.role$/ },
-  ...["wizard", "tool", "function", "USER", "", null, 1].map((role) => ({ message: { role, content: "hi" }, param: /^\.role$/ })),
+  ...["wizard", "tool", "function", "USER", "", null, 1].map((role) => ({
+    message: { role, content: "hi" },
+    param: /^\.role$/,
+  })),
   { message: { role: "user" }, param: /^\.content$/ },
   { message: { role: "user", content: null }, param: /^\.content$/ },
   { message: { role: "system", content: null }, param: /^\.content$/ },
@@ -130,7 +160,13 @@ const plainText = fc.string({ unit: "grapheme", minLength: 1, maxLength: 40 });
 const content = fc.oneof(
   { weight: 3, arbitrary: plainText },
   { weight: 1, arbitrary: nastyString(40) },
-  { weight: 1, arbitrary: fc.array(plainText.map((text) => ({ type: "text", text })), { minLength: 1, maxLength: 3 }) },
+  {
+    weight: 1,
+    arbitrary: fc.array(
+      plainText.map((text) => ({ type: "text", text })),
+      { minLength: 1, maxLength: 3 },
+    ),
+  },
 );
 
 /** A valid request, with the optional fields it may carry at their valid values. */
@@ -140,7 +176,11 @@ const validRequest: fc.Arbitrary<Req> = fc
       before: fc.array(
         fc.oneof(
           fc.record({ role: fc.constantFrom("system", "developer", "user", "assistant"), content }),
-          fc.record({ role: fc.constant("assistant"), content: fc.constant(null), refusal: fc.option(plainText, { nil: null }) }),
+          fc.record({
+            role: fc.constant("assistant"),
+            content: fc.constant(null),
+            refusal: fc.option(plainText, { nil: null }),
+          }),
           fc.record({ role: fc.constant("user"), content, name: fc.string({ maxLength: 20 }) }),
         ),
         { maxLength: 3 },
@@ -150,12 +190,27 @@ const validRequest: fc.Arbitrary<Req> = fc
       include_usage: fc.option(fc.boolean(), { nil: undefined }),
       max_tokens: fc.option(fc.integer({ min: 1, max: 64 }), { nil: undefined }),
       max_completion_tokens: fc.option(fc.integer({ min: 1, max: 64 }), { nil: undefined }),
-      temperature: fc.option(fc.oneof(fc.double({ min: 0, max: 2, noNaN: true }), fc.constant(null)), { nil: undefined }),
+      temperature: fc.option(fc.oneof(fc.double({ min: 0, max: 2, noNaN: true }), fc.constant(null)), {
+        nil: undefined,
+      }),
       top_p: fc.option(fc.double({ min: 0, max: 1, noNaN: true }), { nil: undefined }),
-      seed: fc.option(fc.oneof(fc.integer(), fc.constantFrom(Number.MAX_SAFE_INTEGER, Number.MIN_SAFE_INTEGER)), { nil: undefined }),
+      seed: fc.option(fc.oneof(fc.integer(), fc.constantFrom(Number.MAX_SAFE_INTEGER, Number.MIN_SAFE_INTEGER)), {
+        nil: undefined,
+      }),
       stop: fc.option(fc.oneof(plainText, fc.array(plainText, { maxLength: 4 })), { nil: undefined }),
       user: fc.option(fc.string({ maxLength: 512 }), { nil: undefined }),
-      neutral: fc.subarray<[string, unknown]>([["n", 1], ["presence_penalty", 0], ["frequency_penalty", 0], ["logprobs", false], ["logit_bias", {}], ["response_format", { type: "text" }], ["modalities", ["text"]], ["store", true], ["service_tier", "auto"], ["metadata", { k: "v" }]]),
+      neutral: fc.subarray<[string, unknown]>([
+        ["n", 1],
+        ["presence_penalty", 0],
+        ["frequency_penalty", 0],
+        ["logprobs", false],
+        ["logit_bias", {}],
+        ["response_format", { type: "text" }],
+        ["modalities", ["text"]],
+        ["store", true],
+        ["service_tier", "auto"],
+        ["metadata", { k: "v" }],
+      ]),
     },
     { requiredKeys: ["before", "last", "stream", "neutral"] },
   )
@@ -163,29 +218,50 @@ const validRequest: fc.Arbitrary<Req> = fc
     const r: Req = { model: TEST_MODEL, messages: [...v.before, { role: "user", content: v.last }] };
     if (v.stream !== null) r["stream"] = v.stream;
     if (v.stream === true && v.include_usage !== undefined) r["stream_options"] = { include_usage: v.include_usage };
-    for (const k of ["max_tokens", "max_completion_tokens", "temperature", "top_p", "seed", "stop", "user"] as const) if (v[k] !== undefined) r[k] = v[k];
+    for (const k of ["max_tokens", "max_completion_tokens", "temperature", "top_p", "seed", "stop", "user"] as const)
+      if (v[k] !== undefined) r[k] = v[k];
     for (const [k, value] of v.neutral) r[k] = value;
     return r;
   });
 
 function chatCases(): fc.Arbitrary<ChatCase> {
-  const ok = (label: string, r: Req, body: string | Uint8Array<ArrayBuffer> = JSON.stringify(r), extra: Partial<ChatCase> = {}): ChatCase => ({
+  const ok = (
+    label: string,
+    r: Req,
+    body: string | Uint8Array<ArrayBuffer> = JSON.stringify(r),
+    extra: Partial<ChatCase> = {},
+  ): ChatCase => ({
     label,
     body,
     expect: OK,
     stream: r["stream"] === true,
     ...extra,
   });
-  const bad = (label: string, body: unknown, param?: string | RegExp | null, expect: Expect = expectBad(400), extra: Partial<ChatCase> = {}): ChatCase => ({
+  const bad = (
+    label: string,
+    body: unknown,
+    param?: string | RegExp | null,
+    expect: Expect = expectBad(400),
+    extra: Partial<ChatCase> = {},
+  ): ChatCase => ({
     label,
-    body: typeof body === "string" || body instanceof Uint8Array ? (body as string | Uint8Array<ArrayBuffer>) : JSON.stringify(body),
+    body:
+      typeof body === "string" || body instanceof Uint8Array
+        ? (body as string | Uint8Array<ArrayBuffer>)
+        : JSON.stringify(body),
     expect: { ...expect, ...(param !== undefined ? { param } : {}) },
     ...extra,
   });
   const invalidJson = expectBad(400, "invalid_json");
   const isValidNumber = (k: string, v: number | undefined) =>
     v !== undefined &&
-    (k === "max_tokens" ? Number.isSafeInteger(v) && v > 0 : k === "temperature" ? v >= 0 && v <= 2 : k === "top_p" ? v >= 0 && v <= 1 : Number.isSafeInteger(v));
+    (k === "max_tokens"
+      ? Number.isSafeInteger(v) && v > 0
+      : k === "temperature"
+        ? v >= 0 && v <= 2
+        : k === "top_p"
+          ? v >= 0 && v <= 1
+          : Number.isSafeInteger(v));
 
   return fc.oneof(
     // Valid requests.
@@ -193,30 +269,131 @@ function chatCases(): fc.Arbitrary<ChatCase> {
     {
       weight: 2,
       arbitrary: fc
-        .tuple(validRequest, fc.constantFrom<Record<string, string>>({ "x-lens-language": "sw" }, { "x-lens-language": "sw-KE" }, { "x-lens-language": " EN " }, { "x-lens-language": "und" }, { "x-lens-language": "" }, { "x-lens-mode": "off" }, { "x-lens-mode": " ON " }, { "x-lens-mode": "" }, { "x-request-id": "my-id.1:2" }, { "x-request-id": "not a valid id!" }, { "x-request-id": "x".repeat(129) }, { "x-request-id": "a\tb" }))
+        .tuple(
+          validRequest,
+          fc.constantFrom<Record<string, string>>(
+            { "x-lens-language": "sw" },
+            { "x-lens-language": "sw-KE" },
+            { "x-lens-language": " EN " },
+            { "x-lens-language": "und" },
+            { "x-lens-language": "" },
+            { "x-lens-mode": "off" },
+            { "x-lens-mode": " ON " },
+            { "x-lens-mode": "" },
+            { "x-request-id": "my-id.1:2" },
+            { "x-request-id": "not a valid id!" },
+            { "x-request-id": "x".repeat(129) },
+            { "x-request-id": "a\tb" },
+          ),
+        )
         .map(([r, headers]) => ok("valid with headers", r, JSON.stringify(r), { headers })),
     },
-    { weight: 1, arbitrary: fc.tuple(validRequest, fc.integer({ min: 100, max: 20000 })).map(([r, depth]) => {
-      // Content parts are loose: an extra key in one is ignored however deep it is.
-      const text = JSON.stringify({ ...r, messages: [...r.messages.slice(0, -1), { role: "user", content: [{ type: "text", text: "hello there" }] }] });
-      return ok("valid: deeply nested extra key in a content part", r, text.replace('{"type":"text",', `{"type":"text","extra":${deepJson(depth, "object")},`));
-    }) },
-    { weight: 1, arbitrary: fc.tuple(validRequest, fc.constantFrom("model", "stream", "user"), fc.constantFrom<unknown>(5, "", [], {})).map(([r, k, junk]) => ok("valid: duplicate key, the last valid", r, duplicateKeyJson({ ...r, user: "u" }, k, junk, k === "user" ? "u" : r[k] ?? false))) },
-    { weight: 1, arbitrary: fc.tuple(validRequest, invalidUtf8).map(([r, b]) => {
-      // Inside a string: decoded as U+FFFD, still a valid request.
-      const text = JSON.stringify({ ...r, user: "before-after" });
-      const at = text.indexOf("before-") + "before-".length;
-      return ok("valid: invalid UTF-8 inside a string", r, concatBytes(enc.encode(text.slice(0, at)), b, enc.encode(text.slice(at))));
-    }) },
-    { weight: 1, arbitrary: fc.tuple(validRequest, fc.constantFrom(null, "text/plain", "application/xml", "application/json; charset=utf-16", "text/csv")).map(([r, contentType]) => ({ ...ok("valid body, odd content-type", r), contentType, expect: { status: [200, 400, 415] } })) },
-    { weight: 1, arbitrary: fc.tuple(validRequest, fc.integer({ min: 10_000, max: 200_000 })).map(([r, n]) => ok("valid: a long message", { ...r, messages: [{ role: "user", content: "lorem ipsum ".repeat(n / 12) }] })) },
-    { weight: 1, arbitrary: fc.tuple(validRequest, fc.integer({ min: 100, max: 3000 })).map(([r, n]) => ok("valid: many messages", { ...r, messages: [...Array.from({ length: n }, (_, i) => ({ role: i % 2 ? "assistant" : "user", content: `turn ${i}` })), ...r.messages] })) },
+    {
+      weight: 1,
+      arbitrary: fc.tuple(validRequest, fc.integer({ min: 100, max: 20000 })).map(([r, depth]) => {
+        // Content parts are loose: an extra key in one is ignored however deep it is.
+        const text = JSON.stringify({
+          ...r,
+          messages: [...r.messages.slice(0, -1), { role: "user", content: [{ type: "text", text: "hello there" }] }],
+        });
+        return ok(
+          "valid: deeply nested extra key in a content part",
+          r,
+          text.replace('{"type":"text",', `{"type":"text","extra":${deepJson(depth, "object")},`),
+        );
+      }),
+    },
+    {
+      weight: 1,
+      arbitrary: fc
+        .tuple(validRequest, fc.constantFrom("model", "stream", "user"), fc.constantFrom<unknown>(5, "", [], {}))
+        .map(([r, k, junk]) =>
+          ok(
+            "valid: duplicate key, the last valid",
+            r,
+            duplicateKeyJson({ ...r, user: "u" }, k, junk, k === "user" ? "u" : (r[k] ?? false)),
+          ),
+        ),
+    },
+    {
+      weight: 1,
+      arbitrary: fc.tuple(validRequest, invalidUtf8).map(([r, b]) => {
+        // Inside a string: decoded as U+FFFD, still a valid request.
+        const text = JSON.stringify({ ...r, user: "before-after" });
+        const at = text.indexOf("before-") + "before-".length;
+        return ok(
+          "valid: invalid UTF-8 inside a string",
+          r,
+          concatBytes(enc.encode(text.slice(0, at)), b, enc.encode(text.slice(at))),
+        );
+      }),
+    },
+    {
+      weight: 1,
+      arbitrary: fc
+        .tuple(
+          validRequest,
+          fc.constantFrom(null, "text/plain", "application/xml", "application/json; charset=utf-16", "text/csv"),
+        )
+        .map(([r, contentType]) => ({
+          ...ok("valid body, odd content-type", r),
+          contentType,
+          expect: { status: [200, 400, 415] },
+        })),
+    },
+    {
+      weight: 1,
+      arbitrary: fc
+        .tuple(validRequest, fc.integer({ min: 10_000, max: 200_000 }))
+        .map(([r, n]) =>
+          ok("valid: a long message", { ...r, messages: [{ role: "user", content: "lorem ipsum ".repeat(n / 12) }] }),
+        ),
+    },
+    {
+      weight: 1,
+      arbitrary: fc.tuple(validRequest, fc.integer({ min: 100, max: 3000 })).map(([r, n]) =>
+        ok("valid: many messages", {
+          ...r,
+          messages: [
+            ...Array.from({ length: n }, (_, i) => ({ role: i % 2 ? "assistant" : "user", content: `turn ${i}` })),
+            ...r.messages,
+          ],
+        }),
+      ),
+    },
     // A UTF-8 byte order mark before the JSON: a decoder may drop it (then the request is valid) or keep it (then it is not JSON).
-    { weight: 1, arbitrary: validRequest.map((r) => ({ ...ok("a byte order mark before the JSON", r, concatBytes(Uint8Array.of(0xef, 0xbb, 0xbf), enc.encode(JSON.stringify(r)))), expect: { status: [200, 400], codes: ["invalid_json"] } })) },
-    { weight: 1, arbitrary: fc.constantFrom<Req["messages"]>([{ role: "assistant", content: "hi" }], [{ role: "system", content: "be brief" }], [{ role: "user", content: "" }], [{ role: "user", content: [] }], [{ role: "developer", content: [{ type: "text", text: "x" }] }]).map((messages) => ok("valid: an unusual conversation", { model: TEST_MODEL, messages })) },
+    {
+      weight: 1,
+      arbitrary: validRequest.map((r) => ({
+        ...ok(
+          "a byte order mark before the JSON",
+          r,
+          concatBytes(Uint8Array.of(0xef, 0xbb, 0xbf), enc.encode(JSON.stringify(r))),
+        ),
+        expect: { status: [200, 400], codes: ["invalid_json"] },
+      })),
+    },
+    {
+      weight: 1,
+      arbitrary: fc
+        .constantFrom<Req["messages"]>(
+          [{ role: "assistant", content: "hi" }],
+          [{ role: "system", content: "be brief" }],
+          [{ role: "user", content: "" }],
+          [{ role: "user", content: [] }],
+          [{ role: "developer", content: [{ type: "text", text: "x" }] }],
+        )
+        .map((messages) => ok("valid: an unusual conversation", { model: TEST_MODEL, messages })),
+    },
 
     // Fields.
-    { weight: 2, arbitrary: fc.tuple(validRequest, fc.constantFrom("model", "messages")).map(([r, k]) => { const { [k]: _gone, ...rest } = r; return bad(`${k} missing`, rest, k); }) },
+    {
+      weight: 2,
+      arbitrary: fc.tuple(validRequest, fc.constantFrom("model", "messages")).map(([r, k]) => {
+        const { [k]: _gone, ...rest } = r;
+        return bad(`${k} missing`, rest, k);
+      }),
+    },
     {
       weight: 8,
       arbitrary: fc
@@ -231,16 +408,51 @@ function chatCases(): fc.Arbitrary<ChatCase> {
           return bad(`${k} invalid`, req, new RegExp(`^${k}($|[.[])`));
         }),
     },
-    { weight: 1, arbitrary: fc.tuple(validRequest, fc.constantFrom<unknown>("x", 1, [], { include_usage: "yes" }, { extra: 1 })).map(([r, so]) => bad("stream_options invalid", { ...r, stream: true, stream_options: so }, /^stream_options/)) },
-    { weight: 1, arbitrary: validRequest.map((r) => bad("stream_options without stream", { ...r, stream: false, stream_options: { include_usage: true } }, "stream_options")) },
+    {
+      weight: 1,
+      arbitrary: fc
+        .tuple(validRequest, fc.constantFrom<unknown>("x", 1, [], { include_usage: "yes" }, { extra: 1 }))
+        .map(([r, so]) => bad("stream_options invalid", { ...r, stream: true, stream_options: so }, /^stream_options/)),
+    },
+    {
+      weight: 1,
+      arbitrary: validRequest.map((r) =>
+        bad(
+          "stream_options without stream",
+          { ...r, stream: false, stream_options: { include_usage: true } },
+          "stream_options",
+        ),
+      ),
+    },
     {
       weight: 2,
       arbitrary: fc
-        .tuple(validRequest, fc.oneof(fc.constantFrom("temprature", "Model", "messages ", "maxTokens", "stream_option", "constructor", "toString", "hasOwnProperty"), fc.string({ minLength: 1, maxLength: 16 })), fc.jsonValue({ maxDepth: 3 }))
+        .tuple(
+          validRequest,
+          fc.oneof(
+            fc.constantFrom(
+              "temprature",
+              "Model",
+              "messages ",
+              "maxTokens",
+              "stream_option",
+              "constructor",
+              "toString",
+              "hasOwnProperty",
+            ),
+            fc.string({ minLength: 1, maxLength: 16 }),
+          ),
+          fc.jsonValue({ maxDepth: 3 }),
+        )
         .filter(([, k]) => !KNOWN_FIELDS.includes(k) && k !== "__proto__")
         .map(([r, k, v]) => bad("unknown field", { ...r, [k]: v }, k, expectBad(400, "invalid_request_body"))),
     },
-    { weight: 1, arbitrary: validRequest.map((r) => bad("__proto__ field", JSON.stringify(r).replace("{", '{"__proto__":{"stream":true},'), "__proto__")) },
+    {
+      weight: 1,
+      arbitrary: validRequest.map((r) =>
+        bad("__proto__ field", JSON.stringify(r).replace("{", '{"__proto__":{"stream":true},'), "__proto__"),
+      ),
+    },
     {
       weight: 3,
       arbitrary: fc
@@ -254,32 +466,110 @@ function chatCases(): fc.Arbitrary<ChatCase> {
     },
     {
       weight: 2,
-      arbitrary: fc.tuple(validRequest, fc.constantFrom("max_tokens", "temperature", "top_p", "seed"), fc.constantFrom(...NUMBER_TOKENS)).map(([r, k, tok]) => {
-        const body = rawFieldJson(r, k, tok.raw);
-        if (tok.value === undefined) return bad(`${k} raw ${tok.raw}`, body, null, expectBad(400, "invalid_json"));
-        return isValidNumber(k, tok.value) ? ok(`${k} raw ${tok.raw}`, r, body) : bad(`${k} raw ${tok.raw}`, body, k);
-      }),
+      arbitrary: fc
+        .tuple(
+          validRequest,
+          fc.constantFrom("max_tokens", "temperature", "top_p", "seed"),
+          fc.constantFrom(...NUMBER_TOKENS),
+        )
+        .map(([r, k, tok]) => {
+          const body = rawFieldJson(r, k, tok.raw);
+          if (tok.value === undefined) return bad(`${k} raw ${tok.raw}`, body, null, expectBad(400, "invalid_json"));
+          return isValidNumber(k, tok.value) ? ok(`${k} raw ${tok.raw}`, r, body) : bad(`${k} raw ${tok.raw}`, body, k);
+        }),
     },
 
     // JSON text.
-    { weight: 2, arbitrary: validRequest.chain((r) => truncation(JSON.stringify(r)).map((t) => bad("truncated JSON", t, null, invalidJson))) },
-    { weight: 1, arbitrary: fc.constantFrom("[]", "null", '"hello"', "42", "true", "[1,2,3]", '[{"model":"x"}]').map((t) => bad("not a JSON object", t, null)) },
-    { weight: 1, arbitrary: fc.constantFrom("", " ", "\n\t", "{", "{'model':'x'}", '{"model":"x",}', "\u0000", "NaN", '{"model":undefined}').map((t) => bad("not JSON", t, null, invalidJson)) },
-    { weight: 1, arbitrary: fc.tuple(validRequest, invalidUtf8).map(([r, b]) => bad("invalid UTF-8 in the syntax", concatBytes(b, enc.encode(JSON.stringify(r).slice(1))), null, invalidJson)) },
-    { weight: 1, arbitrary: fc.tuple(validRequest, fc.constantFrom("model", "messages", "temperature", "stream")).map(([r, k]) => bad("duplicate key, the last invalid", duplicateKeyJson(r, k, r[k] ?? true, WRONG[k]![0]), k)) },
+    {
+      weight: 2,
+      arbitrary: validRequest.chain((r) =>
+        truncation(JSON.stringify(r)).map((t) => bad("truncated JSON", t, null, invalidJson)),
+      ),
+    },
     {
       weight: 1,
       arbitrary: fc
-        .tuple(validRequest, fc.constantFrom("messages", "metadata", "tools", "stop", "unknown_deep"), fc.integer({ min: 100, max: 50000 }), fc.constantFrom<"array" | "object">("array", "object"))
-        .map(([r, k, depth, kind]) => bad(`${k} deeply nested`, rawFieldJson(r, k, deepJson(depth, kind)), new RegExp(`^${k}`))),
+        .constantFrom("[]", "null", '"hello"', "42", "true", "[1,2,3]", '[{"model":"x"}]')
+        .map((t) => bad("not a JSON object", t, null)),
     },
-    { weight: 1, arbitrary: fc.tuple(validRequest, fc.integer({ min: 1_048_577, max: 1_300_000 })).map(([r, n]) => bad("body over the size limit", { ...r, messages: [{ role: "user", content: "x".repeat(n) }] }, null, expectBad(413, "request_too_large"))) },
+    {
+      weight: 1,
+      arbitrary: fc
+        .constantFrom("", " ", "\n\t", "{", "{'model':'x'}", '{"model":"x",}', "\u0000", "NaN", '{"model":undefined}')
+        .map((t) => bad("not JSON", t, null, invalidJson)),
+    },
+    {
+      weight: 1,
+      arbitrary: fc
+        .tuple(validRequest, invalidUtf8)
+        .map(([r, b]) =>
+          bad("invalid UTF-8 in the syntax", concatBytes(b, enc.encode(JSON.stringify(r).slice(1))), null, invalidJson),
+        ),
+    },
+    {
+      weight: 1,
+      arbitrary: fc
+        .tuple(validRequest, fc.constantFrom("model", "messages", "temperature", "stream"))
+        .map(([r, k]) => bad("duplicate key, the last invalid", duplicateKeyJson(r, k, r[k] ?? true, WRONG[k]![0]), k)),
+    },
+    {
+      weight: 1,
+      arbitrary: fc
+        .tuple(
+          validRequest,
+          fc.constantFrom("messages", "metadata", "tools", "stop", "unknown_deep"),
+          fc.integer({ min: 100, max: 50000 }),
+          fc.constantFrom<"array" | "object">("array", "object"),
+        )
+        .map(([r, k, depth, kind]) =>
+          bad(`${k} deeply nested`, rawFieldJson(r, k, deepJson(depth, kind)), new RegExp(`^${k}`)),
+        ),
+    },
+    {
+      weight: 1,
+      arbitrary: fc
+        .tuple(validRequest, fc.integer({ min: 1_048_577, max: 1_300_000 }))
+        .map(([r, n]) =>
+          bad(
+            "body over the size limit",
+            { ...r, messages: [{ role: "user", content: "x".repeat(n) }] },
+            null,
+            expectBad(413, "request_too_large"),
+          ),
+        ),
+    },
 
     // Headers and keys.
-    { weight: 1, arbitrary: fc.tuple(validRequest, fc.constantFrom("tlh", "xx", "english", "12", "zz-sw", "x-klingon", "*", "sw\tKE", "e n")).map(([r, lang]) => bad("unsupported x-lens-language", r, "x-lens-language", expectBad(400, "unsupported_language"), { headers: { "x-lens-language": lang } })) },
-    { weight: 1, arbitrary: fc.tuple(validRequest, fc.constantFrom("maybe", "0", "true", "offf", "on,off")).map(([r, mode]) => bad("invalid x-lens-mode", r, "x-lens-mode", expectBad(400), { headers: { "x-lens-mode": mode } })) },
-    { weight: 1, arbitrary: fc.tuple(validRequest, fc.constantFrom<ChatCase["auth"]>("none", "unknown", "malformed", "tab")).map(([r, auth]) => bad("no valid key", r, undefined, expectBad(401), { auth })) },
-    { weight: 1, arbitrary: validRequest.map((r) => bad("an admin key", r, undefined, expectBad(403, "wrong_key_scope"), { auth: "admin" })) },
+    {
+      weight: 1,
+      arbitrary: fc
+        .tuple(validRequest, fc.constantFrom("tlh", "xx", "english", "12", "zz-sw", "x-klingon", "*", "sw\tKE", "e n"))
+        .map(([r, lang]) =>
+          bad("unsupported x-lens-language", r, "x-lens-language", expectBad(400, "unsupported_language"), {
+            headers: { "x-lens-language": lang },
+          }),
+        ),
+    },
+    {
+      weight: 1,
+      arbitrary: fc
+        .tuple(validRequest, fc.constantFrom("maybe", "0", "true", "offf", "on,off"))
+        .map(([r, mode]) =>
+          bad("invalid x-lens-mode", r, "x-lens-mode", expectBad(400), { headers: { "x-lens-mode": mode } }),
+        ),
+    },
+    {
+      weight: 1,
+      arbitrary: fc
+        .tuple(validRequest, fc.constantFrom<ChatCase["auth"]>("none", "unknown", "malformed", "tab"))
+        .map(([r, auth]) => bad("no valid key", r, undefined, expectBad(401), { auth })),
+    },
+    {
+      weight: 1,
+      arbitrary: validRequest.map((r) =>
+        bad("an admin key", r, undefined, expectBad(403, "wrong_key_scope"), { auth: "admin" }),
+      ),
+    },
   );
 }
 
@@ -307,12 +597,14 @@ describe("fuzzing POST /v1/chat/completions", () => {
         const where = `${c.label}: ${res.status} ${text.slice(0, 300)}`;
         statuses.set(res.status, (statuses.get(res.status) ?? 0) + 1);
         // Every request past authentication leaves a record, except one refused as too large.
-        if ((c.auth ?? "client") === "client" && res.status !== 413) recorded.add(res.headers.get("x-request-id") ?? "");
+        if ((c.auth ?? "client") === "client" && res.status !== 413)
+          recorded.add(res.headers.get("x-request-id") ?? "");
         expect(res.status, where).toBeLessThan(500);
         expect(c.expect.status, where).toContain(res.status);
         expect(res.headers.get("x-request-id"), where).toBeTruthy();
         const callerId = c.headers?.["x-request-id"];
-        if (callerId !== undefined && /^[\w.:=-]{1,128}$/.test(callerId)) expect(res.headers.get("x-request-id"), where).toBe(callerId);
+        if (callerId !== undefined && /^[\w.:=-]{1,128}$/.test(callerId))
+          expect(res.headers.get("x-request-id"), where).toBe(callerId);
 
         if (res.status === 200) {
           if (c.stream) {
@@ -326,7 +618,10 @@ describe("fuzzing POST /v1/chat/completions", () => {
             }
           } else {
             expect(res.headers.get("content-type"), where).toMatch(/^application\/json/);
-            const body = JSON.parse(text) as { object: string; choices: Array<{ message: { role: string; content: string }; finish_reason: string }> };
+            const body = JSON.parse(text) as {
+              object: string;
+              choices: Array<{ message: { role: string; content: string }; finish_reason: string }>;
+            };
             expect(body.object, where).toBe("chat.completion");
             expect(body.choices[0]?.message.role, where).toBe("assistant");
             expect(typeof body.choices[0]?.message.content, where).toBe("string");
@@ -340,7 +635,9 @@ describe("fuzzing POST /v1/chat/completions", () => {
         expect(Object.keys(body.error).sort(), where).toEqual(["code", "message", "param", "type"]);
         expect(typeof body.error["message"], where).toBe("string");
         expect((body.error["message"] as string).length, where).toBeGreaterThan(10);
-        expect(["invalid_request_error", "authentication_error", "permission_error"], where).toContain(body.error["type"]);
+        expect(["invalid_request_error", "authentication_error", "permission_error"], where).toContain(
+          body.error["type"],
+        );
         expect(body.error["code"] === null || typeof body.error["code"] === "string", where).toBe(true);
         if (c.expect.codes) expect(c.expect.codes, where).toContain(body.error["code"]);
         const param = c.expect.param;
@@ -349,14 +646,18 @@ describe("fuzzing POST /v1/chat/completions", () => {
       }),
       { numRuns: RUNS, seed: SEED },
     );
-    console.info(`chat fuzz: ${runs} cases, ${labels.size} kinds, statuses ${JSON.stringify(Object.fromEntries(statuses))}`);
+    console.info(
+      `chat fuzz: ${runs} cases, ${labels.size} kinds, statuses ${JSON.stringify(Object.fromEntries(statuses))}`,
+    );
     expect(runs).toBeGreaterThanOrEqual(RUNS);
     expect(statuses.get(200) ?? 0).toBeGreaterThan(100);
     expect(statuses.get(400) ?? 0).toBeGreaterThan(400);
 
     // Nothing lost: one request record per answered request (a reused x-request-id keeps one row).
     await settle();
-    const rows = await env.DB.prepare("SELECT id FROM requests WHERE key_id = ?1").bind(clientKeyId).all<{ id: string }>();
+    const rows = await env.DB.prepare("SELECT id FROM requests WHERE key_id = ?1")
+      .bind(clientKeyId)
+      .all<{ id: string }>();
     expect(new Set(rows.results.map((r) => r.id))).toEqual(recorded);
     expect(rows.results.length).toBe(recorded.size);
   }, 180_000);

@@ -56,9 +56,16 @@ describe("fault 1: a backend gone before the first byte", () => {
     // A language whose first choice is the dead backend (health aside).
     const lang = LANGUAGES.find((l) => preferenceOrder(urls, l, () => false)[0] === backends["refused"])!;
     expect(lang).toBeDefined();
-    const { res, settle } = await postChatTracked(client, hello, { BACKEND_URLS: urls.join(",") }, { "x-lens-language": lang });
+    const { res, settle } = await postChatTracked(
+      client,
+      hello,
+      { BACKEND_URLS: urls.join(",") },
+      { "x-lens-language": lang },
+    );
     expect(res.status).toBe(200);
-    expect(await res.json()).toMatchObject({ choices: [{ message: { content: echoReply("hello routing") }, finish_reason: "stop" }] });
+    expect(await res.json()).toMatchObject({
+      choices: [{ message: { content: echoReply("hello routing") }, finish_reason: "stop" }],
+    });
     const id = res.headers.get("x-request-id")!;
     await settle();
     expect((await backendLog("echoB")).filter((r) => r.request_id === id)).toHaveLength(1);
@@ -68,7 +75,11 @@ describe("fault 1: a backend gone before the first byte", () => {
 
 describe("fault 2: a backend that dies mid-stream", () => {
   it("ends the stream with exactly one error event and no [DONE]; the record says error", async () => {
-    const { res, settle } = await postChatTracked(client, { ...hello, stream: true }, { BACKEND_URLS: backends["die"] });
+    const { res, settle } = await postChatTracked(
+      client,
+      { ...hello, stream: true },
+      { BACKEND_URLS: backends["die"] },
+    );
     expect(res.status).toBe(200);
     const { events, errors, done } = await readStream(res);
     expect(errors).toHaveLength(1);
@@ -84,29 +95,52 @@ describe("fault 2: a backend that dies mid-stream", () => {
 
 describe("fault 3: a backend that hangs", () => {
   it("answers 504 when no headers come in time; the record has status 504", async () => {
-    const { res, settle } = await postChatTracked(client, hello, { BACKEND_URLS: backends["hang"], BACKEND_TIMEOUT_MS: "300" });
+    const { res, settle } = await postChatTracked(client, hello, {
+      BACKEND_URLS: backends["hang"],
+      BACKEND_TIMEOUT_MS: "300",
+    });
     expect(res.status).toBe(504);
     expect(await errorCode(res)).toMatchObject({ code: "backend_timeout", type: "server_error" });
     await settle();
-    expect(await theRecord(res.headers.get("x-request-id")!)).toMatchObject({ status: 504, finish_reason: "error", ttft_ms: null });
+    expect(await theRecord(res.headers.get("x-request-id")!)).toMatchObject({
+      status: 504,
+      finish_reason: "error",
+      ttft_ms: null,
+    });
   });
 
   it("streaming: a hang before the headers is a 504 as well, and recorded as such", async () => {
-    const { res, settle } = await postChatTracked(client, { ...hello, stream: true }, { BACKEND_URLS: backends["hang"], BACKEND_TIMEOUT_MS: "300" });
+    const { res, settle } = await postChatTracked(
+      client,
+      { ...hello, stream: true },
+      { BACKEND_URLS: backends["hang"], BACKEND_TIMEOUT_MS: "300" },
+    );
     expect(res.status).toBe(504);
     expect((await errorCode(res)).code).toBe("backend_timeout");
     await settle();
-    expect(await theRecord(res.headers.get("x-request-id")!)).toMatchObject({ status: 504, finish_reason: "error", stream: 1 });
+    expect(await theRecord(res.headers.get("x-request-id")!)).toMatchObject({
+      status: 504,
+      finish_reason: "error",
+      stream: 1,
+    });
   });
 
   it("a backend that goes silent mid-stream: one timeout error event; recorded as error", async () => {
-    const { res, settle } = await postChatTracked(client, { ...hello, stream: true }, { BACKEND_URLS: backends["stall"], BACKEND_IDLE_TIMEOUT_MS: "300" });
+    const { res, settle } = await postChatTracked(
+      client,
+      { ...hello, stream: true },
+      { BACKEND_URLS: backends["stall"], BACKEND_IDLE_TIMEOUT_MS: "300" },
+    );
     expect(res.status).toBe(200);
     const { errors, done } = await readStream(res);
     expect(errors.map((e) => JSON.parse(e).error.code)).toEqual(["backend_timeout"]);
     expect(done).toBe(false);
     await settle();
-    expect(await theRecord(res.headers.get("x-request-id")!)).toMatchObject({ status: 200, finish_reason: "error", stream: 1 });
+    expect(await theRecord(res.headers.get("x-request-id")!)).toMatchObject({
+      status: 200,
+      finish_reason: "error",
+      stream: 1,
+    });
   });
 });
 
@@ -116,11 +150,19 @@ describe("fault 4: a backend that sends malformed frames", () => {
     expect(res.status).toBe(502);
     expect(await errorCode(res)).toMatchObject({ code: "backend_error", type: "server_error" });
     await settle();
-    expect(await theRecord(res.headers.get("x-request-id")!)).toMatchObject({ status: 502, finish_reason: "error", stream: 0 });
+    expect(await theRecord(res.headers.get("x-request-id")!)).toMatchObject({
+      status: 502,
+      finish_reason: "error",
+      stream: 0,
+    });
   });
 
   it("mid-stream: one error event, no [DONE]; the record says error", async () => {
-    const { res, settle } = await postChatTracked(client, { ...hello, stream: true }, { BACKEND_URLS: backends["malformed"] });
+    const { res, settle } = await postChatTracked(
+      client,
+      { ...hello, stream: true },
+      { BACKEND_URLS: backends["malformed"] },
+    );
     expect(res.status).toBe(200);
     const { events, errors, done } = await readStream(res);
     expect(errors).toHaveLength(1);
@@ -128,7 +170,11 @@ describe("fault 4: a backend that sends malformed frames", () => {
     expect(events.at(-1)).toBe(errors[0]);
     expect(done).toBe(false);
     await settle();
-    expect(await theRecord(res.headers.get("x-request-id")!)).toMatchObject({ status: 200, finish_reason: "error", stream: 1 });
+    expect(await theRecord(res.headers.get("x-request-id")!)).toMatchObject({
+      status: 200,
+      finish_reason: "error",
+      stream: 1,
+    });
   });
 });
 
@@ -144,7 +190,8 @@ async function withBrokenBackend<T>(generate: () => Response, body: (url: string
     const request = new Request(input, init);
     const url = new URL(request.url);
     if (url.host !== host) return real(input, init);
-    if (url.pathname === MODELS_PATH) return Response.json({ models: [{ id: TEST_MODEL, created: 1_700_000_000, owned_by: "lens-test" }] });
+    if (url.pathname === MODELS_PATH)
+      return Response.json({ models: [{ id: TEST_MODEL, created: 1_700_000_000, owned_by: "lens-test" }] });
     if (url.pathname === GENERATE_PATH) return generate();
     return Response.json({ error: { code: "invalid_request", message: "no such route" } }, { status: 404 });
   }) as typeof fetch;
@@ -159,9 +206,15 @@ describe("fault 4: a backend whose answer is malformed before any frame", () => 
   const ndjson = (text: string) => () => new Response(text, { headers: { "content-type": NDJSON_CONTENT_TYPE } });
   const cases = [
     { name: "a first line that is not a frame", generate: ndjson("this is not a frame\n") },
-    { name: "a text frame before the start frame", generate: ndjson(`${JSON.stringify({ type: "text", text: "hi" })}\n`) },
+    {
+      name: "a text frame before the start frame",
+      generate: ndjson(`${JSON.stringify({ type: "text", text: "hi" })}\n`),
+    },
     { name: "a body that ends before any frame", generate: ndjson("") },
-    { name: "a 500 with an HTML body", generate: () => new Response("<html>oops</html>", { status: 500, headers: { "content-type": "text/html" } }) },
+    {
+      name: "a 500 with an HTML body",
+      generate: () => new Response("<html>oops</html>", { status: 500, headers: { "content-type": "text/html" } }),
+    },
   ];
   for (const c of cases) {
     for (const stream of [false, true]) {
@@ -172,7 +225,12 @@ describe("fault 4: a backend whose answer is malformed before any frame", () => 
           expect(res.headers.get("content-type")).toMatch(/^application\/json/);
           expect(await errorCode(res)).toMatchObject({ code: "backend_error", type: "server_error" });
           await settle();
-          expect(await theRecord(res.headers.get("x-request-id")!)).toMatchObject({ status: 502, finish_reason: "error", stream: stream ? 1 : 0, ttft_ms: null });
+          expect(await theRecord(res.headers.get("x-request-id")!)).toMatchObject({
+            status: 502,
+            finish_reason: "error",
+            stream: stream ? 1 : 0,
+            ttft_ms: null,
+          });
         });
       });
     }
@@ -194,9 +252,20 @@ async function sha256Hex(bytes: Uint8Array): Promise<string> {
 }
 
 /** Calls the worker with these bindings and waits for its waitUntil work. */
-async function call(bindings: Partial<GatewayBindings>, method: string, path: string, body?: BodyInit, headers: Record<string, string> = {}): Promise<Response> {
+async function call(
+  bindings: Partial<GatewayBindings>,
+  method: string,
+  path: string,
+  body?: BodyInit,
+  headers: Record<string, string> = {},
+): Promise<Response> {
   const ctx = createExecutionContext();
-  const full = { ...env, BACKEND_URLS: backends["echo"], BACKEND_SECRET: TEST_BACKEND_SECRET, ...bindings } as GatewayBindings;
+  const full = {
+    ...env,
+    BACKEND_URLS: backends["echo"],
+    BACKEND_SECRET: TEST_BACKEND_SECRET,
+    ...bindings,
+  } as GatewayBindings;
   const init: RequestInit = { method, headers: { authorization: `Bearer ${admin}`, ...headers } };
   if (body !== undefined) init.body = body;
   const res = await worker.fetch(new Request(`http://gateway.test${path}`, init), full, ctx);
@@ -213,7 +282,10 @@ function uploadForm(d: { manifest: unknown; bytes: Uint8Array }): FormData {
 
 /** Every adapters row and every R2 key. */
 async function stored() {
-  const rows = await env.DB.prepare("SELECT id, sha256 FROM adapters ORDER BY id").all<{ id: string; sha256: string }>();
+  const rows = await env.DB.prepare("SELECT id, sha256 FROM adapters ORDER BY id").all<{
+    id: string;
+    sha256: string;
+  }>();
   const objects = (await env.ADAPTERS.list()).objects.map((o) => o.key).sort();
   return { rows: rows.results, objects };
 }
@@ -263,8 +335,14 @@ function dbFailing(failing: RegExp): D1Database {
 describe("fault 6: R2 or D1 failing during an adapter upload", () => {
   const cases: { name: string; bindings: () => Partial<GatewayBindings> }[] = [
     { name: "R2 fails on the first put (the manifest)", bindings: () => ({ ADAPTERS: bucketFailingAtPut(1) }) },
-    { name: "R2 fails on the second put (the tensors, after the manifest was stored)", bindings: () => ({ ADAPTERS: bucketFailingAtPut(2) }) },
-    { name: "D1 fails on the insert (after both blobs were stored)", bindings: () => ({ DB: dbFailing(/^INSERT INTO adapters/) }) },
+    {
+      name: "R2 fails on the second put (the tensors, after the manifest was stored)",
+      bindings: () => ({ ADAPTERS: bucketFailingAtPut(2) }),
+    },
+    {
+      name: "D1 fails on the insert (after both blobs were stored)",
+      bindings: () => ({ DB: dbFailing(/^INSERT INTO adapters/) }),
+    },
     { name: "D1 fails on every adapters statement", bindings: () => ({ DB: dbFailing(/adapters/) }) },
   ];
   let seed = 600;
@@ -295,7 +373,9 @@ describe("fault 5: a delta missing from the backend", () => {
   const strict: Overrides = { BACKEND_URLS: backends["strict"]! };
 
   async function activate(language: string, adapterId: string) {
-    const res = await call(strict, "PUT", `/admin/languages/${language}`, JSON.stringify({ adapter: adapterId }), { "content-type": "application/json" });
+    const res = await call(strict, "PUT", `/admin/languages/${language}`, JSON.stringify({ adapter: adapterId }), {
+      "content-type": "application/json",
+    });
     expect(res.status).toBe(200);
   }
 
@@ -309,12 +389,22 @@ describe("fault 5: a delta missing from the backend", () => {
     expect(res.headers.get("x-lens-delta")).toBe("hi-fault-1");
     expect(await res.json()).toMatchObject({ choices: [{ message: { content: echoReply("hello routing") } }] });
     const id = res.headers.get("x-request-id")!;
-    expect((await backendLog("strict")).filter((r) => r.request_id === id).map((r) => r.delta)).toEqual(["hi-fault-1", "hi-fault-1"]);
+    expect((await backendLog("strict")).filter((r) => r.request_id === id).map((r) => r.delta)).toEqual([
+      "hi-fault-1",
+      "hi-fault-1",
+    ]);
     // The backend holds it now, exactly as uploaded.
-    const held = await fetch(`${backends["strict"]}${DELTAS_PATH}`, { headers: { authorization: backendAuthorization(TEST_BACKEND_SECRET) } });
+    const held = await fetch(`${backends["strict"]}${DELTAS_PATH}`, {
+      headers: { authorization: backendAuthorization(TEST_BACKEND_SECRET) },
+    });
     expect(((await held.json()) as { deltas: unknown[] }).deltas).toContainEqual(d.manifest);
     await settle();
-    expect(await theRecord(id)).toMatchObject({ status: 200, finish_reason: "stop", delta_id: "hi-fault-1", language: "hi" });
+    expect(await theRecord(id)).toMatchObject({
+      status: 200,
+      finish_reason: "stop",
+      delta_id: "hi-fault-1",
+      language: "hi",
+    });
   });
 
   it("when its blob is gone from R2, the base model answers: x-lens-delta none, record delta_id null", async () => {
@@ -328,7 +418,10 @@ describe("fault 5: a delta missing from the backend", () => {
     expect(res.status).toBe(200);
     expect(res.headers.get("x-lens-delta")).toBe("none");
     const id = res.headers.get("x-request-id")!;
-    expect((await backendLog("strict")).filter((r) => r.request_id === id).map((r) => r.delta)).toEqual(["bn-fault-1", null]);
+    expect((await backendLog("strict")).filter((r) => r.request_id === id).map((r) => r.delta)).toEqual([
+      "bn-fault-1",
+      null,
+    ]);
     await settle();
     expect(await theRecord(id)).toMatchObject({ status: 200, finish_reason: "stop", delta_id: null, language: "bn" });
   });

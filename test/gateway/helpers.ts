@@ -15,7 +15,12 @@ export type Overrides = Partial<Omit<GatewayBindings, "DB" | "ADAPTERS">>;
 
 /** A fetch that hands requests to the gateway with the given variables over the real D1/R2 bindings. */
 export function gatewayFetch(overrides: Overrides = {}) {
-  const bindings = { ...env, BACKEND_URLS: backends["echo"], BACKEND_SECRET: TEST_BACKEND_SECRET, ...overrides } as GatewayBindings;
+  const bindings = {
+    ...env,
+    BACKEND_URLS: backends["echo"],
+    BACKEND_SECRET: TEST_BACKEND_SECRET,
+    ...overrides,
+  } as GatewayBindings;
   return async (input: RequestInfo | URL, init?: RequestInit): Promise<Response> => {
     const request = new Request(input, init);
     return worker.fetch(request, bindings, createExecutionContext());
@@ -24,7 +29,12 @@ export function gatewayFetch(overrides: Overrides = {}) {
 
 /** Like gatewayFetch, keeping each request's context: `settle()` waits for their waitUntil work. */
 export function trackedGatewayFetch(overrides: Overrides = {}) {
-  const bindings = { ...env, BACKEND_URLS: backends["echo"], BACKEND_SECRET: TEST_BACKEND_SECRET, ...overrides } as GatewayBindings;
+  const bindings = {
+    ...env,
+    BACKEND_URLS: backends["echo"],
+    BACKEND_SECRET: TEST_BACKEND_SECRET,
+    ...overrides,
+  } as GatewayBindings;
   const contexts: ExecutionContext[] = [];
   const fetch = async (input: RequestInfo | URL, init?: RequestInit): Promise<Response> => {
     const ctx = createExecutionContext();
@@ -38,7 +48,12 @@ export function trackedGatewayFetch(overrides: Overrides = {}) {
 }
 
 /** POST /v1/chat/completions through a tracked fetch. */
-export async function postChatTracked(key: string, body: unknown, overrides: Overrides = {}, headers: Record<string, string> = {}) {
+export async function postChatTracked(
+  key: string,
+  body: unknown,
+  overrides: Overrides = {},
+  headers: Record<string, string> = {},
+) {
   const { fetch, settle } = trackedGatewayFetch(overrides);
   const res = await fetch("http://gateway.test/v1/chat/completions", {
     method: "POST",
@@ -61,7 +76,12 @@ export function openai(key: string, overrides: Overrides = {}): OpenAI {
   });
 }
 
-export async function postChat(key: string, body: unknown, overrides: Overrides = {}, headers: Record<string, string> = {}): Promise<Response> {
+export async function postChat(
+  key: string,
+  body: unknown,
+  overrides: Overrides = {},
+  headers: Record<string, string> = {},
+): Promise<Response> {
   return gatewayFetch(overrides)("http://gateway.test/v1/chat/completions", {
     method: "POST",
     headers: { authorization: `Bearer ${key}`, "content-type": "application/json", ...headers },
@@ -99,7 +119,10 @@ export async function until<T>(probe: () => Promise<T | undefined>, ms = 3000): 
 export type AuthKind = "client" | "admin" | "none" | "unknown" | "malformed" | "tab";
 
 /** The Authorization header for `kind`, given the test's client and admin keys. */
-export function authHeaderFor(kind: AuthKind | undefined, keys: { client: string; admin: string }): Record<string, string> {
+export function authHeaderFor(
+  kind: AuthKind | undefined,
+  keys: { client: string; admin: string },
+): Record<string, string> {
   switch (kind ?? "client") {
     case "client":
       return { authorization: `Bearer ${keys.client}` };

@@ -7,7 +7,9 @@ let key: string;
 beforeAll(async () => {
   key = await newKey("client");
   const now = Math.floor(Date.now() / 1000);
-  await env.DB.prepare("INSERT INTO language_deltas (language, delta_id, scale, updated_at) VALUES ('sw', 'sw-lens-1', 0.5, ?1), ('fr', 'missing-fr-2', 1, ?1)")
+  await env.DB.prepare(
+    "INSERT INTO language_deltas (language, delta_id, scale, updated_at) VALUES ('sw', 'sw-lens-1', 0.5, ?1), ('fr', 'missing-fr-2', 1, ?1)",
+  )
     .bind(now)
     .run();
 });
@@ -52,7 +54,10 @@ describe("a language's active delta", () => {
 describe("when the delta registry cannot be read", () => {
   it("serves the base model instead of failing", async () => {
     // Verify the key once against the real D1, so that auth is served from the isolate's cache.
-    const warm = await postChat(key, { model: TEST_MODEL, messages: [{ role: "user", content: "hello there friend" }] });
+    const warm = await postChat(key, {
+      model: TEST_MODEL,
+      messages: [{ role: "user", content: "hello there friend" }],
+    });
     expect(warm.status).toBe(200);
     const brokenDb = {
       prepare() {
@@ -66,7 +71,10 @@ describe("when the delta registry cannot be read", () => {
       new Request("http://gateway.test/v1/chat/completions", {
         method: "POST",
         headers: { authorization: `Bearer ${key}`, "content-type": "application/json", "x-lens-language": "de" },
-        body: JSON.stringify({ model: TEST_MODEL, messages: [{ role: "user", content: "Guten Morgen, wie geht es dir heute?" }] }),
+        body: JSON.stringify({
+          model: TEST_MODEL,
+          messages: [{ role: "user", content: "Guten Morgen, wie geht es dir heute?" }],
+        }),
       }),
       { ...env, DB: brokenDb, BACKEND_URLS: backends["echo"], BACKEND_SECRET: TEST_BACKEND_SECRET },
       createExecutionContext(),

@@ -1,11 +1,18 @@
 import { describe, expect, it } from "vitest";
+// biome-ignore lint/correctness/useImportExtensions: a Vite raw import of a data file, not a module.
 import raw from "../fixtures/language-prompts.jsonl?raw";
 import { DETECT_MAX_CHARS, detectLanguage } from "../../src/language/detect.js";
 import { chooseLanguage } from "../../src/gateway/language/choose.js";
 import { LANGUAGES, type LanguageOrUnd } from "../../src/protocol/languages.js";
 
-interface Row { lang: LanguageOrUnd; text: string }
-const rows: Row[] = raw.split("\n").filter((l) => l.trim() !== "").map((l) => JSON.parse(l) as Row);
+interface Row {
+  lang: LanguageOrUnd;
+  text: string;
+}
+const rows: Row[] = raw
+  .split("\n")
+  .filter((l) => l.trim() !== "")
+  .map((l) => JSON.parse(l) as Row);
 const prompts = rows.filter((r) => r.lang !== "und");
 const undCases = rows.filter((r) => r.lang === "und");
 
@@ -33,17 +40,23 @@ describe("detectLanguage in workerd", () => {
       const misses = mine.filter((r) => detectLanguage(r.text) !== lang);
       correct += mine.length - misses.length;
       table[lang] = {
-        correct: mine.length - misses.length, total: mine.length,
+        correct: mine.length - misses.length,
+        total: mine.length,
         accuracy: `${((100 * (mine.length - misses.length)) / mine.length).toFixed(1)}%`,
         wrong: misses.map((r) => `${detectLanguage(r.text)}: ${r.text}`).join(" | "),
       };
     }
-    const lines = Object.entries(table).map(([lang, t]) =>
-      `${lang.padEnd(4)} ${String(t.correct).padStart(3)}/${t.total}  ${t.accuracy.padStart(6)}  ${t.wrong}`);
-    console.log([
-      `language detection: ${correct}/${prompts.length} (${((100 * correct) / prompts.length).toFixed(1)}%)`,
-      "lang  ok/n   accuracy  wrong answers", ...lines,
-    ].join("\n"));
+    const lines = Object.entries(table).map(
+      ([lang, t]) =>
+        `${lang.padEnd(4)} ${String(t.correct).padStart(3)}/${t.total}  ${t.accuracy.padStart(6)}  ${t.wrong}`,
+    );
+    console.log(
+      [
+        `language detection: ${correct}/${prompts.length} (${((100 * correct) / prompts.length).toFixed(1)}%)`,
+        "lang  ok/n   accuracy  wrong answers",
+        ...lines,
+      ].join("\n"),
+    );
     expect(correct / prompts.length).toBeGreaterThanOrEqual(0.97);
   });
 
@@ -52,7 +65,8 @@ describe("detectLanguage in workerd", () => {
   // (too few letters, mostly code symbols, URLs/e-mails removed, no function word in <= 3 words),
   // so there is no reason to allow misses here; a miss is a regression to look at.
   it("answers und for every und case", () => {
-    const misses = undCases.filter((r) => detectLanguage(r.text) !== "und")
+    const misses = undCases
+      .filter((r) => detectLanguage(r.text) !== "und")
       .map((r) => `${JSON.stringify(r.text)} -> ${detectLanguage(r.text)}`);
     console.log(`und cases: ${undCases.length - misses.length}/${undCases.length} answered und`);
     expect(misses).toEqual([]);
@@ -89,7 +103,9 @@ describe("detectLanguage in workerd", () => {
 
   it("decides a short last turn by the user's most recent text, within the detector's one cap", () => {
     const french = "Je voudrais comprendre comment fonctionne la photosynthèse chez les plantes vertes. ".repeat(10);
-    const swahili = "Ninawezaje kujifunza kupika pilau nyumbani? Niandikie shairi fupi kuhusu mvua, tafadhali. ".repeat(5);
+    const swahili = "Ninawezaje kujifunza kupika pilau nyumbani? Niandikie shairi fupi kuhusu mvua, tafadhali. ".repeat(
+      5,
+    );
     const turns = [french, swahili, "ok"].map((content) => ({ role: "user" as const, content }));
     expect(french.length).toBeGreaterThan(DETECT_MAX_CHARS);
     expect(swahili.length).toBeLessThan(DETECT_MAX_CHARS);

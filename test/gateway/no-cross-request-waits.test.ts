@@ -66,7 +66,11 @@ function uploadForm(id: string, seed: number, language: "es" | "sw" = "es"): For
 }
 
 const upload = (id: string, seed: number, language: "es" | "sw" = "es") =>
-  SELF.fetch("http://gateway.test/admin/adapters", { method: "POST", headers: { authorization: `Bearer ${admin}` }, body: uploadForm(id, seed, language) });
+  SELF.fetch("http://gateway.test/admin/adapters", {
+    method: "POST",
+    headers: { authorization: `Bearer ${admin}` },
+    body: uploadForm(id, seed, language),
+  });
 
 describe("the backends' model catalog", () => {
   it("a refresh started by a request that ended does not hold later requests, before or after the stale time", async () => {

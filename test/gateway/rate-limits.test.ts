@@ -12,12 +12,18 @@ import { createKey } from "../../src/gateway/services/api-keys.js";
 import type { RequestRecordRow } from "../../src/gateway/services/request-records.js";
 import { TEST_MODEL, gatewayFetch, newKey, openai, postChat, postChatTracked } from "./helpers.js";
 
-const chat = { model: TEST_MODEL, messages: [{ role: "user" as const, content: "Tell me about the mountains of Kenya please." }] };
+const chat = {
+  model: TEST_MODEL,
+  messages: [{ role: "user" as const, content: "Tell me about the mountains of Kenya please." }],
+};
 
 type ErrorBody = { error: { message: string; type: string; param: string | null; code: string | null } };
 
 async function keyWith(limits: { rpm?: number | null; tpm?: number | null }) {
-  return createKey(env.DB, "client", "limits", { requestsPerMinute: limits.rpm ?? null, tokensPerMinute: limits.tpm ?? null });
+  return createKey(env.DB, "client", "limits", {
+    requestsPerMinute: limits.rpm ?? null,
+    tokensPerMinute: limits.tpm ?? null,
+  });
 }
 
 describe("sliding window (pure)", () => {
@@ -86,7 +92,9 @@ describe("per-key rate limits through the gateway", () => {
     expect(body.error.message).toContain("3 requests per minute");
     expect(body.error.message).not.toContain(key);
     await settle();
-    const rows = await env.DB.prepare("SELECT * FROM requests WHERE id = ?1").bind(res.headers.get("x-request-id")).all<RequestRecordRow>();
+    const rows = await env.DB.prepare("SELECT * FROM requests WHERE id = ?1")
+      .bind(res.headers.get("x-request-id"))
+      .all<RequestRecordRow>();
     expect(rows.results).toHaveLength(1);
     expect(rows.results[0]).toMatchObject({ key_id: record.id, status: 429, finish_reason: "error" });
   });
@@ -106,7 +114,12 @@ describe("per-key rate limits through the gateway", () => {
     expect(first.res.headers.get("x-ratelimit-limit-tokens")).toBe("10");
     expect(first.res.headers.get("x-ratelimit-remaining-tokens")).toBe("10");
     const text = await first.res.text();
-    const usage = JSON.parse(text.split("\n\n").filter((l) => l.includes('"usage"') && l.includes('"choices":[]'))[0]!.slice(6)) as { usage: { total_tokens: number } };
+    const usage = JSON.parse(
+      text
+        .split("\n\n")
+        .filter((l) => l.includes('"usage"') && l.includes('"choices":[]'))[0]!
+        .slice(6),
+    ) as { usage: { total_tokens: number } };
     expect(usage.usage.total_tokens).toBeGreaterThan(10);
     await first.settle();
     const second = await postChat(key, chat);
@@ -125,10 +138,15 @@ describe("per-key rate limits through the gateway", () => {
         method: "POST",
         headers: { authorization: `Bearer ${key}`, "content-type": "application/json" },
         body: JSON.stringify(chat),
-      }).then(async (r) => (await r.arrayBuffer(), r.status));
+      }).then(async (r) => {
+        await r.arrayBuffer();
+        return r.status;
+      });
     expect([await send(plain.key), await send(plain.key)]).toEqual([200, 429]);
     expect([await send(exempt.key), await send(exempt.key), await send(exempt.key)]).toEqual([200, 200, 200]);
-    expect([await send(own.key), await send(own.key), await send(own.key), await send(own.key)]).toEqual([200, 200, 200, 429]);
+    expect([await send(own.key), await send(own.key), await send(own.key), await send(own.key)]).toEqual([
+      200, 200, 200, 429,
+    ]);
   });
 
   it("leaves keys without any limit alone (no headers)", async () => {
@@ -142,7 +160,9 @@ describe("per-key rate limits through the gateway", () => {
     const { key } = await keyWith({ rpm: 1 });
     const client = openai(key);
     await client.chat.completions.create({ model: TEST_MODEL, messages: chat.messages });
-    const err = await client.chat.completions.create({ model: TEST_MODEL, messages: chat.messages }).catch((e: unknown) => e);
+    const err = await client.chat.completions
+      .create({ model: TEST_MODEL, messages: chat.messages })
+      .catch((e: unknown) => e);
     expect(err).toBeInstanceOf(OpenAI.RateLimitError);
     expect((err as InstanceType<typeof OpenAI.RateLimitError>).headers?.get("retry-after")).toMatch(/^\d+$/);
   });
@@ -194,7 +214,12 @@ describe("admin: key limits", () => {
 
   it("creates a key with limits, changes them with PATCH, and the new limit applies at once", async () => {
     const adminKey = await newKey("admin");
-    const made = await admin("POST", "/admin/keys", adminKey, { scope: "client", name: "limited", requests_per_minute: 5, tokens_per_minute: 1000 });
+    const made = await admin("POST", "/admin/keys", adminKey, {
+      scope: "client",
+      name: "limited",
+      requests_per_minute: 5,
+      tokens_per_minute: 1000,
+    });
     expect(made.status).toBe(201);
     expect(made.json).toMatchObject({ requests_per_minute: 5, tokens_per_minute: 1000 });
     const id = made.json["id"] as string;
@@ -212,7 +237,10 @@ describe("admin: key limits", () => {
     expect(row).toMatchObject({ requests_per_minute: 1, tokens_per_minute: 1000 });
     expect(JSON.stringify(listed.json)).not.toContain(key);
 
-    const cleared = await admin("PATCH", `/admin/keys/${id}`, adminKey, { requests_per_minute: null, tokens_per_minute: 0 });
+    const cleared = await admin("PATCH", `/admin/keys/${id}`, adminKey, {
+      requests_per_minute: null,
+      tokens_per_minute: 0,
+    });
     expect(cleared.json).toMatchObject({ requests_per_minute: null, tokens_per_minute: 0 });
     expect((await postChat(key, chat)).status).toBe(200);
   });
@@ -220,12 +248,19 @@ describe("admin: key limits", () => {
   it("refuses bad limits and unknown keys with OpenAI-style errors", async () => {
     const adminKey = await newKey("admin");
     const { record } = await keyWith({});
-    for (const body of [{ requests_per_minute: -1 }, { requests_per_minute: 1.5 }, { tokens_per_minute: "10" }, { rpm: 5 }]) {
+    for (const body of [
+      { requests_per_minute: -1 },
+      { requests_per_minute: 1.5 },
+      { tokens_per_minute: "10" },
+      { rpm: 5 },
+    ]) {
       const res = await admin("PATCH", `/admin/keys/${record.id}`, adminKey, body);
       expect(res.status, JSON.stringify(body)).toBe(400);
       expect(res.json["error"]).toMatchObject({ type: "invalid_request_error" });
     }
-    expect((await admin("POST", "/admin/keys", adminKey, { scope: "client", requests_per_minute: -3 })).status).toBe(400);
+    expect((await admin("POST", "/admin/keys", adminKey, { scope: "client", requests_per_minute: -3 })).status).toBe(
+      400,
+    );
     const missing = await admin("PATCH", "/admin/keys/key_nope", adminKey, { requests_per_minute: 3 });
     expect(missing.status).toBe(404);
     expect(missing.json["error"]).toMatchObject({ code: "key_not_found" });

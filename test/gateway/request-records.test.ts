@@ -4,7 +4,7 @@ import { detectLanguage } from "../../src/language/detect.js";
 import { createKey } from "../../src/gateway/services/api-keys.js";
 import type { RequestRecordRow } from "../../src/gateway/services/request-records.js";
 import { echoReply } from "../../dev/echo.js";
-import { TEST_MODEL, backends, gatewayFetch, postChatTracked, until } from "./helpers.js";
+import { TEST_MODEL, backends, gatewayFetch, postChatTracked } from "./helpers.js";
 
 let key: string;
 let keyId: string;
@@ -28,7 +28,10 @@ const swahili = "Habari yako rafiki, unaweza kunisaidia kuandika barua kwa mwali
 
 describe("request records", () => {
   it("writes one row for a non-streaming request", async () => {
-    const { res, settle } = await postChatTracked(key, { model: TEST_MODEL, messages: [{ role: "user", content: swahili }] });
+    const { res, settle } = await postChatTracked(key, {
+      model: TEST_MODEL,
+      messages: [{ role: "user", content: swahili }],
+    });
     expect(res.status).toBe(200);
     const id = res.headers.get("x-request-id")!;
     const body = (await res.json()) as { usage: { prompt_tokens: number; completion_tokens: number } };
@@ -57,28 +60,52 @@ describe("request records", () => {
   });
 
   it("writes one row for a streaming request when the stream ends", async () => {
-    const { res, settle } = await postChatTracked(key, { model: TEST_MODEL, stream: true, messages: [{ role: "user", content: "Where is the nearest train station from here?" }] });
+    const { res, settle } = await postChatTracked(key, {
+      model: TEST_MODEL,
+      stream: true,
+      messages: [{ role: "user", content: "Where is the nearest train station from here?" }],
+    });
     const id = res.headers.get("x-request-id")!;
     await res.text();
     await settle();
     const row = await oneRow(id);
-    expect(row).toMatchObject({ status: 200, finish_reason: "stop", stream: 1, language: "en", reply_language: "en", language_match: 1 });
+    expect(row).toMatchObject({
+      status: 200,
+      finish_reason: "stop",
+      stream: 1,
+      language: "en",
+      reply_language: "en",
+      language_match: 1,
+    });
     expect(row.completion_tokens).toBeGreaterThan(0);
   });
 
   it("writes one row for an unknown model (404)", async () => {
-    const { res, settle } = await postChatTracked(key, { model: "no-such-model", messages: [{ role: "user", content: "hello there friend" }] });
+    const { res, settle } = await postChatTracked(key, {
+      model: "no-such-model",
+      messages: [{ role: "user", content: "hello there friend" }],
+    });
     expect(res.status).toBe(404);
     const id = res.headers.get("x-request-id")!;
     await settle();
-    expect(await oneRow(id)).toMatchObject({ status: 404, finish_reason: "error", model: "no-such-model", ttft_ms: null, completion_tokens: null });
+    expect(await oneRow(id)).toMatchObject({
+      status: 404,
+      finish_reason: "error",
+      model: "no-such-model",
+      ttft_ms: null,
+      completion_tokens: null,
+    });
   });
 
   it("writes one row for a malformed body (400)", async () => {
     const { res, settle } = await postChatTracked(key, "{not json");
     expect(res.status).toBe(400);
     await settle();
-    expect(await oneRow(res.headers.get("x-request-id")!)).toMatchObject({ status: 400, finish_reason: "error", model: "" });
+    expect(await oneRow(res.headers.get("x-request-id")!)).toMatchObject({
+      status: 400,
+      finish_reason: "error",
+      model: "",
+    });
   });
 
   it("writes one error row when the backend dies mid-stream", async () => {
@@ -103,7 +130,11 @@ describe("request records", () => {
     );
     expect(res.status).toBe(504);
     await settle();
-    expect(await oneRow(res.headers.get("x-request-id")!)).toMatchObject({ status: 504, finish_reason: "error", stream: 0 });
+    expect(await oneRow(res.headers.get("x-request-id")!)).toMatchObject({
+      status: 504,
+      finish_reason: "error",
+      stream: 0,
+    });
   });
 
   // A client that goes away mid-stream: the fault matrix (gateway-faults.test.ts, fault 8).
@@ -118,7 +149,10 @@ describe("POST /v1/feedback", () => {
     });
 
   it("attaches feedback to the key's own request, idempotently, and refuses other keys", async () => {
-    const { res, settle } = await postChatTracked(key, { model: TEST_MODEL, messages: [{ role: "user", content: "Please rate this answer for me" }] });
+    const { res, settle } = await postChatTracked(key, {
+      model: TEST_MODEL,
+      messages: [{ role: "user", content: "Please rate this answer for me" }],
+    });
     const id = res.headers.get("x-request-id")!;
     await res.text();
     await settle();

@@ -44,7 +44,12 @@ describe("language affinity", () => {
     expect(new Set(chosen.values()).size).toBeGreaterThan(1);
     // And the backend chosen is the first in the language's preference order.
     for (const [lang, name] of chosen) {
-      expect(preferenceOrder(names.map((n) => backends[n]!), lang)[0]).toBe(backends[name]);
+      expect(
+        preferenceOrder(
+          names.map((n) => backends[n]!),
+          lang,
+        )[0],
+      ).toBe(backends[name]);
     }
   });
 
@@ -103,21 +108,36 @@ const generateRequest = (id: string) => ({
 
 describe("failover", () => {
   it("tries the next backend once when the first refuses the connection", async () => {
-    const gen = await openGeneration(config(), generateRequest("failover-1"), [backends["refused"]!, backends["echoB"]!], Deadline.after(30_000));
+    const gen = await openGeneration(
+      config(),
+      generateRequest("failover-1"),
+      [backends["refused"]!, backends["echoB"]!],
+      Deadline.after(30_000),
+    );
     expect(gen.backend).toBe(backends["echoB"]);
     gen.frames.cancel();
     expect(await servedBy("failover-1", ["echoB"])).toEqual(["echoB"]);
   });
 
   it("tries only once more: a third backend is not reached", async () => {
-    const err = await openGeneration(config(), generateRequest("failover-2"), [backends["refused"]!, backends["refused"]!, backends["echoB"]!], Deadline.after(30_000)).catch((e) => e);
+    const err = await openGeneration(
+      config(),
+      generateRequest("failover-2"),
+      [backends["refused"]!, backends["refused"]!, backends["echoB"]!],
+      Deadline.after(30_000),
+    ).catch((e) => e);
     expect(err).toBeInstanceOf(GatewayError);
     expect((err as GatewayError).status).toBe(503);
     expect(await servedBy("failover-2", ["echoB"])).toEqual([]);
   });
 
   it("moves on from an overloaded backend and passes retry-after on when all are", async () => {
-    const gen = await openGeneration(config(), generateRequest("failover-3"), [backends["overloaded"]!, backends["echo"]!], Deadline.after(30_000));
+    const gen = await openGeneration(
+      config(),
+      generateRequest("failover-3"),
+      [backends["overloaded"]!, backends["echo"]!],
+      Deadline.after(30_000),
+    );
     expect(gen.backend).toBe(backends["echo"]);
     gen.frames.cancel();
     const res = await postChat(key, hello, { BACKEND_URLS: backends["overloaded"] });
@@ -129,7 +149,9 @@ describe("failover", () => {
   it("skips a backend that just refused, for the next requests", async () => {
     const urls = `${backends["refused"]},${backends["echoB"]}`;
     // Find a language whose first choice is the dead backend.
-    const lang = LANGUAGES.find((l) => preferenceOrder([backends["refused"]!, backends["echoB"]!], l, () => false)[0] === backends["refused"]);
+    const lang = LANGUAGES.find(
+      (l) => preferenceOrder([backends["refused"]!, backends["echoB"]!], l, () => false)[0] === backends["refused"],
+    );
     expect(lang).toBeDefined();
     const res = await postChat(key, hello, { BACKEND_URLS: urls }, { "x-lens-language": lang! });
     expect(res.status).toBe(200);
@@ -143,7 +165,10 @@ describe("a backend that fails", () => {
   it("answers 504 when a backend sends no headers in time", async () => {
     const res = await postChat(key, hello, { BACKEND_URLS: backends["hang"], BACKEND_TIMEOUT_MS: "300" });
     expect(res.status).toBe(504);
-    expect(((await res.json()) as { error: { code: string; type: string } }).error).toMatchObject({ code: "backend_timeout", type: "server_error" });
+    expect(((await res.json()) as { error: { code: string; type: string } }).error).toMatchObject({
+      code: "backend_timeout",
+      type: "server_error",
+    });
   });
 
   const streamCases = [
@@ -153,19 +178,29 @@ describe("a backend that fails", () => {
     { behaviour: "error-frame", code: "backend_error", message: /the model crashed/ },
   ];
 
-  it.each(streamCases)("$behaviour mid-stream: one error event, then the stream closes", async ({ behaviour, code, message }) => {
-    const res = await postChat(key, { ...hello, stream: true }, { BACKEND_URLS: backends[behaviour], BACKEND_IDLE_TIMEOUT_MS: "300" });
-    expect(res.status).toBe(200);
-    const events = sseData(await res.text());
-    const last = JSON.parse(events.at(-1)!);
-    expect(last.error.code).toBe(code);
-    expect(last.error.message).toMatch(message);
-    expect(events).not.toContain("[DONE]");
-    expect(events.filter((e) => e.includes('"error"'))).toHaveLength(1);
-    // What came before the error was ordinary content.
-    const content = events.slice(0, -1).map((e) => JSON.parse(e).choices[0].delta.content ?? "").join("");
-    expect(content).toBe("You said:");
-  });
+  it.each(streamCases)(
+    "$behaviour mid-stream: one error event, then the stream closes",
+    async ({ behaviour, code, message }) => {
+      const res = await postChat(
+        key,
+        { ...hello, stream: true },
+        { BACKEND_URLS: backends[behaviour], BACKEND_IDLE_TIMEOUT_MS: "300" },
+      );
+      expect(res.status).toBe(200);
+      const events = sseData(await res.text());
+      const last = JSON.parse(events.at(-1)!);
+      expect(last.error.code).toBe(code);
+      expect(last.error.message).toMatch(message);
+      expect(events).not.toContain("[DONE]");
+      expect(events.filter((e) => e.includes('"error"'))).toHaveLength(1);
+      // What came before the error was ordinary content.
+      const content = events
+        .slice(0, -1)
+        .map((e) => JSON.parse(e).choices[0].delta.content ?? "")
+        .join("");
+      expect(content).toBe("You said:");
+    },
+  );
 
   it.each(streamCases)("$behaviour without streaming: a clean 5xx error", async ({ behaviour, code }) => {
     const res = await postChat(key, hello, { BACKEND_URLS: backends[behaviour], BACKEND_IDLE_TIMEOUT_MS: "300" });
@@ -174,7 +209,10 @@ describe("a backend that fails", () => {
   });
 
   it("surfaces a mid-stream failure as an error from the official client", async () => {
-    const stream = await openai(key, { BACKEND_URLS: backends["die"] }).chat.completions.create({ ...hello, stream: true } as never);
+    const stream = await openai(key, { BACKEND_URLS: backends["die"] }).chat.completions.create({
+      ...hello,
+      stream: true,
+    } as never);
     const err = await (async () => {
       for await (const _ of stream as unknown as AsyncIterable<unknown>) {
         // drain

@@ -52,13 +52,26 @@ type Fetcher = (input: RequestInfo | URL, init?: RequestInit) => Promise<Respons
 /** Backends that answer garbage, by kind; each leaks the fake secret if echoed. */
 const GARBAGE: Record<string, Fetcher> = {
   "an HTML error page with a stack trace": async () =>
-    new Response(`<html><body><h1>500</h1><pre>${STACK}</pre></body></html>`, { status: 500, headers: { "content-type": "text/html" } }),
+    new Response(`<html><body><h1>500</h1><pre>${STACK}</pre></body></html>`, {
+      status: 500,
+      headers: { "content-type": "text/html" },
+    }),
   "a plain-text 502 with a stack trace": async () => new Response(STACK, { status: 502 }),
   "JSON outside the protocol": async () =>
-    new Response(JSON.stringify({ error: { code: "db_failure", message: STACK }, stack: STACK, secret: LEAKED }), { status: 500, headers: { "content-type": "application/json" } }),
+    new Response(JSON.stringify({ error: { code: "db_failure", message: STACK }, stack: STACK, secret: LEAKED }), {
+      status: 500,
+      headers: { "content-type": "application/json" },
+    }),
   "a 200 with JSON outside the protocol": async () =>
-    new Response(JSON.stringify({ models: [{ id: LEAKED, stack: STACK }], ok: "yes", model: 7, trace: STACK }), { status: 200, headers: { "content-type": "application/json" } }),
-  "broken NDJSON": async () => new Response(`{"type":"start"\n${STACK}\n{"type":"text","text":${JSON.stringify(LEAKED)}`, { status: 200, headers: { "content-type": "application/x-ndjson" } }),
+    new Response(JSON.stringify({ models: [{ id: LEAKED, stack: STACK }], ok: "yes", model: 7, trace: STACK }), {
+      status: 200,
+      headers: { "content-type": "application/json" },
+    }),
+  "broken NDJSON": async () =>
+    new Response(`{"type":"start"\n${STACK}\n{"type":"text","text":${JSON.stringify(LEAKED)}`, {
+      status: 200,
+      headers: { "content-type": "application/x-ndjson" },
+    }),
   "a connection error": async () => {
     throw boom();
   },
@@ -68,7 +81,13 @@ function bindings(over: Partial<GatewayBindings>): GatewayBindings {
   return { ...env, BACKEND_URLS: backends["echo"], BACKEND_SECRET: TEST_BACKEND_SECRET, ...over } as GatewayBindings;
 }
 
-async function send(b: GatewayBindings, method: string, path: string, key: string | null, body?: string): Promise<{ status: number; text: string; headers: Headers }> {
+async function send(
+  b: GatewayBindings,
+  method: string,
+  path: string,
+  key: string | null,
+  body?: string,
+): Promise<{ status: number; text: string; headers: Headers }> {
   const ctx = createExecutionContext();
   const res = await worker.fetch(
     new Request(`http://gateway.test${path}`, {
@@ -90,7 +109,8 @@ function expectClean(a: { status: number; text: string; headers: Headers }, wher
   a.headers.forEach((v, k) => {
     all += `\n${k}: ${v}`;
   });
-  for (const marker of STACK_MARKERS) expect(all.includes(marker), `${where}: '${marker}' in ${a.text.slice(0, 300)}`).toBe(false);
+  for (const marker of STACK_MARKERS)
+    expect(all.includes(marker), `${where}: '${marker}' in ${a.text.slice(0, 300)}`).toBe(false);
   expect(all, where).not.toContain(LEAKED);
   expect(all, where).not.toContain("postgres://");
   expect(all, where).not.toContain("/srv/gateway");
@@ -109,9 +129,18 @@ function endpoints(): Array<{ method: string; path: string; body?: string }> {
   for (const r of worker.routes) {
     if (r.method === "ALL" || seen.has(`${r.method} ${r.path}`)) continue;
     seen.add(`${r.method} ${r.path}`);
-    const path = r.path.replace(/:([A-Za-z_][A-Za-z0-9_]*)(\{[^}]*\})?\??/g, (_, name: string) => (name === "lang" ? "sw" : name === "id" && r.path.includes("/lens/jobs") ? "job-abc123-0000aaaa" : "sample-id-0001"));
+    const path = r.path.replace(/:([A-Za-z_][A-Za-z0-9_]*)(\{[^}]*\})?\??/g, (_, name: string) =>
+      name === "lang"
+        ? "sw"
+        : name === "id" && r.path.includes("/lens/jobs")
+          ? "job-abc123-0000aaaa"
+          : "sample-id-0001",
+    );
     const bodies: Record<string, string> = {
-      "POST /v1/chat/completions": JSON.stringify({ model: "lens-test-echo", messages: [{ role: "user", content: "Habari yako rafiki" }] }),
+      "POST /v1/chat/completions": JSON.stringify({
+        model: "lens-test-echo",
+        messages: [{ role: "user", content: "Habari yako rafiki" }],
+      }),
       "POST /admin/lens/jobs": JSON.stringify({ kind: "probe", languages: ["en", "sw"], layers: [0] }),
     };
     const body = r.method === "GET" || r.method === "HEAD" ? undefined : (bodies[`${r.method} ${r.path}`] ?? "{}");
@@ -120,7 +149,8 @@ function endpoints(): Array<{ method: string; path: string; body?: string }> {
   return out;
 }
 
-const keyFor = (path: string, keys: { client: string; admin: string }) => (path.startsWith("/v1/") ? keys.client : path.startsWith("/admin/") ? keys.admin : null);
+const keyFor = (path: string, keys: { client: string; admin: string }) =>
+  path.startsWith("/v1/") ? keys.client : path.startsWith("/admin/") ? keys.admin : null;
 
 describe("gateway: no secrets or stack traces in errors", () => {
   afterEach(() => {
@@ -164,7 +194,10 @@ describe("gateway: no secrets or stack traces in errors", () => {
     const keys = { client: await newKey("client"), admin: await newKey("admin") };
     const b = bindings({ ADAPTERS: faultyBucket() });
     for (const e of endpoints()) {
-      expectClean(await send(b, e.method, e.path, keyFor(e.path, keys), e.body), `${e.method} ${e.path}`, [keys.client, keys.admin]);
+      expectClean(await send(b, e.method, e.path, keyFor(e.path, keys), e.body), `${e.method} ${e.path}`, [
+        keys.client,
+        keys.admin,
+      ]);
     }
   });
 
@@ -184,20 +217,48 @@ describe("gateway: no secrets or stack traces in errors", () => {
       });
       // A lens job row pointing at this backend, so that the job routes reach it too.
       await env.DB.prepare("DELETE FROM lens_jobs WHERE id = ?1").bind("job-abc123-0000aaaa").run();
-      const cols = (await env.DB.prepare("PRAGMA table_info(lens_jobs)").all<{ name: string; notnull: number }>()).results;
-      const values: Record<string, unknown> = { id: "job-abc123-0000aaaa", backend_url: host, model: "lens-test-echo", kind: "train", created_at: 0, created_by: "key_x", adapter_id: null };
+      const cols = (await env.DB.prepare("PRAGMA table_info(lens_jobs)").all<{ name: string; notnull: number }>())
+        .results;
+      const values: Record<string, unknown> = {
+        id: "job-abc123-0000aaaa",
+        backend_url: host,
+        model: "lens-test-echo",
+        kind: "train",
+        created_at: 0,
+        created_by: "key_x",
+        adapter_id: null,
+      };
       const used = cols.filter((c) => c.name in values || c.notnull);
-      await env.DB.prepare(`INSERT INTO lens_jobs (${used.map((c) => c.name).join(", ")}) VALUES (${used.map((_, i) => `?${i + 1}`).join(", ")})`)
+      await env.DB.prepare(
+        `INSERT INTO lens_jobs (${used.map((c) => c.name).join(", ")}) VALUES (${used.map((_, i) => `?${i + 1}`).join(", ")})`,
+      )
         .bind(...used.map((c) => (c.name in values ? values[c.name] : 0)))
         .run();
       const b = bindings({ BACKEND_URLS: host });
       for (const e of endpoints()) {
-        expectClean(await send(b, e.method, e.path, keyFor(e.path, keys), e.body), `${kind}: ${e.method} ${e.path}`, [keys.client, keys.admin]);
+        expectClean(await send(b, e.method, e.path, keyFor(e.path, keys), e.body), `${kind}: ${e.method} ${e.path}`, [
+          keys.client,
+          keys.admin,
+        ]);
       }
       // Streaming chat, where a failure after the start is an SSE error event.
-      const stream = await send(b, "POST", "/v1/chat/completions", keys.client, JSON.stringify({ model: "lens-test-echo", stream: true, messages: [{ role: "user", content: "Habari yako rafiki" }] }));
+      const stream = await send(
+        b,
+        "POST",
+        "/v1/chat/completions",
+        keys.client,
+        JSON.stringify({
+          model: "lens-test-echo",
+          stream: true,
+          messages: [{ role: "user", content: "Habari yako rafiki" }],
+        }),
+      );
       if (stream.status >= 400) expectClean(stream, `${kind}: stream`, [keys.client]);
-      else expect(stream.text.includes(LEAKED) || STACK_MARKERS.some((m) => stream.text.includes(m)), `${kind}: stream ${stream.text.slice(0, 300)}`).toBe(false);
+      else
+        expect(
+          stream.text.includes(LEAKED) || STACK_MARKERS.some((m) => stream.text.includes(m)),
+          `${kind}: stream ${stream.text.slice(0, 300)}`,
+        ).toBe(false);
       expect(seen.length, "the fake backend was asked").toBeGreaterThan(0);
     });
   }
@@ -205,7 +266,13 @@ describe("gateway: no secrets or stack traces in errors", () => {
   it("a wrong backend secret is named, never shown", async () => {
     const client = await newKey("client");
     const wrong = "wrong-backend-secret-77665544";
-    const a = await send(bindings({ BACKEND_SECRET: wrong }), "POST", "/v1/chat/completions", client, JSON.stringify({ model: "lens-test-echo", messages: [{ role: "user", content: "hello" }] }));
+    const a = await send(
+      bindings({ BACKEND_SECRET: wrong }),
+      "POST",
+      "/v1/chat/completions",
+      client,
+      JSON.stringify({ model: "lens-test-echo", messages: [{ role: "user", content: "hello" }] }),
+    );
     expect(a.status).toBeGreaterThanOrEqual(500);
     expectClean(a, "wrong secret", [client, wrong]);
   });

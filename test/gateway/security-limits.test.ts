@@ -27,9 +27,17 @@ interface Sent {
  * A body of `size` bytes, sent with its true Content-Length ("declared"), as a stream without one
  * ("streamed"), or as a stream that claims 10 bytes ("understated").
  */
-function bodyInit(form: BodyForm, bytes: Uint8Array<ArrayBuffer>, headers: Record<string, string>, chunk = 16 * 1024): { init: RequestInit; sent: Sent } {
+function bodyInit(
+  form: BodyForm,
+  bytes: Uint8Array<ArrayBuffer>,
+  headers: Record<string, string>,
+  chunk = 16 * 1024,
+): { init: RequestInit; sent: Sent } {
   if (form === "declared") {
-    return { init: { body: bytes, headers: { ...headers, "content-length": String(bytes.byteLength) } }, sent: { pulled: () => bytes.byteLength } };
+    return {
+      init: { body: bytes, headers: { ...headers, "content-length": String(bytes.byteLength) } },
+      sent: { pulled: () => bytes.byteLength },
+    };
   }
   let offset = 0;
   const stream = new ReadableStream<Uint8Array>({
@@ -41,7 +49,10 @@ function bodyInit(form: BodyForm, bytes: Uint8Array<ArrayBuffer>, headers: Recor
     },
   });
   const extra: Record<string, string> = form === "understated" ? { "content-length": "10" } : {};
-  return { init: { body: stream, headers: { ...headers, ...extra }, duplex: "half" } as RequestInit, sent: { pulled: () => offset } };
+  return {
+    init: { body: stream, headers: { ...headers, ...extra }, duplex: "half" } as RequestInit,
+    sent: { pulled: () => offset },
+  };
 }
 
 function jsonOfSize(size: number): Uint8Array<ArrayBuffer> {
@@ -61,9 +72,15 @@ async function expect413(res: Response, code: string, where: string): Promise<vo
 }
 
 async function counts(): Promise<{ adapters: number; objects: number; keys: number; experiments: number }> {
-  const one = async (table: string) => (await env.DB.prepare(`SELECT COUNT(*) AS n FROM ${table}`).first<{ n: number }>())!.n;
+  const one = async (table: string) =>
+    (await env.DB.prepare(`SELECT COUNT(*) AS n FROM ${table}`).first<{ n: number }>())!.n;
   const listed = await env.ADAPTERS.list();
-  return { adapters: await one("adapters"), objects: listed.objects.length, keys: await one("api_keys"), experiments: await one("experiments") };
+  return {
+    adapters: await one("adapters"),
+    objects: listed.objects.length,
+    keys: await one("api_keys"),
+    experiments: await one("experiments"),
+  };
 }
 
 describe("JSON request bodies over MAX_BODY_BYTES", () => {
@@ -71,8 +88,17 @@ describe("JSON request bodies over MAX_BODY_BYTES", () => {
     it(`POST /v1/chat/completions: 413 for a ${form} body, reading stops near the limit`, async () => {
       const key = await newKey("client");
       const big = jsonOfSize(64 * 1024);
-      const { init, sent } = bodyInit(form, big, { authorization: `Bearer ${key}`, "content-type": "application/json" }, 1024);
-      await expect413(await gatewayFetch(limits)("http://gateway.test/v1/chat/completions", { method: "POST", ...init }), "request_too_large", form);
+      const { init, sent } = bodyInit(
+        form,
+        big,
+        { authorization: `Bearer ${key}`, "content-type": "application/json" },
+        1024,
+      );
+      await expect413(
+        await gatewayFetch(limits)("http://gateway.test/v1/chat/completions", { method: "POST", ...init }),
+        "request_too_large",
+        form,
+      );
       // Nothing near the whole body was read: at most the limit plus a few chunks in flight.
       if (form !== "declared") expect(sent.pulled(), `${form}: bytes pulled`).toBeLessThanOrEqual(MAX_BODY + 8 * 1024);
     });
@@ -82,7 +108,10 @@ describe("JSON request bodies over MAX_BODY_BYTES", () => {
     const key = await newKey("client");
     for (const form of FORMS) {
       if (form === "understated") continue;
-      const { init } = bodyInit(form, jsonOfSize(MAX_BODY), { authorization: `Bearer ${key}`, "content-type": "application/json" });
+      const { init } = bodyInit(form, jsonOfSize(MAX_BODY), {
+        authorization: `Bearer ${key}`,
+        "content-type": "application/json",
+      });
       const res = await gatewayFetch(limits)("http://gateway.test/v1/chat/completions", { method: "POST", ...init });
       expect(res.status, form).toBe(400); // the schema refuses {"pad": ...}, after reading it all
       void res.body?.cancel();
@@ -90,13 +119,18 @@ describe("JSON request bodies over MAX_BODY_BYTES", () => {
   });
 });
 
-const ROUTE_KEY = (path: string): "client" | "admin" | null => (path.startsWith("/v1/") ? "client" : path.startsWith("/admin/") ? "admin" : null);
+const ROUTE_KEY = (path: string): "client" | "admin" | null =>
+  path.startsWith("/v1/") ? "client" : path.startsWith("/admin/") ? "admin" : null;
 
 describe("every route that takes a body (walked from the app)", () => {
   // POST /admin/adapters has its own, larger limit (below).
-  const routes = [...new Map(worker.routes.filter((r) => r.method !== "ALL" && r.method !== "GET" && r.method !== "HEAD").map((r) => [`${r.method} ${r.path}`, r])).values()].filter(
-    (r) => !(r.method === "POST" && r.path === "/admin/adapters"),
-  );
+  const routes = [
+    ...new Map(
+      worker.routes
+        .filter((r) => r.method !== "ALL" && r.method !== "GET" && r.method !== "HEAD")
+        .map((r) => [`${r.method} ${r.path}`, r]),
+    ).values(),
+  ].filter((r) => !(r.method === "POST" && r.path === "/admin/adapters"));
 
   it("answers 413, or leaves the body unread, for a body over MAX_BODY_BYTES in every form", async () => {
     expect(routes.length).toBeGreaterThan(5);
@@ -107,10 +141,17 @@ describe("every route that takes a body (walked from the app)", () => {
     for (const route of routes) {
       const scope = ROUTE_KEY(route.path);
       expect(scope, `${route.method} ${route.path}: no key scope known`).not.toBeNull();
-      const path = route.path.replace(/:([A-Za-z_][A-Za-z0-9_]*)(\{[^}]*\})?\??/g, (_, name: string) => (name === "lang" ? "sw" : "sample-id-0001"));
+      const path = route.path.replace(/:([A-Za-z_][A-Za-z0-9_]*)(\{[^}]*\})?\??/g, (_, name: string) =>
+        name === "lang" ? "sw" : "sample-id-0001",
+      );
       for (const form of FORMS) {
         const where = `${route.method} ${route.path} (${form})`;
-        const { init, sent } = bodyInit(form, jsonOfSize(64 * 1024), { authorization: `Bearer ${keys[scope!]}`, "content-type": "application/json" }, 1024);
+        const { init, sent } = bodyInit(
+          form,
+          jsonOfSize(64 * 1024),
+          { authorization: `Bearer ${keys[scope!]}`, "content-type": "application/json" },
+          1024,
+        );
         const res = await gatewayFetch(limits)(`http://gateway.test${path}`, { method: route.method, ...init });
         if (res.status === 413) {
           await expect413(res, "request_too_large", where);
@@ -121,7 +162,11 @@ describe("every route that takes a body (walked from the app)", () => {
         }
         // Either way, no more than the limit (plus chunks in flight) was read: a route that does
         // not refuse the body must be one that leaves it unread.
-        if (form !== "declared") expect(sent.pulled(), `${where}: answered ${res.status} after reading ${sent.pulled()} bytes`).toBeLessThanOrEqual(MAX_BODY + 8 * 1024);
+        if (form !== "declared")
+          expect(
+            sent.pulled(),
+            `${where}: answered ${res.status} after reading ${sent.pulled()} bytes`,
+          ).toBeLessThanOrEqual(MAX_BODY + 8 * 1024);
       }
     }
     // The JSON routes (chat, feedback, keys, languages, experiments, promote, lens jobs) all refused.
@@ -132,7 +177,10 @@ describe("every route that takes a body (walked from the app)", () => {
   });
 });
 
-async function multipart(manifest: string, tensors: Uint8Array<ArrayBuffer>): Promise<{ bytes: Uint8Array<ArrayBuffer>; type: string }> {
+async function multipart(
+  manifest: string,
+  tensors: Uint8Array<ArrayBuffer>,
+): Promise<{ bytes: Uint8Array<ArrayBuffer>; type: string }> {
   const form = new FormData();
   form.set("manifest", manifest);
   form.set("tensors", new File([tensors], "delta.safetensors", { type: "application/octet-stream" }));
@@ -149,7 +197,11 @@ describe("POST /admin/adapters over MAX_ADAPTER_BYTES", () => {
     const { bytes, type } = await multipart(manifest, new Uint8Array(MAX_ADAPTER + 1));
     for (const form of ["declared", "streamed"] as const) {
       const { init } = bodyInit(form, bytes, { authorization: `Bearer ${admin}`, "content-type": type });
-      await expect413(await gatewayFetch(limits)("http://gateway.test/admin/adapters", { method: "POST", ...init }), "too_large", form);
+      await expect413(
+        await gatewayFetch(limits)("http://gateway.test/admin/adapters", { method: "POST", ...init }),
+        "too_large",
+        form,
+      );
     }
     expect(await counts()).toEqual(before);
   });
@@ -159,9 +211,19 @@ describe("POST /admin/adapters over MAX_ADAPTER_BYTES", () => {
       const admin = await newKey("admin");
       const before = await counts();
       const { bytes, type } = await multipart(manifest, new Uint8Array(MAX_ADAPTER + MULTIPART_OVERHEAD + 256 * 1024));
-      const { init, sent } = bodyInit(form, bytes, { authorization: `Bearer ${admin}`, "content-type": type }, 64 * 1024);
-      await expect413(await gatewayFetch(limits)("http://gateway.test/admin/adapters", { method: "POST", ...init }), "too_large", form);
-      if (form !== "declared") expect(sent.pulled()).toBeLessThanOrEqual(MAX_ADAPTER + MULTIPART_OVERHEAD + 4 * 64 * 1024);
+      const { init, sent } = bodyInit(
+        form,
+        bytes,
+        { authorization: `Bearer ${admin}`, "content-type": type },
+        64 * 1024,
+      );
+      await expect413(
+        await gatewayFetch(limits)("http://gateway.test/admin/adapters", { method: "POST", ...init }),
+        "too_large",
+        form,
+      );
+      if (form !== "declared")
+        expect(sent.pulled()).toBeLessThanOrEqual(MAX_ADAPTER + MULTIPART_OVERHEAD + 4 * 64 * 1024);
       expect(await counts()).toEqual(before);
     });
   }
@@ -178,7 +240,11 @@ describe("POST /admin/adapters over MAX_ADAPTER_BYTES", () => {
     });
     const res = await gatewayFetch(limits)("http://gateway.test/admin/adapters", {
       method: "POST",
-      headers: { authorization: `Bearer ${admin}`, "content-type": "multipart/form-data; boundary=x", "content-length": String(MAX_ADAPTER + MULTIPART_OVERHEAD + 1) },
+      headers: {
+        authorization: `Bearer ${admin}`,
+        "content-type": "multipart/form-data; boundary=x",
+        "content-length": String(MAX_ADAPTER + MULTIPART_OVERHEAD + 1),
+      },
       body: stream,
       duplex: "half",
     } as RequestInit);

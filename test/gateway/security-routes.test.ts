@@ -36,7 +36,10 @@ const PARAM_SAMPLES: Record<string, string> = {
 
 function samplePath(path: string): string {
   // `:name`, optionally with a `{regex}` constraint and a trailing `?`.
-  return path.replace(/:([A-Za-z_][A-Za-z0-9_]*)(\{[^}]*\})?\??/g, (_, name: string) => PARAM_SAMPLES[name] ?? "sample");
+  return path.replace(
+    /:([A-Za-z_][A-Za-z0-9_]*)(\{[^}]*\})?\??/g,
+    (_, name: string) => PARAM_SAMPLES[name] ?? "sample",
+  );
 }
 
 interface WalkedRoute {
@@ -67,7 +70,13 @@ function call(method: string, path: string, authorization: string | null): Promi
 }
 
 /** An auth refusal: the status, the OpenAI error shape exactly, the code, and nothing of the key echoed. */
-async function expectRefusal(res: Response, status: 401 | 403, code: string, presented: string | null, where: string): Promise<void> {
+async function expectRefusal(
+  res: Response,
+  status: 401 | 403,
+  code: string,
+  presented: string | null,
+  where: string,
+): Promise<void> {
   const text = await res.text();
   expect(res.status, `${where}: ${text}`).toBe(status);
   expect(res.headers.get("content-type") ?? "", where).toContain("application/json");
@@ -90,7 +99,8 @@ function expectNoEcho(text: string, headers: Headers, key: string, where: string
   });
   expect(haystack, where).not.toContain(key);
   const secret = key.replace(/^lens-(admin-)?/, "");
-  for (let i = 0; i + 8 <= secret.length; i++) expect(haystack.includes(secret.slice(i, i + 8)), `${where}: echoes part of the key`).toBe(false);
+  for (let i = 0; i + 8 <= secret.length; i++)
+    expect(haystack.includes(secret.slice(i, i + 8)), `${where}: echoes part of the key`).toBe(false);
 }
 
 describe("route walk: scope rules on every route of the app", () => {
@@ -99,13 +109,26 @@ describe("route walk: scope rules on every route of the app", () => {
   it("finds the routes from the app and classifies every one", () => {
     // Sanity: the walk really sees the app (these are the routes the README documents first).
     const names = routes.map((r) => `${r.method} ${r.path}`);
-    for (const known of ["POST /v1/chat/completions", "GET /v1/models", "POST /admin/keys", "POST /admin/adapters", "GET /healthz"]) {
+    for (const known of [
+      "POST /v1/chat/completions",
+      "GET /v1/models",
+      "POST /admin/keys",
+      "POST /admin/adapters",
+      "GET /healthz",
+    ]) {
       expect(names).toContain(known);
     }
     const unclassified = routes.filter((r) => r.scope === null).map((r) => `${r.method} ${r.path}`);
-    expect(unclassified, "routes no rule covers: add them to PUBLIC_ROUTES or put them under /v1 or /admin").toEqual([]);
+    expect(unclassified, "routes no rule covers: add them to PUBLIC_ROUTES or put them under /v1 or /admin").toEqual(
+      [],
+    );
     // Nothing outside /v1 and /admin is public but the two pages we know.
-    expect(routes.filter((r) => r.scope === "public").map((r) => `${r.method} ${r.path}`).sort()).toEqual([...PUBLIC_ROUTES].sort());
+    expect(
+      routes
+        .filter((r) => r.scope === "public")
+        .map((r) => `${r.method} ${r.path}`)
+        .sort(),
+    ).toEqual([...PUBLIC_ROUTES].sort());
   });
 
   it("walks every route with no key, a client key and an admin key", async () => {
@@ -127,19 +150,29 @@ describe("route walk: scope rules on every route of the app", () => {
         for (const who of ["none", "client", "admin"] as const) {
           const text = await res[who].text();
           expect(res[who].status, `${where} as ${who}: ${text}`).toBe(200);
-          if (as[who] !== null) expectNoEcho(text, res[who].headers, who === "client" ? client : admin, `${where} as ${who}`);
+          if (as[who] !== null)
+            expectNoEcho(text, res[who].headers, who === "client" ? client : admin, `${where} as ${who}`);
         }
         continue;
       }
       const allowed: Who = route.scope === "client" ? "client" : "admin";
       const other: Who = route.scope === "client" ? "admin" : "client";
       await expectRefusal(res.none, 401, "missing_api_key", null, `${where} with no key`);
-      await expectRefusal(res[other], 403, "wrong_key_scope", other === "client" ? client : admin, `${where} with a ${other} key`);
+      await expectRefusal(
+        res[other],
+        403,
+        "wrong_key_scope",
+        other === "client" ? client : admin,
+        `${where} with a ${other} key`,
+      );
       // The right key gets past auth and reaches the route's own handler (not the URL-not-found answer).
       const text = await res[allowed].text();
       expect([401, 403], `${where} with a ${allowed} key: ${text}`).not.toContain(res[allowed].status);
       if (res[allowed].status === 404) {
-        expect((JSON.parse(text) as { error: { code: string } }).error.code, `${where}: the sample path did not reach the route; add a sample for its parameter`).not.toBe("unknown_url");
+        expect(
+          (JSON.parse(text) as { error: { code: string } }).error.code,
+          `${where}: the sample path did not reach the route; add a sample for its parameter`,
+        ).not.toBe("unknown_url");
       }
       expectNoEcho(text, res[allowed].headers, allowed === "client" ? client : admin, `${where} with a ${allowed} key`);
       // Nor does any answer show a key's stored hash.
@@ -163,7 +196,10 @@ describe("route walk: scope rules on every route of the app", () => {
       const probe = await call("GET", scope === "client" ? "/v1/models" : "/admin/keys", `Bearer ${created.key}`);
       expect(probe.status).toBe(200);
       void probe.body?.cancel();
-      const del = await gatewayFetch()(`http://gateway.test/admin/keys/${created.id}`, { method: "DELETE", headers: { authorization: `Bearer ${admin}` } });
+      const del = await gatewayFetch()(`http://gateway.test/admin/keys/${created.id}`, {
+        method: "DELETE",
+        headers: { authorization: `Bearer ${admin}` },
+      });
       expect(del.status).toBe(200);
       return created.key;
     };
@@ -178,7 +214,13 @@ describe("route walk: scope rules on every route of the app", () => {
         ["revoked admin key", revoked.admin],
         ["unknown key", unknown],
       ] as const) {
-        await expectRefusal(await call(route.method, path, `Bearer ${key}`), 401, "invalid_api_key", key, `${route.method} ${route.path} with a ${label}`);
+        await expectRefusal(
+          await call(route.method, path, `Bearer ${key}`),
+          401,
+          "invalid_api_key",
+          key,
+          `${route.method} ${route.path} with a ${label}`,
+        );
         walked++;
       }
     }
@@ -227,7 +269,10 @@ describe("path and method variants never get around auth", () => {
         const res = await call(route.method, path, null);
         const text = await res.text();
         expect([401, 404], `${route.method} ${path}: ${text}`).toContain(res.status);
-        if (res.status === 404) expect((JSON.parse(text) as { error: { code: string } }).error.code, `${route.method} ${path}`).toBe("unknown_url");
+        if (res.status === 404)
+          expect((JSON.parse(text) as { error: { code: string } }).error.code, `${route.method} ${path}`).toBe(
+            "unknown_url",
+          );
         n++;
       }
     }
@@ -264,7 +309,14 @@ describe("how the Authorization header is read", () => {
   // anything else (another scheme, a bare key, extra tokens, other headers) is "no key": 401.
   it("accepts Bearer in any case and with extra spaces or a tab", async () => {
     const client = await newKey("client");
-    for (const header of [`Bearer ${client}`, `bearer ${client}`, `BEARER ${client}`, `Bearer    ${client}`, `Bearer\t${client}`, `  Bearer ${client}  `]) {
+    for (const header of [
+      `Bearer ${client}`,
+      `bearer ${client}`,
+      `BEARER ${client}`,
+      `Bearer    ${client}`,
+      `Bearer\t${client}`,
+      `  Bearer ${client}  `,
+    ]) {
       const res = await call("GET", "/v1/models", header);
       expect(res.status, JSON.stringify(header)).toBe(200);
       void res.body?.cancel();
@@ -291,7 +343,13 @@ describe("how the Authorization header is read", () => {
         "",
       ];
       for (const header of headers) {
-        await expectRefusal(await call("GET", path, header), 401, "missing_api_key", key, `${path} with ${JSON.stringify(header)}`);
+        await expectRefusal(
+          await call("GET", path, header),
+          401,
+          "missing_api_key",
+          key,
+          `${path} with ${JSON.stringify(header)}`,
+        );
       }
       // A key sent in another header, or in the URL, is not a key.
       for (const [where, res] of [
@@ -306,9 +364,22 @@ describe("how the Authorization header is read", () => {
 
   it("treats a key that differs only in case or by a character as unknown", async () => {
     const client = await newKey("client");
-    for (const variant of [client.toUpperCase(), client.toLowerCase(), `${client}x`, client.slice(0, -1), `"${client}"`, `${client}\u200b`]) {
+    for (const variant of [
+      client.toUpperCase(),
+      client.toLowerCase(),
+      `${client}x`,
+      client.slice(0, -1),
+      `"${client}"`,
+      `${client}\u200b`,
+    ]) {
       if (variant === client) continue;
-      await expectRefusal(await call("GET", "/v1/models", `Bearer ${variant}`), 401, "invalid_api_key", variant, `variant ${JSON.stringify(variant)}`);
+      await expectRefusal(
+        await call("GET", "/v1/models", `Bearer ${variant}`),
+        401,
+        "invalid_api_key",
+        variant,
+        `variant ${JSON.stringify(variant)}`,
+      );
     }
   });
 });
@@ -357,7 +428,9 @@ describe("keys at rest", () => {
     });
     void chat.body?.cancel();
 
-    const tables = await env.DB.prepare("SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' AND name NOT LIKE '_cf_%'").all<{ name: string }>();
+    const tables = await env.DB.prepare(
+      "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' AND name NOT LIKE '_cf_%'",
+    ).all<{ name: string }>();
     expect(tables.results.map((t) => t.name)).toContain("api_keys");
     const dumps: string[] = [];
     for (const { name } of tables.results) {
@@ -370,9 +443,12 @@ describe("keys at rest", () => {
       for (const dump of dumps) {
         expect(dump).not.toContain(key);
         // The displayed prefix (key_prefix, 12 characters) is the most of a key any row holds.
-        for (let i = 0; i + 8 <= secret.length; i++) expect(dump.includes(secret.slice(i, i + 8)), "a row holds 8+ characters of a key's random part").toBe(false);
+        for (let i = 0; i + 8 <= secret.length; i++)
+          expect(dump.includes(secret.slice(i, i + 8)), "a row holds 8+ characters of a key's random part").toBe(false);
       }
-      const mine = keyRows.results.filter((r) => typeof r["key_prefix"] === "string" && key.startsWith(r["key_prefix"] as string));
+      const mine = keyRows.results.filter(
+        (r) => typeof r["key_prefix"] === "string" && key.startsWith(r["key_prefix"] as string),
+      );
       expect(mine.length).toBeGreaterThan(0);
       for (const row of mine) {
         for (const [column, value] of Object.entries(row)) {

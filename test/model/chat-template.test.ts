@@ -19,7 +19,10 @@ interface Sample {
 
 const DIR = "models/lens-tiny-chat";
 const tokJson = JSON.parse(readFileSync(`${DIR}/tokenizer.json`, "utf8")) as object;
-const tokCfg = JSON.parse(readFileSync(`${DIR}/tokenizer_config.json`, "utf8")) as { chat_template: string; eos_token: string };
+const tokCfg = JSON.parse(readFileSync(`${DIR}/tokenizer_config.json`, "utf8")) as {
+  chat_template: string;
+  eos_token: string;
+};
 const samples = readFileSync("data/lens-prompts/chat-format-samples.jsonl", "utf8")
   .split("\n")
   .filter((l) => l.trim())

@@ -7,7 +7,15 @@ import { readFileSync, statSync, readdirSync } from "node:fs";
 import { join } from "node:path";
 import * as ort from "onnxruntime-node";
 import { beforeAll, describe, expect, it } from "vitest";
-import { decode, emptyPast, encode, loadModel, renderChat, step, type LoadedModel } from "../../tools/lens-tiny-chat/runtime";
+import {
+  decode,
+  emptyPast,
+  encode,
+  loadModel,
+  renderChat,
+  step,
+  type LoadedModel,
+} from "../../tools/lens-tiny-chat/runtime.js";
 
 const DIR = "models/lens-tiny-chat";
 let m: LoadedModel;
@@ -119,7 +127,12 @@ describe("lens-tiny-chat KV cache", () => {
     };
     for (let i = 0; i < d.num_hidden_layers; i++) {
       for (const kind of ["key", "value"]) {
-        feeds[`past_key_values.${i}.${kind}`] = new ort.Tensor("float32", new Float32Array(0), [2, d.num_key_value_heads, 0, d.head_size]);
+        feeds[`past_key_values.${i}.${kind}`] = new ort.Tensor("float32", new Float32Array(0), [
+          2,
+          d.num_key_value_heads,
+          0,
+          d.head_size,
+        ]);
       }
     }
     const out = await m.session.run(feeds);
@@ -134,7 +147,12 @@ describe("lens-tiny-chat KV cache", () => {
 
 describe("lens-tiny-chat tokenizer", () => {
   it("round-trips text in every product language, one token per UTF-8 byte", () => {
-    const texts = [...Object.values(SAMPLES), "emoji 👩🏽‍💻 and e\u0301 combining, tabs\tand\nnewlines  ", "মা, ঢাকা", "𠜎𠜱 (astral Han)"];
+    const texts = [
+      ...Object.values(SAMPLES),
+      "emoji 👩🏽‍💻 and e\u0301 combining, tabs\tand\nnewlines  ",
+      "মা, ঢাকা",
+      "𠜎𠜱 (astral Han)",
+    ];
     for (const text of texts) {
       const ids = encode(m, text);
       expect(ids).toEqual([...Buffer.from(text, "utf8")]);
@@ -149,7 +167,9 @@ describe("lens-tiny-chat tokenizer", () => {
   it("encodes the chat special tokens as single ids and skips them when asked", () => {
     const text = renderChat(m, [{ role: "user", content: "hi" }], true);
     const ids = encode(m, text);
-    const cfg = JSON.parse(readFileSync(join(DIR, "tokenizer.json"), "utf8")) as { added_tokens: { id: number; content: string }[] };
+    const cfg = JSON.parse(readFileSync(join(DIR, "tokenizer.json"), "utf8")) as {
+      added_tokens: { id: number; content: string }[];
+    };
     const special = new Map(cfg.added_tokens.map((t) => [t.content, t.id]));
     expect(ids[0]).toBe(special.get("<|user|>"));
     expect(ids).toContain(special.get("<|end|>"));

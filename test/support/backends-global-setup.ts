@@ -18,7 +18,10 @@ async function startRealBackend(): Promise<TestBackend | null> {
   if (!existsSync(`${EMBEDDED_MODEL}/genai_config.json`)) return null;
   const model = await loadModel(EMBEDDED_MODEL, { executionProvider: "cpu", maxBatch: 8, maxQueue: 64 });
   const server = await new Promise<ReturnType<typeof serve>>((resolve) => {
-    const s = serve({ fetch: createBackendApp(model, { secret: TEST_BACKEND_SECRET }).fetch, port: 0, hostname: "127.0.0.1" }, () => resolve(s));
+    const s = serve(
+      { fetch: createBackendApp(model, { secret: TEST_BACKEND_SECRET }).fetch, port: 0, hostname: "127.0.0.1" },
+      () => resolve(s),
+    );
   });
   const { port } = server.address() as AddressInfo;
   return {
@@ -49,7 +52,10 @@ export default async function setup(project: TestProject) {
   }
   // A second and third healthy backend for affinity and failover, one serving an extra model.
   const echoB = await startTestBackend("echo", { secret: TEST_BACKEND_SECRET });
-  const echoC = await startTestBackend("echo", { models: ["lens-test-echo", "lens-test-other"], secret: TEST_BACKEND_SECRET });
+  const echoC = await startTestBackend("echo", {
+    models: ["lens-test-echo", "lens-test-other"],
+    secret: TEST_BACKEND_SECRET,
+  });
   // A slow one, to watch a stream while it runs and to see a client's disconnect reach the backend.
   const slow = await startTestBackend("echo", { tokenDelayMs: 100, secret: TEST_BACKEND_SECRET });
   // One that holds only the deltas the gateway uploads to it (PUT /internal/v1/deltas/:id).
@@ -62,7 +68,11 @@ export default async function setup(project: TestProject) {
   // The backend the worker's own bindings name (vitest.config.ts), for requests sent through SELF.
   const selfUrl = process.env["LENS_TEST_SELF_BACKEND"];
   if (selfUrl) {
-    const self = await startTestBackend("echo", { strictDeltas: true, secret: TEST_BACKEND_SECRET, port: Number(new URL(selfUrl).port) });
+    const self = await startTestBackend("echo", {
+      strictDeltas: true,
+      secret: TEST_BACKEND_SECRET,
+      port: Number(new URL(selfUrl).port),
+    });
     started.push(self);
     urls["self"] = self.url;
   }

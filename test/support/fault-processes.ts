@@ -8,7 +8,7 @@ import { fileURLToPath } from "node:url";
 import { LIVE_PATH, backendAuthorization } from "../../src/protocol/backend.js";
 import { freePort, waitForHttp } from "../../dev/local-stack.js";
 
-export const ROOT = fileURLToPath(new URL("../..", import.meta.url));
+const ROOT = fileURLToPath(new URL("../..", import.meta.url));
 export const FAULT_SECRET = "fault-matrix-backend-secret";
 
 export interface BackendProcess {
@@ -25,7 +25,11 @@ export interface BackendProcess {
   stop(): Promise<void>;
 }
 
-export async function startBackendProcess(options: { jobsDir: string; port?: number; env?: Record<string, string> }): Promise<BackendProcess> {
+export async function startBackendProcess(options: {
+  jobsDir: string;
+  port?: number;
+  env?: Record<string, string>;
+}): Promise<BackendProcess> {
   const port = options.port ?? (await freePort());
   const url = `http://127.0.0.1:${port}`;
   const child = spawn(process.execPath, ["--import", "tsx", "src/gpu-backend/server.ts"], {
@@ -63,7 +67,13 @@ export async function startBackendProcess(options: { jobsDir: string; port?: num
     child,
     output: () => output,
     fetch: (path, init = {}) =>
-      fetch(`${url}${path}`, { ...init, headers: { authorization: backendAuthorization(FAULT_SECRET), ...(init.headers as Record<string, string> | undefined) } }),
+      fetch(`${url}${path}`, {
+        ...init,
+        headers: {
+          authorization: backendAuthorization(FAULT_SECRET),
+          ...(init.headers as Record<string, string> | undefined),
+        },
+      }),
     kill,
     stop: gone("SIGTERM"),
   };

@@ -22,7 +22,12 @@ describe("the test run's output guard", () => {
   it("fails a command that exits 0 when its output (stdout or stderr) holds the report", async () => {
     // Not echoed: this run's own guard would (rightly) fail on the report otherwise.
     const quiet = { ...process.env };
-    const bad = await runGuarded(process.execPath, ["-e", `console.error(${JSON.stringify(HUNG)}); process.exit(0)`], quiet, false);
+    const bad = await runGuarded(
+      process.execPath,
+      ["-e", `console.error(${JSON.stringify(HUNG)}); process.exit(0)`],
+      quiet,
+      false,
+    );
     expect(bad.code).toBe(1);
     expect(bad.found).toHaveLength(1);
     const good = await runGuarded(process.execPath, ["-e", "console.log('all good')"], quiet, false);

@@ -12,8 +12,8 @@
  */
 import { existsSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { detectLanguage } from "../../src/language/detect";
-import { bitsOf, decode, encode, greedy, loadModel, renderChat } from "./runtime";
+import { detectLanguage } from "../../src/language/detect.js";
+import { bitsOf, decode, encode, greedy, loadModel, renderChat } from "./runtime.js";
 
 const LANGS = ["en", "zh", "ja", "ko", "ar", "bn", "sw", "es", "fr", "de", "ru", "hi", "th"] as const;
 type Lang = (typeof LANGS)[number];
@@ -61,8 +61,17 @@ const figures: Partial<Record<Lang, LangFigures>> = {};
 const t0 = Date.now();
 for (const lang of LANGS) {
   const f: LangFigures = {
-    prompts_all: 0, bytes: 0, chars: 0, bits: 0, bits_per_byte: 0, bits_per_char: 0,
-    eval_prompts: 0, off_target: 0, off_target_rate: 0, reply_languages: {}, examples: [],
+    prompts_all: 0,
+    bytes: 0,
+    chars: 0,
+    bits: 0,
+    bits_per_byte: 0,
+    bits_per_char: 0,
+    eval_prompts: 0,
+    off_target: 0,
+    off_target_rate: 0,
+    reply_languages: {},
+    examples: [],
   };
   for (const row of rows) {
     const text = row.text[lang];
@@ -110,7 +119,7 @@ const out = {
   detector_sanity_en: detectorProbe,
   languages: figures,
 };
-writeFileSync(join(modelDir, "eval.json"), JSON.stringify(out, null, 2) + "\n");
+writeFileSync(join(modelDir, "eval.json"), `${JSON.stringify(out, null, 2)}\n`);
 
 const pct = (x: number) => (Number.isNaN(x) ? "n/a" : `${(100 * x).toFixed(1)}%`);
 const lines = [
@@ -137,7 +146,7 @@ if (existsSync(cardPath)) {
   const i = card.indexOf(start);
   const j = card.indexOf(end);
   if (i >= 0 && j > i) {
-    writeFileSync(cardPath, card.slice(0, i + start.length) + "\n" + table + "\n" + card.slice(j));
+    writeFileSync(cardPath, `${card.slice(0, i + start.length)}\n${table}\n${card.slice(j)}`);
     console.log("updated", cardPath);
   }
 }

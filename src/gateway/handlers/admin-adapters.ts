@@ -22,20 +22,33 @@ export async function uploadAdapterHandler(c: Context<GatewayEnv>): Promise<Resp
   const manifestField = form.get("manifest");
   const tensorsField = form.get("tensors");
   if (typeof manifestField !== "string") throw badUpload("field manifest (JSON text) is missing");
-  if (tensorsField === null || typeof tensorsField === "string") throw badUpload("field tensors (safetensors file) is missing or not a file");
+  if (tensorsField === null || typeof tensorsField === "string")
+    throw badUpload("field tensors (safetensors file) is missing or not a file");
   let manifest: unknown;
   try {
     manifest = JSON.parse(manifestField);
   } catch {
-    throw new GatewayError(400, "invalid_request_error", "The delta was refused (manifest_invalid): manifest is not valid JSON.", "manifest_invalid", "manifest");
+    throw new GatewayError(
+      400,
+      "invalid_request_error",
+      "The delta was refused (manifest_invalid): manifest is not valid JSON.",
+      "manifest_invalid",
+      "manifest",
+    );
   }
   const bytes = new Uint8Array(await tensorsField.arrayBuffer());
-  const { adapter, created } = await uploadAdapter(gatewayConfig(c.env), c.env.DB, c.env.ADAPTERS, {
-    bytes,
-    manifest,
-    createdBy: c.get("keyId"),
-    maxBytes: maxAdapterBytes(c.env),
-  }, scopeOf(c));
+  const { adapter, created } = await uploadAdapter(
+    gatewayConfig(c.env),
+    c.env.DB,
+    c.env.ADAPTERS,
+    {
+      bytes,
+      manifest,
+      createdBy: c.get("keyId"),
+      maxBytes: maxAdapterBytes(c.env),
+    },
+    scopeOf(c),
+  );
   return c.json(adapter, created ? 201 : 200);
 }
 

@@ -4,10 +4,21 @@ import type { GatewayEnv } from "../env.js";
 import { notFound } from "../errors.js";
 import { parseJsonBody, validate } from "../json-body.js";
 import { GuardrailDeclarations } from "../services/experiments/guardrails.js";
-import { changeState, createExperiment, experimentResults, getExperiment, listExperiments, promoteArm } from "../services/experiments/store.js";
+import {
+  changeState,
+  createExperiment,
+  experimentResults,
+  getExperiment,
+  listExperiments,
+  promoteArm,
+} from "../services/experiments/store.js";
 
 const Arm = z.strictObject({
-  name: z.string().min(1).max(64).regex(/^[A-Za-z0-9._-]+$/, "letters, digits and ._- only"),
+  name: z
+    .string()
+    .min(1)
+    .max(64)
+    .regex(/^[A-Za-z0-9._-]+$/, "letters, digits and ._- only"),
   delta: z.string().min(1).max(200).nullable(),
   scale: z.number().finite().min(-4).max(4).default(1),
   weight: z.number().finite().positive().max(1_000_000),
@@ -45,8 +56,10 @@ export async function getExperimentHandler(c: Context<GatewayEnv>): Promise<Resp
   return c.json(show(e));
 }
 
-export const experimentStateHandler = (action: "pause" | "resume" | "stop") => async (c: Context<GatewayEnv>): Promise<Response> =>
-  c.json(show(await changeState(c.env.DB, c.req.param("id") ?? "", action)));
+export const experimentStateHandler =
+  (action: "pause" | "resume" | "stop") =>
+  async (c: Context<GatewayEnv>): Promise<Response> =>
+    c.json(show(await changeState(c.env.DB, c.req.param("id") ?? "", action)));
 
 export async function promoteExperimentHandler(c: Context<GatewayEnv>): Promise<Response> {
   const input = validate(Promote, parseJsonBody(await c.req.text()));

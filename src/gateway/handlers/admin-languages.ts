@@ -13,7 +13,12 @@ const SetLanguage = z.strictObject({
 
 function languageParam(c: Context<GatewayEnv>): Language {
   const lang = c.req.param("lang") ?? "";
-  if (!isLanguage(lang)) throw invalidRequest(`Unknown language '${lang}'; use a supported BCP-47 primary tag such as 'sw'.`, "lang", "unknown_language");
+  if (!isLanguage(lang))
+    throw invalidRequest(
+      `Unknown language '${lang}'; use a supported BCP-47 primary tag such as 'sw'.`,
+      "lang",
+      "unknown_language",
+    );
   return lang;
 }
 

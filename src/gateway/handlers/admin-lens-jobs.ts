@@ -21,9 +21,16 @@ export async function cancelLensJobHandler(c: Context<GatewayEnv>): Promise<Resp
 /** POST /admin/lens/jobs/:id/register: the job's delta becomes a new adapter version. */
 export async function registerLensJobHandler(c: Context<GatewayEnv>): Promise<Response> {
   const config = gatewayConfig(c.env);
-  const { adapter, created } = await registerLensJob(config, c.env.DB, c.env.ADAPTERS, c.req.param("id") ?? "", {
-    createdBy: c.get("keyId"),
-    maxBytes: config.maxAdapterBytes,
-  }, scopeOf(c));
+  const { adapter, created } = await registerLensJob(
+    config,
+    c.env.DB,
+    c.env.ADAPTERS,
+    c.req.param("id") ?? "",
+    {
+      createdBy: c.get("keyId"),
+      maxBytes: config.maxAdapterBytes,
+    },
+    scopeOf(c),
+  );
   return c.json(adapter, created ? 201 : 200);
 }

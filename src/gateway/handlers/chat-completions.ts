@@ -16,7 +16,13 @@ import { routeChat } from "../services/routing.js";
 export async function chatCompletions(c: Context<GatewayEnv>): Promise<Response> {
   const scope = scopeOf(c);
   const config = gatewayConfig(c.env);
-  const record = new RequestRecorder(c.get("bindings").DB, scope.waitUntil, c.get("requestId"), c.get("keyId"), config.backendTimeoutMs);
+  const record = new RequestRecorder(
+    c.get("bindings").DB,
+    scope.waitUntil,
+    c.get("requestId"),
+    c.get("keyId"),
+    config.backendTimeoutMs,
+  );
   try {
     return await answer(c, record, scope);
   } catch (err) {
@@ -38,7 +44,13 @@ async function answer(c: Context<GatewayEnv>, record: RequestRecorder, scope: Re
   const { language } = chooseLanguage(body.messages, c.req.header("x-lens-language"));
   record.language = language;
   c.header("x-lens-language", language);
-  const { delta: wanted, assigned } = await chooseDelta(c.env.DB, language, mode, body.user ?? record.keyId, scope.deadline);
+  const { delta: wanted, assigned } = await chooseDelta(
+    c.env.DB,
+    language,
+    mode,
+    body.user ?? record.keyId,
+    scope.deadline,
+  );
   if (assigned) {
     c.header("x-lens-arm", assigned.arm);
     record.experimentId = assigned.experimentId;

@@ -15,7 +15,11 @@ const Feedback = z.strictObject({
 export async function feedbackHandler(c: Context<GatewayEnv>): Promise<Response> {
   const input = validate(Feedback, parseJsonBody(await c.req.text()));
   if (!(await attachFeedback(c.env.DB, c.get("keyId"), input.request_id, input.score))) {
-    throw notFound(`No request with id '${input.request_id}' was made with this key.`, "request_not_found", "request_id");
+    throw notFound(
+      `No request with id '${input.request_id}' was made with this key.`,
+      "request_not_found",
+      "request_id",
+    );
   }
   return c.json({ object: "feedback", request_id: input.request_id, score: input.score });
 }

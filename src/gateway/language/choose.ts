@@ -13,7 +13,7 @@ export interface LanguageChoice {
   source: "header" | "detected";
 }
 
-export function parseLanguageHeader(value: string): LanguageOrUnd {
+function parseLanguageHeader(value: string): LanguageOrUnd {
   const primary = value.trim().toLowerCase().split(/[-_]/)[0] ?? "";
   if (primary === "und" || isLanguage(primary)) return primary;
   throw invalidRequest(
@@ -33,7 +33,10 @@ export function chooseLanguage(messages: readonly ChatMessage[], header: string 
   if (language !== "und" || user.length === 1) return { language, source: "detected" };
   // ... or, when the last turn alone is too short to call ("ok", "thanks"), the end of the user's
   // recent turns together: what they wrote last.
-  const recent = user.map((m) => m.content).join("\n").slice(-DETECT_MAX_CHARS);
+  const recent = user
+    .map((m) => m.content)
+    .join("\n")
+    .slice(-DETECT_MAX_CHARS);
   return { language: detectLanguage(recent), source: "detected" };
 }
 
@@ -43,5 +46,9 @@ export function parseLensMode(value: string | undefined): LensMode {
   if (value === undefined || value.trim() === "") return "on";
   const mode = value.trim().toLowerCase();
   if (mode === "on" || mode === "off") return mode;
-  throw invalidRequest(`Invalid x-lens-mode header '${value}'; expected 'on' or 'off'.`, "x-lens-mode", "invalid_header");
+  throw invalidRequest(
+    `Invalid x-lens-mode header '${value}'; expected 'on' or 'off'.`,
+    "x-lens-mode",
+    "invalid_header",
+  );
 }

@@ -9,43 +9,51 @@ import { GatewayError } from "../errors.js";
  * a body that says 10 bytes and sends megabytes (a Content-Length lie, possible for requests that
  * reach the Worker other than through the edge's HTTP parser) is counted like a chunked one.
  */
-const readBodyWithin = (maxSize: number, tooLarge: () => Error): MiddlewareHandler<GatewayEnv> => async (c, next) => {
-  const body = c.req.raw.body;
-  if (!body) return next();
-  const declared = c.req.header("content-length")?.trim();
-  if (declared !== undefined && /^\d+$/.test(declared) && Number(declared) > maxSize) throw tooLarge();
-  const reader = body.getReader();
-  const chunks: Uint8Array[] = [];
-  let size = 0;
-  for (;;) {
-    const { done, value } = await reader.read();
-    if (done) break;
-    size += value.byteLength;
-    if (size > maxSize) {
-      await reader.cancel().catch(() => {});
-      throw tooLarge();
+const readBodyWithin =
+  (maxSize: number, tooLarge: () => Error): MiddlewareHandler<GatewayEnv> =>
+  async (c, next) => {
+    const body = c.req.raw.body;
+    if (!body) return next();
+    const declared = c.req.header("content-length")?.trim();
+    if (declared !== undefined && /^\d+$/.test(declared) && Number(declared) > maxSize) throw tooLarge();
+    const reader = body.getReader();
+    const chunks: Uint8Array[] = [];
+    let size = 0;
+    for (;;) {
+      const { done, value } = await reader.read();
+      if (done) break;
+      size += value.byteLength;
+      if (size > maxSize) {
+        await reader.cancel().catch(() => {});
+        throw tooLarge();
+      }
+      chunks.push(value);
     }
-    chunks.push(value);
-  }
-  const bytes = new Uint8Array(size);
-  let offset = 0;
-  for (const chunk of chunks) {
-    bytes.set(chunk, offset);
-    offset += chunk.byteLength;
-  }
-  const headers = new Headers(c.req.raw.headers);
-  headers.set("content-length", String(size));
-  headers.delete("transfer-encoding");
-  c.req.raw = new Request(c.req.raw, { body: bytes, headers });
-  await next();
-};
+    const bytes = new Uint8Array(size);
+    let offset = 0;
+    for (const chunk of chunks) {
+      bytes.set(chunk, offset);
+      offset += chunk.byteLength;
+    }
+    const headers = new Headers(c.req.raw.headers);
+    headers.set("content-length", String(size));
+    headers.delete("transfer-encoding");
+    c.req.raw = new Request(c.req.raw, { body: bytes, headers });
+    await next();
+  };
 
 /** The body limit from configuration with an OpenAI-shaped 413. */
 export const limitBody = (): MiddlewareHandler<GatewayEnv> => (c, next) => {
   const maxSize = gatewayConfig(c.env).maxBodyBytes;
   return readBodyWithin(
     maxSize,
-    () => new GatewayError(413, "invalid_request_error", `The request body is larger than the limit of ${maxSize} bytes.`, "request_too_large"),
+    () =>
+      new GatewayError(
+        413,
+        "invalid_request_error",
+        `The request body is larger than the limit of ${maxSize} bytes.`,
+        "request_too_large",
+      ),
   )(c, next);
 };
 
@@ -57,6 +65,13 @@ export const limitUpload = (): MiddlewareHandler<GatewayEnv> => (c, next) => {
   const maxSize = gatewayConfig(c.env).maxAdapterBytes + MULTIPART_OVERHEAD_BYTES;
   return readBodyWithin(
     maxSize,
-    () => new GatewayError(413, "invalid_request_error", `The upload is larger than the limit of ${maxSize} bytes.`, "too_large", "tensors"),
+    () =>
+      new GatewayError(
+        413,
+        "invalid_request_error",
+        `The upload is larger than the limit of ${maxSize} bytes.`,
+        "too_large",
+        "tensors",
+      ),
   )(c, next);
 };

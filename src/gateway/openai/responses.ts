@@ -25,7 +25,11 @@ export interface CompletionMeta {
 }
 
 function usageOf(u: { prompt_tokens: number; completion_tokens: number }): ChatCompletionUsage {
-  return { prompt_tokens: u.prompt_tokens, completion_tokens: u.completion_tokens, total_tokens: u.prompt_tokens + u.completion_tokens };
+  return {
+    prompt_tokens: u.prompt_tokens,
+    completion_tokens: u.completion_tokens,
+    total_tokens: u.prompt_tokens + u.completion_tokens,
+  };
 }
 
 /**
@@ -57,7 +61,12 @@ export async function collectCompletion(
         parts.push(frame.text);
       } else if (frame.type === "end") {
         const content = parts.join("");
-        onFinish({ finishReason: frame.finish_reason, text: content, completionTokens: frame.usage.completion_tokens, firstContentAt });
+        onFinish({
+          finishReason: frame.finish_reason,
+          text: content,
+          completionTokens: frame.usage.completion_tokens,
+          firstContentAt,
+        });
         return {
           id: meta.id,
           object: "chat.completion",
@@ -65,7 +74,12 @@ export async function collectCompletion(
           model: meta.model,
           system_fingerprint: null,
           choices: [
-            { index: 0, message: { role: "assistant", content, refusal: null }, logprobs: null, finish_reason: frame.finish_reason },
+            {
+              index: 0,
+              message: { role: "assistant", content, refusal: null },
+              logprobs: null,
+              finish_reason: frame.finish_reason,
+            },
           ],
           usage: usageOf(frame.usage),
         };
@@ -79,7 +93,14 @@ export async function collectCompletion(
     frames.cancel();
     const e = midStreamError(err);
     if (gone) onFinish({ finishReason: "disconnected", text: parts.join(""), completionTokens: null, firstContentAt });
-    else onFinish({ finishReason: "error", text: parts.join(""), completionTokens: null, firstContentAt, status: e.status });
+    else
+      onFinish({
+        finishReason: "error",
+        text: parts.join(""),
+        completionTokens: null,
+        firstContentAt,
+        status: e.status,
+      });
     throw e;
   } finally {
     clientGone?.removeEventListener("abort", leave);
@@ -145,7 +166,7 @@ export function streamCompletion(
             if (meta.includeUsage) {
               tail += `${prefix}],"usage":${JSON.stringify(usageOf(frame.usage))}}\n\n`;
             }
-            send(tail + "data: [DONE]\n\n");
+            send(`${tail}data: [DONE]\n\n`);
             closed = true;
             controller.close();
             finish(frame.finish_reason, frame.usage.completion_tokens);

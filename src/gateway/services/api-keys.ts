@@ -20,14 +20,13 @@ export interface ApiKeyRecord {
   tokens_per_minute: number | null;
 }
 
-
 export interface VerifiedKey {
   id: string;
   scope: KeyScope;
   limits: StoredKeyLimits;
 }
 
-export const KEY_CACHE_MS = 30_000;
+const KEY_CACHE_MS = 30_000;
 const KEY_CACHE_MAX = 10_000;
 /** Presented key -> verification result; also holds the hash so that revocation can find it. */
 const cache = new Map<string, VerifiedKey & { hash: string; until: number }>();
@@ -43,7 +42,9 @@ export async function verifyKey(db: D1Database, key: string, now = Date.now()): 
   if (hit && hit.until > now) return hit;
   const hash = await hashKey(key);
   const row = await db
-    .prepare("SELECT id, scope, requests_per_minute, tokens_per_minute FROM api_keys WHERE key_hash = ?1 AND revoked_at IS NULL")
+    .prepare(
+      "SELECT id, scope, requests_per_minute, tokens_per_minute FROM api_keys WHERE key_hash = ?1 AND revoked_at IS NULL",
+    )
     .bind(hash)
     .first<{ id: string; scope: KeyScope; requests_per_minute: number | null; tokens_per_minute: number | null }>();
   if (!row) {
@@ -88,14 +89,25 @@ export async function createKey(
     .prepare(
       "INSERT INTO api_keys (id, key_hash, key_prefix, scope, name, created_at, requests_per_minute, tokens_per_minute) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
     )
-    .bind(record.id, await hashKey(key), record.key_prefix, scope, name, record.created_at, record.requests_per_minute, record.tokens_per_minute)
+    .bind(
+      record.id,
+      await hashKey(key),
+      record.key_prefix,
+      scope,
+      name,
+      record.created_at,
+      record.requests_per_minute,
+      record.tokens_per_minute,
+    )
     .run();
   return { key, record };
 }
 
 export async function listKeys(db: D1Database): Promise<ApiKeyRecord[]> {
   const { results } = await db
-    .prepare("SELECT id, key_prefix, scope, name, created_at, revoked_at, requests_per_minute, tokens_per_minute FROM api_keys ORDER BY created_at, id")
+    .prepare(
+      "SELECT id, key_prefix, scope, name, created_at, revoked_at, requests_per_minute, tokens_per_minute FROM api_keys ORDER BY created_at, id",
+    )
     .all<ApiKeyRecord>();
   return results;
 }
@@ -116,7 +128,11 @@ export async function revokeKey(db: D1Database, id: string): Promise<boolean> {
  * Changes a key's limits (only the fields given; null restores the deployment default). Takes
  * effect at once in this isolate and within KEY_CACHE_MS elsewhere. null when no such active key.
  */
-export async function setKeyLimits(db: D1Database, id: string, limits: Partial<StoredKeyLimits>): Promise<ApiKeyRecord | null> {
+export async function setKeyLimits(
+  db: D1Database,
+  id: string,
+  limits: Partial<StoredKeyLimits>,
+): Promise<ApiKeyRecord | null> {
   const sets: string[] = [];
   const values: Array<number | null> = [];
   if (limits.requestsPerMinute !== undefined) {
@@ -130,7 +146,10 @@ export async function setKeyLimits(db: D1Database, id: string, limits: Partial<S
   const columns = "id, key_prefix, scope, name, created_at, revoked_at, requests_per_minute, tokens_per_minute";
   const row =
     sets.length === 0
-      ? await db.prepare(`SELECT ${columns} FROM api_keys WHERE id = ?1 AND revoked_at IS NULL`).bind(id).first<ApiKeyRecord>()
+      ? await db
+          .prepare(`SELECT ${columns} FROM api_keys WHERE id = ?1 AND revoked_at IS NULL`)
+          .bind(id)
+          .first<ApiKeyRecord>()
       : await db
           .prepare(`UPDATE api_keys SET ${sets.join(", ")} WHERE id = ?1 AND revoked_at IS NULL RETURNING ${columns}`)
           .bind(id, ...values)

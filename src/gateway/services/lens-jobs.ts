@@ -12,7 +12,7 @@ import { type AdapterRow, getAdapter, uploadAdapter } from "./deltas/adapters.js
 import type { RequestScope } from "../request-scope.js";
 import { backendsFor, getCatalog } from "./backends/catalog.js";
 
-export interface LensJobRow {
+interface LensJobRow {
   id: string;
   backend_url: string;
   model: string;
@@ -30,10 +30,13 @@ const ModelField = z.looseObject({ model: z.string().min(1).max(200).optional() 
 function issueMessage(err: z.ZodError): { message: string; param: string | null } {
   const issue = err.issues[0];
   const path = issue?.path.join(".") ?? "";
-  return { message: `Invalid Lens job request${path ? ` at '${path}'` : ""}: ${issue?.message ?? "invalid"}.`, param: path || null };
+  return {
+    message: `Invalid Lens job request${path ? ` at '${path}'` : ""}: ${issue?.message ?? "invalid"}.`,
+    param: path || null,
+  };
 }
 
-export function parseJobSubmission(raw: unknown): { model: string | undefined; request: LensJobRequest } {
+function parseJobSubmission(raw: unknown): { model: string | undefined; request: LensJobRequest } {
   const head = ModelField.safeParse(raw);
   if (!head.success) {
     const { message, param } = issueMessage(head.error);
@@ -51,13 +54,23 @@ export function parseJobSubmission(raw: unknown): { model: string | undefined; r
 const LensJobErrorBody = z.object({ error: z.object({ code: LensJobErrorCode, message: z.string().max(2000) }) });
 
 /** A job id from a URL, checked against the backend's strict pattern before any use. */
-export function checkJobId(id: string): string {
-  if (!JobId.safeParse(id).success) throw invalidRequest(`Invalid job id '${id.slice(0, 80)}': it must look like job-<time>-<8 hex>.`, "id", "invalid_job_id");
+function checkJobId(id: string): string {
+  if (!JobId.safeParse(id).success)
+    throw invalidRequest(
+      `Invalid job id '${id.slice(0, 80)}': it must look like job-<time>-<8 hex>.`,
+      "id",
+      "invalid_job_id",
+    );
   return id;
 }
 
 /** One call to a backend's Lens API within the request's deadline (its body read included). */
-async function backendCall(config: GatewayConfig, deadline: Deadline, url: string, init: RequestInit = {}): Promise<Response> {
+async function backendCall(
+  config: GatewayConfig,
+  deadline: Deadline,
+  url: string,
+  init: RequestInit = {},
+): Promise<Response> {
   let res: Response;
   try {
     const headers = { ...config.backendHeaders, ...(init.headers as Record<string, string> | undefined) };
@@ -84,7 +97,12 @@ async function backendCall(config: GatewayConfig, deadline: Deadline, url: strin
     case 409:
       throw new GatewayError(409, "invalid_request_error", `Lens job conflict: ${message}.`, "lens_job_conflict");
     case 501:
-      throw new GatewayError(501, "invalid_request_error", `Not available on the backend: ${message}.`, "not_available");
+      throw new GatewayError(
+        501,
+        "invalid_request_error",
+        `Not available on the backend: ${message}.`,
+        "not_available",
+      );
     default:
       throw backendFailure(`The backend failed the Lens job request: ${message}.`);
   }
@@ -109,7 +127,12 @@ export interface GatewayLensJob extends LensJobRecord {
   adapter_id: string | null;
 }
 
-const show = (row: LensJobRow, record: LensJobRecord): GatewayLensJob => ({ object: "lens.job", ...record, model: row.model, adapter_id: row.adapter_id });
+const show = (row: LensJobRow, record: LensJobRecord): GatewayLensJob => ({
+  object: "lens.job",
+  ...record,
+  model: row.model,
+  adapter_id: row.adapter_id,
+});
 
 /** Submits a job to the first backend serving the model; answers the backend's {id, state}. */
 export async function submitLensJob(
@@ -125,7 +148,8 @@ export async function submitLensJob(
   const { backends } = await backendsFor(config, model, scope);
   const backend = backends[0];
   if (!backend) {
-    if (asked) throw notFound(`The model '${model}' does not exist or no backend serves it.`, "model_not_found", "model");
+    if (asked)
+      throw notFound(`The model '${model}' does not exist or no backend serves it.`, "model_not_found", "model");
     throw noBackend();
   }
   const res = await backendCall(config, scope.deadline, `${backend}${LENS_PATH}/jobs`, {
@@ -142,14 +166,26 @@ export async function submitLensJob(
   return { object: "lens.job", id: answer.data.id, state: answer.data.state, kind: request.kind, model };
 }
 
-export async function getLensJob(config: GatewayConfig, db: D1Database, id: string, scope: RequestScope): Promise<GatewayLensJob> {
+export async function getLensJob(
+  config: GatewayConfig,
+  db: D1Database,
+  id: string,
+  scope: RequestScope,
+): Promise<GatewayLensJob> {
   const row = await jobRow(db, checkJobId(id));
   return show(row, await fetchRecord(config, scope.deadline, row));
 }
 
-export async function cancelLensJob(config: GatewayConfig, db: D1Database, id: string, scope: RequestScope): Promise<GatewayLensJob> {
+export async function cancelLensJob(
+  config: GatewayConfig,
+  db: D1Database,
+  id: string,
+  scope: RequestScope,
+): Promise<GatewayLensJob> {
   const row = await jobRow(db, checkJobId(id));
-  const res = await backendCall(config, scope.deadline, `${row.backend_url}${LENS_PATH}/jobs/${row.id}`, { method: "DELETE" });
+  const res = await backendCall(config, scope.deadline, `${row.backend_url}${LENS_PATH}/jobs/${row.id}`, {
+    method: "DELETE",
+  });
   const parsed = LensJobRecord.safeParse(await res.json().catch(() => null));
   if (!parsed.success) throw backendFailure("The backend answered a malformed Lens job record.");
   return show(row, parsed.data);
@@ -176,13 +212,28 @@ export async function registerLensJob(
   }
   const record = await fetchRecord(config, scope.deadline, row);
   if (record.kind !== "train" && record.kind !== "subspace") {
-    throw new GatewayError(409, "invalid_request_error", `Lens job ${id} is a ${record.kind} job; only train and subspace jobs make deltas.`, "lens_job_not_delta");
+    throw new GatewayError(
+      409,
+      "invalid_request_error",
+      `Lens job ${id} is a ${record.kind} job; only train and subspace jobs make deltas.`,
+      "lens_job_not_delta",
+    );
   }
   if (record.state !== "succeeded" || record.artifact?.kind !== "delta" || record.artifact.tensors === null) {
-    throw new GatewayError(409, "invalid_request_error", `Lens job ${id} has not finished with a delta (state: ${record.state}).`, "lens_job_not_finished");
+    throw new GatewayError(
+      409,
+      "invalid_request_error",
+      `Lens job ${id} has not finished with a delta (state: ${record.state}).`,
+      "lens_job_not_finished",
+    );
   }
   if (record.artifact.bytes > input.maxBytes) {
-    throw new GatewayError(413, "invalid_request_error", `The job's delta is ${record.artifact.bytes} bytes, over the ${input.maxBytes}-byte limit.`, "too_large");
+    throw new GatewayError(
+      413,
+      "invalid_request_error",
+      `The job's delta is ${record.artifact.bytes} bytes, over the ${input.maxBytes}-byte limit.`,
+      "too_large",
+    );
   }
   const base = `${row.backend_url}${LENS_PATH}/jobs/${row.id}/artifact`;
   const [tensorsRes, manifestRes] = await Promise.all([
@@ -196,7 +247,13 @@ export async function registerLensJob(
   } catch {
     throw backendFailure("The backend answered a manifest that is not JSON.");
   }
-  const result = await uploadAdapter(config, db, bucket, { bytes, manifest, createdBy: input.createdBy, maxBytes: input.maxBytes }, scope);
+  const result = await uploadAdapter(
+    config,
+    db,
+    bucket,
+    { bytes, manifest, createdBy: input.createdBy, maxBytes: input.maxBytes },
+    scope,
+  );
   await db.prepare("UPDATE lens_jobs SET adapter_id = ?2 WHERE id = ?1").bind(row.id, result.adapter.id).run();
   return result;
 }

@@ -78,7 +78,12 @@ export class RequestRecorder {
       completion_tokens: summary.completionTokens,
       finish_reason: summary.finishReason,
       reply_language: replyLanguage,
-      language_match: replyLanguage === null || replyLanguage === "und" || this.language === "und" ? null : replyLanguage === this.language ? 1 : 0,
+      language_match:
+        replyLanguage === null || replyLanguage === "und" || this.language === "und"
+          ? null
+          : replyLanguage === this.language
+            ? 1
+            : 0,
       stream: this.stream ? 1 : 0,
       created_at: Math.floor(this.startedAt / 1000),
     };
@@ -96,7 +101,11 @@ export class RequestRecorder {
 }
 
 /** Writes one row within `withinMs`; a record must never fail a request, so errors are logged only. */
-export async function writeRequestRecord(db: D1Database, r: Omit<RequestRecordRow, "feedback_score" | "feedback_at">, withinMs: number): Promise<void> {
+async function writeRequestRecord(
+  db: D1Database,
+  r: Omit<RequestRecordRow, "feedback_score" | "feedback_at">,
+  withinMs: number,
+): Promise<void> {
   try {
     // A caller may reuse its x-request-id: the first answer keeps the row.
     const write = db
@@ -107,8 +116,23 @@ export async function writeRequestRecord(db: D1Database, r: Omit<RequestRecordRo
          ON CONFLICT(id) DO NOTHING`,
       )
       .bind(
-        r.id, r.key_id, r.language, r.experiment_id, r.arm, r.delta_id, r.model, r.status, r.ttft_ms, r.total_ms,
-        r.prompt_tokens, r.completion_tokens, r.finish_reason, r.reply_language, r.language_match, r.stream, r.created_at,
+        r.id,
+        r.key_id,
+        r.language,
+        r.experiment_id,
+        r.arm,
+        r.delta_id,
+        r.model,
+        r.status,
+        r.ttft_ms,
+        r.total_ms,
+        r.prompt_tokens,
+        r.completion_tokens,
+        r.finish_reason,
+        r.reply_language,
+        r.language_match,
+        r.stream,
+        r.created_at,
       )
       .run();
     await within(write, withinMs, () => storageTimeout("database (D1)"));
@@ -117,12 +141,14 @@ export async function writeRequestRecord(db: D1Database, r: Omit<RequestRecordRo
   }
 }
 
-export async function getRequestRecord(db: D1Database, id: string): Promise<RequestRecordRow | null> {
-  return db.prepare("SELECT * FROM requests WHERE id = ?1").bind(id).first<RequestRecordRow>();
-}
-
 /** Sets (or replaces) the feedback on a request made with `keyId`; false when there is none. */
-export async function attachFeedback(db: D1Database, keyId: string, requestId: string, score: number, now = Date.now()): Promise<boolean> {
+export async function attachFeedback(
+  db: D1Database,
+  keyId: string,
+  requestId: string,
+  score: number,
+  now = Date.now(),
+): Promise<boolean> {
   const res = await db
     .prepare("UPDATE requests SET feedback_score = ?3, feedback_at = ?4 WHERE id = ?1 AND key_id = ?2")
     .bind(requestId, keyId, score, Math.floor(now / 1000))

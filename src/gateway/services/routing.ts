@@ -35,7 +35,11 @@ export async function routeChat(
   const { catalog, backends } = await backendsFor(config, input.model, scope);
   if (backends.length === 0) {
     if (catalog.models.length === 0) throw noBackend();
-    throw notFound(`The model '${input.model}' does not exist; GET /v1/models lists the models served here.`, "model_not_found", "model");
+    throw notFound(
+      `The model '${input.model}' does not exist; GET /v1/models lists the models served here.`,
+      "model_not_found",
+      "model",
+    );
   }
   const request: GenerateRequest = {
     request_id: input.requestId,
@@ -54,6 +58,9 @@ export async function routeChat(
     // The backend lacks it: send it from R2 and retry there once.
     const retried = await retryWithDelta(config, deltas, request, backends, input.language, scope);
     if (retried) return { generation: retried, delta: input.delta };
-    return { generation: await openGeneration(config, { ...request, delta: null }, order, scope.deadline), delta: null };
+    return {
+      generation: await openGeneration(config, { ...request, delta: null }, order, scope.deadline),
+      delta: null,
+    };
   }
 }

@@ -37,9 +37,16 @@ export async function createHookedSession(
   options: ort.InferenceSession.SessionOptions,
   layers: readonly number[] = Array.from({ length: info.numLayers }, (_, l) => l),
 ): Promise<HookedSession> {
-  const graph = insertDeltaHooks(readFileSync(info.onnxPath), { deltaLayers: [...layers] }, { numLayers: info.numLayers, hiddenSize: info.hiddenSize });
+  const graph = insertDeltaHooks(
+    readFileSync(info.onnxPath),
+    { deltaLayers: [...layers] },
+    { numLayers: info.numLayers, hiddenSize: info.hiddenSize },
+  );
   const externalData = graph.externalData.map((path) => ({ path, data: readFileSync(join(info.dir, path)) }));
-  const session = await ort.InferenceSession.create(graph.bytes, { ...options, ...(externalData.length ? { externalData } : {}) });
+  const session = await ort.InferenceSession.create(graph.bytes, {
+    ...options,
+    ...(externalData.length ? { externalData } : {}),
+  });
   const runner = new ModelRunner(info, session, ModelRunner.kvIsFp16(session, info));
   const fp16 = graph.dtype === "float16";
   const d = info.hiddenSize;

@@ -87,7 +87,11 @@ export function deltaRoutes(store: DeltaStore): Hono {
   );
 
   app.get("/", (c) =>
-    c.json({ deltas: store.list(), decoded_bytes: store.decodedBytes, max_decoded_bytes: store.options.maxDecodedBytes }),
+    c.json({
+      deltas: store.list(),
+      decoded_bytes: store.decodedBytes,
+      max_decoded_bytes: store.options.maxDecodedBytes,
+    }),
   );
 
   app.get("/:id", (c) => {

@@ -6,7 +6,9 @@ const zeroCache = new WeakMap<ReadonlyMap<number, DeltaLayer>, boolean>();
 function isZero(layers: ReadonlyMap<number, DeltaLayer>): boolean {
   let zero = zeroCache.get(layers);
   if (zero === undefined) {
-    zero = [...layers.values()].every((l) => l.b.every((v) => v === 0) && (l.A.every((v) => v === 0) || l.B.every((v) => v === 0)));
+    zero = [...layers.values()].every(
+      (l) => l.b.every((v) => v === 0) && (l.A.every((v) => v === 0) || l.B.every((v) => v === 0)),
+    );
     zeroCache.set(layers, zero);
   }
   return zero;

@@ -66,7 +66,10 @@ export class DeltaStore {
       if (size > this.options.maxDecodedBytes) {
         return {
           ok: false,
-          error: { code: "too_large", message: `delta decodes to ${size} bytes, over the store's ${this.options.maxDecodedBytes}-byte bound` },
+          error: {
+            code: "too_large",
+            message: `delta decodes to ${size} bytes, over the store's ${this.options.maxDecodedBytes}-byte bound`,
+          },
         };
       }
     }

@@ -144,7 +144,11 @@ export class Engine {
       const waited = oldest === undefined ? 0 : now - oldest;
       const expected = this.expectedWaitMs(now);
       const wait = Math.max(waited, expected ?? 0);
-      if (wait > maxWait) throw new QueueFullError("queue wait over its bound", Math.min(30, Math.max(1, Math.ceil((wait - maxWait) / 1000))));
+      if (wait > maxWait)
+        throw new QueueFullError(
+          "queue wait over its bound",
+          Math.min(30, Math.max(1, Math.ceil((wait - maxWait) / 1000))),
+        );
     }
     this.queue.push(job);
     this.queuedAt.push(now);
@@ -184,7 +188,9 @@ export class Engine {
     }
   }
 
-  private async runnerFor(deltas: ReadonlyArray<RowDelta | null>): Promise<{ runner: ModelRunner; feeds?: Record<string, ort.Tensor> }> {
+  private async runnerFor(
+    deltas: ReadonlyArray<RowDelta | null>,
+  ): Promise<{ runner: ModelRunner; feeds?: Record<string, ort.Tensor> }> {
     if (!this.hooked || deltas.every((d) => d === null)) return { runner: this.base };
     const layers = new Set<number>();
     for (const d of deltas) if (d) for (const l of d.layers.keys()) layers.add(l);

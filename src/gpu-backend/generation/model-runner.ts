@@ -5,7 +5,7 @@
 import * as ort from "onnxruntime-node";
 import type { ModelInfo } from "../model/model-dir.js";
 import { floatData } from "../model/float-tensor.js";
-import { type KvArray, type KvBatch, type KvShape } from "./kv-batch.js";
+import type { KvArray, KvBatch, KvShape } from "./kv-batch.js";
 
 export interface StepInput {
   /** The rows' cache so far (its rows are the batch's rows). */
@@ -44,7 +44,7 @@ export class ModelRunner {
   /** The dtype of the model's past key/value inputs. */
   static kvIsFp16(session: ort.InferenceSession, info: ModelInfo): boolean {
     const meta = session.inputMetadata.find((m) => m.name === info.io.pastKey(0));
-    return meta !== undefined && meta.isTensor && meta.type === "float16";
+    return meta?.isTensor === true && meta.type === "float16";
   }
 
   get inputNames(): readonly string[] {
@@ -96,7 +96,8 @@ export class ModelRunner {
     const vocab = logitsTensor.dims[2] as number;
     const all = floatData(logitsTensor);
     const logits = new Float32Array(rows * vocab);
-    for (let r = 0; r < rows; r++) logits.set(all.subarray((r * seq + seq - 1) * vocab, (r * seq + seq) * vocab), r * vocab);
+    for (let r = 0; r < rows; r++)
+      logits.set(all.subarray((r * seq + seq - 1) * vocab, (r * seq + seq) * vocab), r * vocab);
 
     const kv: KvBatch = { rows, length: total, keys: [], values: [], mask: new Uint8Array(rows * total) };
     for (let l = 0; l < shape.layers; l++) {

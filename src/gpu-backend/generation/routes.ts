@@ -33,12 +33,14 @@ export function generateRoutes(model: LoadedModel, metrics: Metrics): Hono {
       return c.json(errorBody("invalid_request", `${issue?.path.join(".")}: ${issue?.message}`), 400);
     }
     const req = parsed.data;
-    if (req.model !== info.id) return c.json(errorBody("model_not_found", `this backend serves '${info.id}', not '${req.model}'`), 404);
+    if (req.model !== info.id)
+      return c.json(errorBody("model_not_found", `this backend serves '${info.id}', not '${req.model}'`), 404);
     let delta: RowDelta | null = null;
     if (req.delta) {
       const held = deltas.get(req.delta.id);
       if (!held) return c.json(errorBody("delta_not_loaded", `delta '${req.delta.id}' is not loaded here`), 409);
-      if (!engine.supportsDeltas) return c.json(errorBody("delta_not_loaded", "this backend runs without delta hooks"), 409);
+      if (!engine.supportsDeltas)
+        return c.json(errorBody("delta_not_loaded", "this backend runs without delta hooks"), 409);
       delta = toRowDelta(req.delta.id, req.delta.scale, held.layers);
     }
 
@@ -46,10 +48,19 @@ export function generateRoutes(model: LoadedModel, metrics: Metrics): Hono {
     try {
       promptIds = tokenizer.promptIds(req.messages);
     } catch (err) {
-      return c.json(errorBody("invalid_request", `the chat template could not render these messages: ${(err as Error).message}`), 400);
+      return c.json(
+        errorBody("invalid_request", `the chat template could not render these messages: ${(err as Error).message}`),
+        400,
+      );
     }
     if (promptIds.length >= info.contextLength) {
-      return c.json(errorBody("invalid_request", `the prompt is ${promptIds.length} tokens; this model's context is ${info.contextLength}`), 400);
+      return c.json(
+        errorBody(
+          "invalid_request",
+          `the prompt is ${promptIds.length} tokens; this model's context is ${info.contextLength}`,
+        ),
+        400,
+      );
     }
 
     const abort = new AbortController();
@@ -76,7 +87,9 @@ export function generateRoutes(model: LoadedModel, metrics: Metrics): Hono {
     const body = new ReadableStream<Uint8Array>({
       start(controller) {
         controllerRef = controller;
-        controller.enqueue(encoder.encode(encodeFrame({ type: "start", model: info.id, prompt_tokens: promptIds.length })));
+        controller.enqueue(
+          encoder.encode(encodeFrame({ type: "start", model: info.id, prompt_tokens: promptIds.length })),
+        );
       },
       cancel() {
         // The gateway (or its client) went away: the row leaves the batch before the next step.
@@ -89,7 +102,9 @@ export function generateRoutes(model: LoadedModel, metrics: Metrics): Hono {
     } catch (err) {
       if (err instanceof QueueFullError) {
         metrics.rejected();
-        return c.json(errorBody("overloaded", "the generation queue is full"), 503, { "retry-after": String(err.retryAfterS) });
+        return c.json(errorBody("overloaded", "the generation queue is full"), 503, {
+          "retry-after": String(err.retryAfterS),
+        });
       }
       throw err;
     }

@@ -41,11 +41,10 @@ import {
   tensorValueInfo,
   type GraphIndex,
   type NodeProto,
-} from "./onnx-model";
-import { findResidualStream, type ResidualStream, type SumPoint } from "./residual-stream";
+} from "./onnx-model.js";
+import { findResidualStream, type ResidualStream, type SumPoint } from "./residual-stream.js";
 
-export { externalDataLocations } from "./onnx-model";
-export { findResidualStream, GraphStructureError } from "./residual-stream";
+export { GraphStructureError } from "./residual-stream.js";
 
 export interface HookPlan {
   /** Layers (0-based) whose OUTPUT residual stream gets the delta h' = h + (h A) B + b. */
@@ -76,16 +75,17 @@ export interface HookDims {
   logits?: string;
 }
 
-export const deltaInputNames = (layer: number) => ({
+const deltaInputNames = (layer: number) => ({
   a: `lens.delta.${layer}.A`,
   b: `lens.delta.${layer}.B`,
   bias: `lens.delta.${layer}.bias`,
 });
-export const hiddenOutputName = (layer: number) => `lens.hidden.${layer}`;
+const hiddenOutputName = (layer: number) => `lens.hidden.${layer}`;
 
 function checkLayers(what: string, layers: number[], numLayers: number): number[] {
   for (const k of layers) {
-    if (!Number.isInteger(k) || k < 0 || k >= numLayers) throw new RangeError(`${what}: layer ${k} is not in 0..${numLayers - 1}`);
+    if (!Number.isInteger(k) || k < 0 || k >= numLayers)
+      throw new RangeError(`${what}: layer ${k} is not in 0..${numLayers - 1}`);
   }
   return [...new Set(layers)].sort((x, y) => x - y);
 }
@@ -101,7 +101,10 @@ class Surgery {
   /** Layer -> operands of the Add that now forms its residual tensor (plain-Add graphs with a delta there). */
   readonly residualOperands = new Map<number, string[]>();
   private readonly used: Set<string>;
-  constructor(readonly ix: GraphIndex, readonly opset: number) {
+  constructor(
+    readonly ix: GraphIndex,
+    readonly opset: number,
+  ) {
     this.used = new Set(ix.names);
   }
 
@@ -114,12 +117,20 @@ class Surgery {
 
   at(node: NodeProto): Insertion {
     let ins = this.added.get(node);
-    if (!ins) this.added.set(node, (ins = { before: [], after: [] }));
+    if (!ins) {
+      ins = { before: [], after: [] };
+      this.added.set(node, ins);
+    }
     return ins;
   }
 
   /** Nodes computing d = MatMul(MatMul(h, A), B) + Unsqueeze(bias, 1); returns them and d's name. */
-  deltaNodes(layer: number, h: string, inputs: { a: string; b: string; bias: string }, axes: string | null): { nodes: NodeProto[]; d: string } {
+  deltaNodes(
+    layer: number,
+    h: string,
+    inputs: { a: string; b: string; bias: string },
+    axes: string | null,
+  ): { nodes: NodeProto[]; d: string } {
     const p = `lens/delta.${layer}`;
     const hA = this.name(`${p}/hA`);
     const hAB = this.name(`${p}/hAB`);
@@ -156,7 +167,13 @@ function residualTensor(s: Surgery, sum: SumPoint, layer: number): string {
   return name;
 }
 
-function hookSum(s: Surgery, sum: SumPoint, layer: number, inputs: { a: string; b: string; bias: string }, axes: string | null): void {
+function hookSum(
+  s: Surgery,
+  sum: SumPoint,
+  layer: number,
+  inputs: { a: string; b: string; bias: string },
+  axes: string | null,
+): void {
   if (sum.kind === "add") {
     // h is the Add's result under a new name; the original name now carries h + d, so every consumer
     // downstream (next norm, next residual add) reads the edited stream without being rewired.

@@ -56,10 +56,11 @@ export function externalDataLocations(modelOrBytes: Uint8Array | ModelProto): st
       if (!loc) throw new Error(`initializer ${t.name} is external but names no location`);
       found.add(loc);
     }
-    for (const n of g.node ?? []) for (const a of n.attribute ?? []) {
-      visit(a.g);
-      for (const sub of a.graphs ?? []) visit(sub);
-    }
+    for (const n of g.node ?? [])
+      for (const a of n.attribute ?? []) {
+        visit(a.g);
+        for (const sub of a.graphs ?? []) visit(sub);
+      }
   };
   visit(model.graph);
   return [...found].sort();
@@ -86,22 +87,25 @@ export function indexGraph(graph: GraphProto): GraphIndex {
   const names = new Set<string>();
   for (const n of nodes) {
     if (n.name) names.add(n.name);
-    for (const o of n.output ?? []) if (o) {
-      producer.set(o, n);
-      names.add(o);
-    }
-    for (const i of n.input ?? []) if (i) {
-      const list = consumers.get(i);
-      if (list) {
-        if (list[list.length - 1] !== n) list.push(n);
-      } else consumers.set(i, [n]);
-    }
+    for (const o of n.output ?? [])
+      if (o) {
+        producer.set(o, n);
+        names.add(o);
+      }
+    for (const i of n.input ?? [])
+      if (i) {
+        const list = consumers.get(i);
+        if (list) {
+          if (list[list.length - 1] !== n) list.push(n);
+        } else consumers.set(i, [n]);
+      }
   }
   const initializers = new Map<string, TensorProto>();
-  for (const t of graph.initializer ?? []) if (t.name) {
-    initializers.set(t.name, t);
-    names.add(t.name);
-  }
+  for (const t of graph.initializer ?? [])
+    if (t.name) {
+      initializers.set(t.name, t);
+      names.add(t.name);
+    }
   const graphInputs = new Set((graph.input ?? []).map((v) => v.name ?? "").filter(Boolean));
   const graphOutputs = new Set((graph.output ?? []).map((v) => v.name ?? "").filter(Boolean));
   for (const n of [...graphInputs, ...graphOutputs]) names.add(n);
@@ -181,14 +185,22 @@ export function tensorValueInfo(name: string, elemType: number, dims: Dim[]): Va
       tensorType: onnx.TypeProto.Tensor.create({
         elemType,
         shape: onnx.TensorShapeProto.create({
-          dim: dims.map((d) => onnx.TensorShapeProto.Dimension.create(typeof d === "number" ? { dimValue: d } : { dimParam: d })),
+          dim: dims.map((d) =>
+            onnx.TensorShapeProto.Dimension.create(typeof d === "number" ? { dimValue: d } : { dimParam: d }),
+          ),
         }),
       }),
     }),
   });
 }
 
-export function makeNode(opType: string, name: string, inputs: string[], outputs: string[], attributes: OnnxTypes.IAttributeProto[] = []): NodeProto {
+export function makeNode(
+  opType: string,
+  name: string,
+  inputs: string[],
+  outputs: string[],
+  attributes: OnnxTypes.IAttributeProto[] = [],
+): NodeProto {
   return onnx.NodeProto.create({ opType, name, input: inputs, output: outputs, attribute: attributes });
 }
 

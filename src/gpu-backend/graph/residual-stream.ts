@@ -34,14 +34,24 @@ import {
   nodesBetween,
   type GraphIndex,
   type NodeProto,
-} from "./onnx-model";
+} from "./onnx-model.js";
 
-export const SKIP_NORM_OPS = new Set(["SkipSimplifiedLayerNormalization", "SkipLayerNormalization"]);
+const SKIP_NORM_OPS = new Set(["SkipSimplifiedLayerNormalization", "SkipLayerNormalization"]);
 
 /** Ops that project the hidden state (weights): between the last residual sum and the logits only the LM head may be one. */
 const PROJECTION_OPS = new Set([
-  "MatMul", "Gemm", "MatMulNBits", "MatMulInteger", "QLinearMatMul", "FusedMatMul", "DynamicQuantizeMatMul",
-  "MatMulIntegerToFloat", "Attention", "MultiHeadAttention", "GroupQueryAttention", "Conv",
+  "MatMul",
+  "Gemm",
+  "MatMulNBits",
+  "MatMulInteger",
+  "QLinearMatMul",
+  "FusedMatMul",
+  "DynamicQuantizeMatMul",
+  "MatMulIntegerToFloat",
+  "Attention",
+  "MultiHeadAttention",
+  "GroupQueryAttention",
+  "Conv",
 ]);
 
 export type SumPoint =
@@ -81,10 +91,15 @@ function nodeLabel(n: NodeProto): string {
 
 function findEmbedding(ix: GraphIndex, idsInput: string): NodeProto {
   const gathers = (ix.consumers.get(idsInput) ?? []).filter(
-    (n) => (n.opType === "Gather" || n.opType === "GatherBlockQuantized") && n.input?.[1] === idsInput && isConstant(ix, n.input?.[0] ?? ""),
+    (n) =>
+      (n.opType === "Gather" || n.opType === "GatherBlockQuantized") &&
+      n.input?.[1] === idsInput &&
+      isConstant(ix, n.input?.[0] ?? ""),
   );
   if (gathers.length !== 1) {
-    throw new GraphStructureError(`expected one embedding Gather reading ${idsInput} from a weight, found ${gathers.length}`);
+    throw new GraphStructureError(
+      `expected one embedding Gather reading ${idsInput} from a weight, found ${gathers.length}`,
+    );
   }
   return gathers[0]!;
 }
@@ -122,7 +137,9 @@ function nextSum(ix: GraphIndex, r: string): NodeProto | null {
     return false;
   });
   if (candidates.length > 1) {
-    throw new GraphStructureError(`residual tensor ${r} feeds ${candidates.length} possible residual sums (${candidates.map(nodeLabel).join(", ")})`);
+    throw new GraphStructureError(
+      `residual tensor ${r} feeds ${candidates.length} possible residual sums (${candidates.map(nodeLabel).join(", ")})`,
+    );
   }
   return candidates[0] ?? null;
 }
@@ -140,8 +157,13 @@ function checkNames(sums: SumPoint[], per: 1 | 2): void {
   // genai: sum point j is computed by the norm that starts the next half-block (the last by layers.L's final norm).
   const perNextNorm = numbered.every(({ j, n }) => n === (per === 2 ? Math.floor((j + 1) / 2) : j + 1));
   if (!perBlock && !perNextNorm) {
-    const shown = numbered.slice(0, 6).map(({ j, n }) => `#${j}:layers.${n}`).join(" ");
-    throw new GraphStructureError(`node names disagree with the residual chain (${shown} ...): not hooking a possibly wrong tensor`);
+    const shown = numbered
+      .slice(0, 6)
+      .map(({ j, n }) => `#${j}:layers.${n}`)
+      .join(" ");
+    throw new GraphStructureError(
+      `node names disagree with the residual chain (${shown} ...): not hooking a possibly wrong tensor`,
+    );
   }
 }
 
@@ -155,10 +177,14 @@ export interface FindOptions {
 }
 
 export function findResidualStream(ix: GraphIndex, opts: FindOptions): ResidualStream {
-  const idsInput = opts.inputIds ?? (ix.graphInputs.has("input_ids") ? "input_ids" : [...ix.graphInputs].find((n) => {
-    const t = (ix.graph.input ?? []).find((v) => v.name === n)?.type?.tensorType?.elemType;
-    return t === DataType.INT64 || t === DataType.INT32;
-  }));
+  const idsInput =
+    opts.inputIds ??
+    (ix.graphInputs.has("input_ids")
+      ? "input_ids"
+      : [...ix.graphInputs].find((n) => {
+          const t = (ix.graph.input ?? []).find((v) => v.name === n)?.type?.tensorType?.elemType;
+          return t === DataType.INT64 || t === DataType.INT32;
+        }));
   if (!idsInput || !ix.graphInputs.has(idsInput)) throw new GraphStructureError("graph has no token-id input");
   const logits = opts.logits ?? (ix.graphOutputs.has("logits") ? "logits" : (ix.graph.output ?? [])[0]?.name);
   if (!logits || !ix.graphOutputs.has(logits)) throw new GraphStructureError("graph has no logits output");
@@ -182,8 +208,12 @@ export function findResidualStream(ix: GraphIndex, opts: FindOptions): ResidualS
       // Before the first sum point only: follow a lone Cast or constant scale of the embedding.
       const cs = ix.consumers.get(r) ?? [];
       const only = cs.length === 1 ? cs[0]! : null;
-      const passable = only && sums.length === 0 && passThrough < 2 && (only.opType === "Cast" ||
-        (only.opType === "Mul" && (only.input ?? []).some((i) => i !== r && isConstant(ix, i))));
+      const passable =
+        only &&
+        sums.length === 0 &&
+        passThrough < 2 &&
+        (only.opType === "Cast" ||
+          (only.opType === "Mul" && (only.input ?? []).some((i) => i !== r && isConstant(ix, i))));
       if (!passable) break;
       if (only.opType === "Cast") elemType = intAttr(only, "to") ?? elemType;
       r = only.output?.[0] ?? "";
@@ -207,23 +237,29 @@ export function findResidualStream(ix: GraphIndex, opts: FindOptions): ResidualS
   if (sums.length === 2 * L) per = 2;
   else if (sums.length === L) per = 1;
   else {
-    throw new GraphStructureError(`found ${sums.length} residual sums along the chain from the embedding, expected ${2 * L} (or ${L}) for ${L} layers`);
+    throw new GraphStructureError(
+      `found ${sums.length} residual sums along the chain from the embedding, expected ${2 * L} (or ${L}) for ${L} layers`,
+    );
   }
   const last = sums[sums.length - 1]!;
   for (let j = 0; j < sums.length - 1; j++) {
     if (sums[j]!.kind === "skip-norm" && !(sums[j] as { sumOutput: string | null }).sumOutput) {
-      throw new GraphStructureError(`fused norm ${nodeLabel(sums[j]!.node)} hides the residual sum in the middle of the chain`);
+      throw new GraphStructureError(
+        `fused norm ${nodeLabel(sums[j]!.node)} hides the residual sum in the middle of the chain`,
+      );
     }
   }
   // The chain must end at the final norm: from there only the LM head projects on the way to the logits.
-  const end = last.kind === "add" ? last.output : last.node.output?.[0] ?? "";
+  const end = last.kind === "add" ? last.output : (last.node.output?.[0] ?? "");
   const between = nodesBetween(ix, end, logits);
   if (between.length === 0 && end !== logits) {
     throw new GraphStructureError(`the last residual sum (${nodeLabel(last.node)}) does not reach ${logits}`);
   }
   const projections = between.filter((n) => PROJECTION_OPS.has(n.opType ?? ""));
   if (projections.length > 1) {
-    throw new GraphStructureError(`the residual chain stops at ${nodeLabel(last.node)}, but ${projections.length} projections follow before ${logits}: layers were missed`);
+    throw new GraphStructureError(
+      `the residual chain stops at ${nodeLabel(last.node)}, but ${projections.length} projections follow before ${logits}: layers were missed`,
+    );
   }
   checkNames(sums, per);
 
@@ -231,7 +267,9 @@ export function findResidualStream(ix: GraphIndex, opts: FindOptions): ResidualS
     const t = s.kind === "add" ? s.output : s.sumOutput;
     const declared = t ? declaredElemType(ix, t) : null;
     if (declared !== null && declared !== elemType) {
-      throw new GraphStructureError(`residual tensor ${t} is declared elem type ${declared}, the embedding gives ${elemType}`);
+      throw new GraphStructureError(
+        `residual tensor ${t} is declared elem type ${declared}, the embedding gives ${elemType}`,
+      );
     }
   }
   if (elemType !== DataType.FLOAT && elemType !== DataType.FLOAT16) {

@@ -78,7 +78,8 @@ export function probePromptIds(tokenizer: ChatTokenizer, text: string, options: 
   const max = options.maxPromptTokens ?? DEFAULT_MAX_PROMPT_TOKENS;
   if (!Number.isInteger(max) || max < 1) throw new RangeError(`maxPromptTokens must be a positive integer, got ${max}`);
   const render = (content: string) => {
-    const messages: BackendMessage[] = options.system === undefined ? [] : [{ role: "system", content: options.system }];
+    const messages: BackendMessage[] =
+      options.system === undefined ? [] : [{ role: "system", content: options.system }];
     messages.push({ role: "user", content });
     return tokenizer.promptIds(messages);
   };
@@ -125,11 +126,19 @@ export class HiddenStateCollector {
   ) {}
 
   /** Loads the model (a directory, or parts already loaded) with the residual stream after `layers` exposed. */
-  static async create(model: string | LoadedModel, layers: number[], options: CollectorOptions = {}): Promise<HiddenStateCollector> {
+  static async create(
+    model: string | LoadedModel,
+    layers: number[],
+    options: CollectorOptions = {},
+  ): Promise<HiddenStateCollector> {
     const info = typeof model === "string" ? readModelDir(model) : model.info;
     const tokenizer = typeof model === "string" ? ChatTokenizer.fromDir(info.dir) : model.tokenizer;
     if (layers.length === 0) throw new RangeError("no layers to collect");
-    const graph = insertDeltaHooks(readFileSync(info.onnxPath), { deltaLayers: [], exposeHidden: layers }, { numLayers: info.numLayers, hiddenSize: info.hiddenSize });
+    const graph = insertDeltaHooks(
+      readFileSync(info.onnxPath),
+      { deltaLayers: [], exposeHidden: layers },
+      { numLayers: info.numLayers, hiddenSize: info.hiddenSize },
+    );
     const externalData = graph.externalData.map((path) => ({ path, data: readFileSync(join(info.dir, path)) }));
     const session = await ort.InferenceSession.create(graph.bytes, {
       ...options.sessionOptions,
@@ -137,7 +146,15 @@ export class HiddenStateCollector {
     });
     const names = new Map(graph.hiddenOutputs.map((h) => [h.layer, h.name]));
     const sorted = [...names.keys()].sort((a, b) => a - b);
-    return new HiddenStateCollector(info, tokenizer, sorted, session, names, ModelRunner.kvIsFp16(session, info), options);
+    return new HiddenStateCollector(
+      info,
+      tokenizer,
+      sorted,
+      session,
+      names,
+      ModelRunner.kvIsFp16(session, info),
+      options,
+    );
   }
 
   promptIds(text: string): number[] {
@@ -189,7 +206,8 @@ export class HiddenStateCollector {
       hidden.set(layer, lastPositions(floatData(out[name]!), n, T, d));
     }
     const result: ForwardResult = { hidden };
-    if (withLogits) result.logits = lastPositions(floatData(out[info.io.logits]!), n, T, out[info.io.logits]!.dims[2] as number);
+    if (withLogits)
+      result.logits = lastPositions(floatData(out[info.io.logits]!), n, T, out[info.io.logits]!.dims[2] as number);
     return result;
   }
 
@@ -204,4 +222,3 @@ function lastPositions(all: Float32Array, rows: number, T: number, width: number
   for (let r = 0; r < rows; r++) out.set(all.subarray((r * T + T - 1) * width, (r * T + T) * width), r * width);
   return out;
 }
-

@@ -36,7 +36,9 @@ export function leftPaddedFeeds(
   const kvDims = [n, info.numKvHeads, 0, info.headSize];
   for (let l = 0; l < info.numLayers; l++) {
     for (const name of [info.io.pastKey(l), info.io.pastValue(l)]) {
-      feeds[name] = kvFp16 ? new ort.Tensor("float16", new Uint16Array(0), kvDims) : new ort.Tensor("float32", new Float32Array(0), kvDims);
+      feeds[name] = kvFp16
+        ? new ort.Tensor("float16", new Uint16Array(0), kvDims)
+        : new ort.Tensor("float32", new Float32Array(0), kvDims);
     }
   }
   return feeds;

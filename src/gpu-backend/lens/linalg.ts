@@ -18,7 +18,7 @@
 export type Columns = Float64Array[];
 
 /** Machine epsilon of float64. */
-export const EPS = 2 ** -52;
+const EPS = 2 ** -52;
 
 export function dot(a: ArrayLike<number>, b: ArrayLike<number>): number {
   let s = 0;
@@ -50,7 +50,7 @@ export function combine(columns: Columns, coefficients: ArrayLike<number>, rows:
 }
 
 /** X^T y: one dot product per column. */
-export function transposeTimes(columns: Columns, y: ArrayLike<number>): Float64Array {
+function transposeTimes(columns: Columns, y: ArrayLike<number>): Float64Array {
   return Float64Array.from(columns, (col) => dot(col, y));
 }
 
@@ -80,7 +80,7 @@ export interface ThinSvd {
  * `pinv`/`matrix_rank` use. Sound here because one-sided Jacobi gets every singular value to about
  * eps * s_max absolute.
  */
-export function defaultTolerance(sMax: number, rows: number, cols: number): number {
+function defaultTolerance(sMax: number, rows: number, cols: number): number {
   return Math.max(rows, cols) * EPS * sMax;
 }
 
@@ -105,7 +105,8 @@ export function thinSvd(x: Columns, rows: number, relativeTolerance?: number): T
   const L = x.length;
   if (L === 0) throw new RangeError("thinSvd: no columns");
   if (rows < L) throw new RangeError(`thinSvd: needs rows >= columns, got ${rows} x ${L}`);
-  for (const col of x) if (col.length !== rows) throw new RangeError(`thinSvd: a column has ${col.length} entries, expected ${rows}`);
+  for (const col of x)
+    if (col.length !== rows) throw new RangeError(`thinSvd: a column has ${col.length} entries, expected ${rows}`);
 
   const w = x.map((col) => Float64Array.from(col));
   const v = Array.from({ length: L }, (_, j) => {
@@ -187,7 +188,7 @@ function signOfLargest(u: ArrayLike<number>): number {
  * A unit vector orthogonal to the given orthonormal columns: the standard basis vector with the
  * largest residual after projecting them out (twice, for orthogonality to rounding). Deterministic.
  */
-export function orthonormalComplement(q: Columns, rows: number): Float64Array {
+function orthonormalComplement(q: Columns, rows: number): Float64Array {
   if (q.length >= rows) throw new RangeError("orthonormalComplement: the columns already span the space");
   let best: Float64Array | null = null;
   let bestNorm = -1;

@@ -6,7 +6,9 @@ export function floatData(t: ort.Tensor): Float32Array {
   if (t.type === "float32") return t.data as Float32Array;
   if (t.type === "float16") {
     const d = t.data as ArrayLike<number>;
-    return d instanceof Uint16Array ? decodeF16(new Uint8Array(d.buffer, d.byteOffset, d.byteLength)) : Float32Array.from(d);
+    return d instanceof Uint16Array
+      ? decodeF16(new Uint8Array(d.buffer, d.byteOffset, d.byteLength))
+      : Float32Array.from(d);
   }
   throw new Error(`expected a float output, got ${t.type}`);
 }

@@ -6,7 +6,7 @@ import { existsSync, readFileSync } from "node:fs";
 import { basename, join, resolve } from "node:path";
 import { z } from "zod";
 
-export interface ModelIO {
+interface ModelIO {
   inputIds: string;
   attentionMask: string;
   positionIds: string | null;
@@ -62,7 +62,12 @@ const GenaiConfig = z.object({
           past_key_names: z.string().default("past_key_values.%d.key"),
           past_value_names: z.string().default("past_key_values.%d.value"),
         })
-        .default({ input_ids: "input_ids", attention_mask: "attention_mask", past_key_names: "past_key_values.%d.key", past_value_names: "past_key_values.%d.value" }),
+        .default({
+          input_ids: "input_ids",
+          attention_mask: "attention_mask",
+          past_key_names: "past_key_values.%d.key",
+          past_value_names: "past_key_values.%d.value",
+        }),
       outputs: z
         .object({
           logits: z.string().default("logits"),
@@ -87,7 +92,7 @@ const HfConfig = z.object({
   pad_token_id: intOrList.nullish(),
 });
 
-export class ModelDirError extends Error {}
+class ModelDirError extends Error {}
 
 function readJson(path: string): unknown {
   try {
@@ -105,7 +110,10 @@ export function readModelDir(dirInput: string): ModelInfo {
   const hfPath = join(dir, "config.json");
   if (existsSync(genaiPath)) {
     const parsed = GenaiConfig.safeParse(readJson(genaiPath));
-    if (!parsed.success) throw new ModelDirError(`genai_config.json: ${parsed.error.issues[0]?.path.join(".")}: ${parsed.error.issues[0]?.message}`);
+    if (!parsed.success)
+      throw new ModelDirError(
+        `genai_config.json: ${parsed.error.issues[0]?.path.join(".")}: ${parsed.error.issues[0]?.message}`,
+      );
     const m = parsed.data.model;
     const d = m.decoder;
     const onnxPath = join(dir, d.filename);
@@ -139,13 +147,18 @@ export function readModelDir(dirInput: string): ModelInfo {
   }
   if (existsSync(hfPath)) {
     const parsed = HfConfig.safeParse(readJson(hfPath));
-    if (!parsed.success) throw new ModelDirError(`config.json: ${parsed.error.issues[0]?.path.join(".")}: ${parsed.error.issues[0]?.message}`);
+    if (!parsed.success)
+      throw new ModelDirError(
+        `config.json: ${parsed.error.issues[0]?.path.join(".")}: ${parsed.error.issues[0]?.message}`,
+      );
     const c = parsed.data;
     const onnxPath = ["model.onnx", "onnx/model.onnx", "decoder_model_merged.onnx", "onnx/decoder_model_merged.onnx"]
       .map((f) => join(dir, f))
       .find((p) => existsSync(p));
     if (!onnxPath) throw new ModelDirError("config.json found but no model.onnx beside it");
-    const generation = existsSync(join(dir, "generation_config.json")) ? (readJson(join(dir, "generation_config.json")) as { eos_token_id?: number | number[] }) : {};
+    const generation = existsSync(join(dir, "generation_config.json"))
+      ? (readJson(join(dir, "generation_config.json")) as { eos_token_id?: number | number[] })
+      : {};
     return {
       id: basename(dir),
       dir,

@@ -42,7 +42,11 @@ interface Entry {
 }
 const entries = new Map<string, Entry>();
 
-async function fetchModels(url: string, timeoutMs: number, headers: Readonly<Record<string, string>>): Promise<BackendModel[] | "unauthorized" | null> {
+async function fetchModels(
+  url: string,
+  timeoutMs: number,
+  headers: Readonly<Record<string, string>>,
+): Promise<BackendModel[] | "unauthorized" | null> {
   try {
     const res = await fetch(url + MODELS_PATH, { headers, signal: AbortSignal.timeout(timeoutMs) });
     if (res.status === 401) {
@@ -93,7 +97,8 @@ async function build(config: GatewayConfig, timeout: number): Promise<Catalog> {
  */
 function store(entry: Entry, catalog: Catalog): Catalog {
   const current = entry.catalog;
-  if (current && (current.fetchedAt > catalog.fetchedAt || (catalog.models.length === 0 && current.models.length > 0))) return current;
+  if (current && (current.fetchedAt > catalog.fetchedAt || (catalog.models.length === 0 && current.models.length > 0)))
+    return current;
   entry.catalog = catalog;
   return catalog;
 }
@@ -102,7 +107,12 @@ function store(entry: Entry, catalog: Catalog): Catalog {
 async function fetchNow(config: GatewayConfig, entry: Entry, deadline: Deadline): Promise<Catalog> {
   const timeout = Math.min(config.backendTimeoutMs, CATALOG_TIMEOUT_MS, deadline.budget());
   // The fetches carry their own timeout; the race only guards against one that ignores it.
-  return store(entry, await deadline.race(build(config, timeout), () => backendTimeout("The backends did not list their models in time.")));
+  return store(
+    entry,
+    await deadline.race(build(config, timeout), () =>
+      backendTimeout("The backends did not list their models in time."),
+    ),
+  );
 }
 
 /** Starts a refresh under this request's waitUntil, unless one started less than its timeout ago. */
@@ -149,7 +159,11 @@ export async function getCatalog(config: GatewayConfig, scope: RequestScope, now
 }
 
 /** Backends serving `model`; fetches once more if the model is unknown to a catalog that is not brand new. */
-export async function backendsFor(config: GatewayConfig, model: string, scope: RequestScope): Promise<{ catalog: Catalog; backends: string[] }> {
+export async function backendsFor(
+  config: GatewayConfig,
+  model: string,
+  scope: RequestScope,
+): Promise<{ catalog: Catalog; backends: string[] }> {
   let catalog = await getCatalog(config, scope);
   let backends = catalog.backendsByModel.get(model);
   const entry = entryFor(config);
@@ -162,7 +176,9 @@ export async function backendsFor(config: GatewayConfig, model: string, scope: R
   }
   if (!backends && catalog.refusedCredentials.length > 0) {
     // Saying "no such model" here would send the operator looking in the wrong place.
-    throw backendFailure(`${catalog.refusedCredentials.length} of ${config.backendUrls.length} backends refused the gateway's credentials: BACKEND_SECRET must equal the backends' LENS_BACKEND_SECRET.`);
+    throw backendFailure(
+      `${catalog.refusedCredentials.length} of ${config.backendUrls.length} backends refused the gateway's credentials: BACKEND_SECRET must equal the backends' LENS_BACKEND_SECRET.`,
+    );
   }
   return { catalog, backends: backends ?? [] };
 }

@@ -18,7 +18,7 @@ import { GatewayError, backendFailure, backendTimeout, midStreamError, noBackend
 import { FrameReader } from "./frames.js";
 import { markDown, markUp } from "./health.js";
 
-export type StartFrame = Extract<GenerateFrame, { type: "start" }>;
+type StartFrame = Extract<GenerateFrame, { type: "start" }>;
 
 export interface OpenGeneration {
   backend: string;
@@ -48,7 +48,12 @@ export async function openGeneration(
   throw last ?? noBackend();
 }
 
-async function tryBackend(config: GatewayConfig, url: string, request: GenerateRequest, deadline: Deadline): Promise<Attempt> {
+async function tryBackend(
+  config: GatewayConfig,
+  url: string,
+  request: GenerateRequest,
+  deadline: Deadline,
+): Promise<Attempt> {
   const controller = new AbortController();
   let timedOut = false;
   const timer = setTimeout(() => {
@@ -86,8 +91,13 @@ async function tryBackend(config: GatewayConfig, url: string, request: GenerateR
   }
   if (first?.type === "start") return { ok: true, value: { backend: url, start: first, frames } };
   frames.cancel();
-  if (first?.type === "error") return { ok: false, retry: first.error.code === "overloaded", error: fromBackendError(first.error) };
-  return { ok: false, retry: false, error: backendFailure("The backend did not start the generation as the protocol requires.") };
+  if (first?.type === "error")
+    return { ok: false, retry: first.error.code === "overloaded", error: fromBackendError(first.error) };
+  return {
+    ok: false,
+    retry: false,
+    error: backendFailure("The backend did not start the generation as the protocol requires."),
+  };
 }
 
 async function refusal(response: Response): Promise<Attempt> {
@@ -99,26 +109,38 @@ async function refusal(response: Response): Promise<Attempt> {
   }
   const parsed = BackendErrorBody.safeParse(body);
   if (!parsed.success) {
-    return { ok: false, retry: false, error: backendFailure(`The backend refused the request with status ${response.status}.`) };
+    return {
+      ok: false,
+      retry: false,
+      error: backendFailure(`The backend refused the request with status ${response.status}.`),
+    };
   }
   const error = fromBackendError(parsed.data.error, response.headers.get("retry-after"));
   return { ok: false, retry: parsed.data.error.code === "overloaded", error };
 }
 
-export function fromBackendError(error: BackendError, retryAfter: string | null = null): GatewayError {
+function fromBackendError(error: BackendError, retryAfter: string | null = null): GatewayError {
   switch (error.code) {
     case "invalid_request":
       return new GatewayError(400, "invalid_request_error", error.message, "invalid_request");
     case "model_not_found":
       return new GatewayError(404, "invalid_request_error", error.message, "model_not_found", "model");
     case "overloaded":
-      return new GatewayError(503, "server_error", "The backends are overloaded; try again shortly.", "backend_overloaded", null,
-        { "retry-after": retryAfter && /^\d{1,4}$/.test(retryAfter) ? retryAfter : "1" });
+      return new GatewayError(
+        503,
+        "server_error",
+        "The backends are overloaded; try again shortly.",
+        "backend_overloaded",
+        null,
+        { "retry-after": retryAfter && /^\d{1,4}$/.test(retryAfter) ? retryAfter : "1" },
+      );
     case "delta_not_loaded":
       return new GatewayError(502, "server_error", error.message, "delta_not_loaded");
     case "unauthorized":
       // The operator's configuration, not the client's fault; the secret itself is never echoed.
-      return backendFailure("The backend refused the gateway's credentials: BACKEND_SECRET must equal the backends' LENS_BACKEND_SECRET.");
+      return backendFailure(
+        "The backend refused the gateway's credentials: BACKEND_SECRET must equal the backends' LENS_BACKEND_SECRET.",
+      );
     case "cancelled":
     case "internal":
       return backendFailure(`The backend failed: ${error.message}`);

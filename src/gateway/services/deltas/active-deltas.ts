@@ -5,15 +5,23 @@
 import type { DeltaRef } from "../../../protocol/backend.js";
 import { type Deadline, storageTimeout } from "../../deadline.js";
 
-export const CACHE_MS = 10_000;
+const CACHE_MS = 10_000;
 const cache = new Map<string, { delta: DeltaRef | null; until: number }>();
 
-export async function activeDelta(db: D1Database, language: string, deadline: Deadline, now = Date.now()): Promise<DeltaRef | null> {
+export async function activeDelta(
+  db: D1Database,
+  language: string,
+  deadline: Deadline,
+  now = Date.now(),
+): Promise<DeltaRef | null> {
   const hit = cache.get(language);
   if (hit && hit.until > now) return hit.delta;
   let row: { delta_id: string; scale: number } | null;
   try {
-    const read = db.prepare("SELECT delta_id, scale FROM language_deltas WHERE language = ?1").bind(language).first<{ delta_id: string; scale: number }>();
+    const read = db
+      .prepare("SELECT delta_id, scale FROM language_deltas WHERE language = ?1")
+      .bind(language)
+      .first<{ delta_id: string; scale: number }>();
     row = await deadline.optional(read, () => storageTimeout("database (D1)"));
   } catch (err) {
     // A delta must never fail a request: without the registry, the base model answers.

@@ -3,7 +3,12 @@
  * per content (R2 blob at deltas/<sha256>.safetensors, manifest beside it) with one D1 row each.
  * Nothing is left half-written: a failed insert removes the blobs unless a row still needs them.
  */
-import { type DeltaManifest, type DeltaValidationCode, parseDeltaManifest, validateDelta } from "../../../protocol/delta.js";
+import {
+  type DeltaManifest,
+  type DeltaValidationCode,
+  parseDeltaManifest,
+  validateDelta,
+} from "../../../protocol/delta.js";
 import type { GatewayConfig } from "../../env.js";
 import type { RequestScope } from "../../request-scope.js";
 import { GatewayError, notFound } from "../../errors.js";
@@ -131,10 +136,21 @@ export interface UploadResult {
  * D1 and R2 share no transaction: a delete racing an upload of the same content can remove the
  * blobs after the upload's row went in. Uploading the same file again repairs that here.
  */
-async function restoreBlobsIfMissing(bucket: R2Bucket, adapter: AdapterRow, bytes: Uint8Array<ArrayBuffer>): Promise<void> {
+async function restoreBlobsIfMissing(
+  bucket: R2Bucket,
+  adapter: AdapterRow,
+  bytes: Uint8Array<ArrayBuffer>,
+): Promise<void> {
   const [blob, manifest] = await Promise.all([bucket.head(adapter.r2_key), bucket.head(manifestKey(adapter.sha256))]);
-  if (!manifest) await bucket.put(manifestKey(adapter.sha256), JSON.stringify(adapter.manifest), { httpMetadata: { contentType: "application/json" } });
-  if (!blob) await bucket.put(adapter.r2_key, bytes, { sha256: adapter.sha256, httpMetadata: { contentType: "application/octet-stream" } });
+  if (!manifest)
+    await bucket.put(manifestKey(adapter.sha256), JSON.stringify(adapter.manifest), {
+      httpMetadata: { contentType: "application/json" },
+    });
+  if (!blob)
+    await bucket.put(adapter.r2_key, bytes, {
+      sha256: adapter.sha256,
+      httpMetadata: { contentType: "application/octet-stream" },
+    });
 }
 
 /** Validates a delta against the model its manifest names, then stores it once per content. */
@@ -146,7 +162,10 @@ export async function uploadAdapter(
   scope: RequestScope,
 ): Promise<UploadResult> {
   if (input.bytes.byteLength > input.maxBytes) {
-    throw validationError("too_large", `file is ${input.bytes.byteLength} bytes, over the ${input.maxBytes}-byte limit`);
+    throw validationError(
+      "too_large",
+      `file is ${input.bytes.byteLength} bytes, over the ${input.maxBytes}-byte limit`,
+    );
   }
   // The manifest is checked in full before any backend is asked anything.
   const parsed = parseDeltaManifest(input.manifest);
@@ -196,7 +215,17 @@ export async function uploadAdapter(
   try {
     const res = await db
       .prepare(`INSERT INTO adapters (${COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9) ON CONFLICT DO NOTHING`)
-      .bind(row.id, row.language, row.delta_id, row.sha256, row.r2_key, row.manifest, row.size, row.created_at, row.created_by)
+      .bind(
+        row.id,
+        row.language,
+        row.delta_id,
+        row.sha256,
+        row.r2_key,
+        row.manifest,
+        row.size,
+        row.created_at,
+        row.created_by,
+      )
       .run();
     inserted = res.meta.changes === 1;
   } catch (err) {
@@ -210,7 +239,9 @@ export async function uploadAdapter(
   if (winner) {
     // The blob bytes are identical; the manifest beside it must be the stored row's.
     if (JSON.stringify(winner.manifest) !== manifestText) {
-      await bucket.put(manifestKey(sha256), JSON.stringify(winner.manifest), { httpMetadata: { contentType: "application/json" } });
+      await bucket.put(manifestKey(sha256), JSON.stringify(winner.manifest), {
+        httpMetadata: { contentType: "application/json" },
+      });
     }
     return { adapter: winner, created: false };
   }
@@ -243,11 +274,24 @@ export async function deleteAdapter(db: D1Database, bucket: R2Bucket, id: string
     .all<{ language: string }>();
   if (active.results.length > 0) {
     const langs = active.results.map((r) => r.language).join(", ");
-    throw new GatewayError(409, "invalid_request_error", `Adapter ${id} is active for ${langs}; activate another adapter (or none) first.`, "adapter_active");
+    throw new GatewayError(
+      409,
+      "invalid_request_error",
+      `Adapter ${id} is active for ${langs}; activate another adapter (or none) first.`,
+      "adapter_active",
+    );
   }
-  const inExperiment = await db.prepare(`SELECT e.id FROM experiments e WHERE ${USED_BY_EXPERIMENT} LIMIT 1`).bind(adapter.id).first<{ id: string }>();
+  const inExperiment = await db
+    .prepare(`SELECT e.id FROM experiments e WHERE ${USED_BY_EXPERIMENT} LIMIT 1`)
+    .bind(adapter.id)
+    .first<{ id: string }>();
   if (inExperiment) {
-    throw new GatewayError(409, "invalid_request_error", `Adapter ${id} is an arm of experiment ${inExperiment.id}; stop the experiment first.`, "adapter_in_experiment");
+    throw new GatewayError(
+      409,
+      "invalid_request_error",
+      `Adapter ${id} is an arm of experiment ${inExperiment.id}; stop the experiment first.`,
+      "adapter_in_experiment",
+    );
   }
   // The guard is in the statement itself, so an activation racing this delete cannot be orphaned.
   const res = await db
@@ -258,7 +302,12 @@ export async function deleteAdapter(db: D1Database, bucket: R2Bucket, id: string
     .bind(adapter.id, adapter.delta_id)
     .run();
   if (res.meta.changes !== 1) {
-    throw new GatewayError(409, "invalid_request_error", `Adapter ${id} became active or was deleted meanwhile; nothing was deleted.`, "adapter_active");
+    throw new GatewayError(
+      409,
+      "invalid_request_error",
+      `Adapter ${id} became active or was deleted meanwhile; nothing was deleted.`,
+      "adapter_active",
+    );
   }
   await dropBlobsIfUnused(db, bucket, adapter.sha256);
   return adapter;

@@ -15,7 +15,13 @@ export interface DeltaChoice {
   assigned: Assignment | null;
 }
 
-export async function chooseDelta(db: D1Database, language: LanguageOrUnd, mode: LensMode, subject: string, deadline: Deadline): Promise<DeltaChoice> {
+export async function chooseDelta(
+  db: D1Database,
+  language: LanguageOrUnd,
+  mode: LensMode,
+  subject: string,
+  deadline: Deadline,
+): Promise<DeltaChoice> {
   if (mode === "off" || language === "und") return { delta: null, assigned: null };
   const assigned = await assignment(db, language, subject, deadline);
   if (assigned) return { delta: assigned.delta, assigned };

@@ -19,15 +19,21 @@ export interface LanguageDeltaRow {
   updated_at: number;
 }
 
-const COLUMNS = "language, delta_id, adapter_id, scale, previous_delta_id, previous_adapter_id, previous_scale, updated_at";
+const COLUMNS =
+  "language, delta_id, adapter_id, scale, previous_delta_id, previous_adapter_id, previous_scale, updated_at";
 
 export async function listLanguageDeltas(db: D1Database): Promise<LanguageDeltaRow[]> {
-  const { results } = await db.prepare(`SELECT ${COLUMNS} FROM language_deltas ORDER BY language`).all<LanguageDeltaRow>();
+  const { results } = await db
+    .prepare(`SELECT ${COLUMNS} FROM language_deltas ORDER BY language`)
+    .all<LanguageDeltaRow>();
   return results;
 }
 
 async function getLanguageDelta(db: D1Database, language: string): Promise<LanguageDeltaRow | null> {
-  return db.prepare(`SELECT ${COLUMNS} FROM language_deltas WHERE language = ?1`).bind(language).first<LanguageDeltaRow>();
+  return db
+    .prepare(`SELECT ${COLUMNS} FROM language_deltas WHERE language = ?1`)
+    .bind(language)
+    .first<LanguageDeltaRow>();
 }
 
 /**
@@ -48,7 +54,13 @@ export async function setLanguageAdapter(
   const adapter = await getAdapter(db, adapterId);
   if (!adapter) throw notFound(`No adapter with id '${adapterId}'.`, "adapter_not_found", "adapter");
   if (adapter.language !== language) {
-    throw new GatewayError(400, "invalid_request_error", `Adapter ${adapterId} is for '${adapter.language}', not '${language}'.`, "language_mismatch", "adapter");
+    throw new GatewayError(
+      400,
+      "invalid_request_error",
+      `Adapter ${adapterId} is for '${adapter.language}', not '${language}'.`,
+      "language_mismatch",
+      "adapter",
+    );
   }
   const now = Math.floor(Date.now() / 1000);
   // One statement: the previous version is whatever the row held at that instant; re-activating
@@ -72,10 +84,20 @@ export async function setLanguageAdapter(
 export async function rollbackLanguage(db: D1Database, language: Language): Promise<LanguageDeltaRow> {
   const row = await getLanguageDelta(db, language);
   if (!row?.previous_delta_id) {
-    throw new GatewayError(409, "invalid_request_error", `Language '${language}' has no previous delta to roll back to.`, "nothing_to_roll_back");
+    throw new GatewayError(
+      409,
+      "invalid_request_error",
+      `Language '${language}' has no previous delta to roll back to.`,
+      "nothing_to_roll_back",
+    );
   }
   if (row.previous_adapter_id && !(await getAdapter(db, row.previous_adapter_id))) {
-    throw new GatewayError(409, "invalid_request_error", `The previous adapter ${row.previous_adapter_id} of '${language}' was deleted; activate a version instead.`, "previous_adapter_deleted");
+    throw new GatewayError(
+      409,
+      "invalid_request_error",
+      `The previous adapter ${row.previous_adapter_id} of '${language}' was deleted; activate a version instead.`,
+      "previous_adapter_deleted",
+    );
   }
   const now = Math.floor(Date.now() / 1000);
   const res = await db
@@ -88,7 +110,12 @@ export async function rollbackLanguage(db: D1Database, language: Language): Prom
     .bind(language, row.delta_id, now)
     .run();
   if (res.meta.changes !== 1) {
-    throw new GatewayError(409, "invalid_request_error", `Language '${language}' changed meanwhile; nothing was rolled back.`, "conflict");
+    throw new GatewayError(
+      409,
+      "invalid_request_error",
+      `Language '${language}' changed meanwhile; nothing was rolled back.`,
+      "conflict",
+    );
   }
   forgetActiveDeltas();
   return (await getLanguageDelta(db, language))!;

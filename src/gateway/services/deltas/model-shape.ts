@@ -11,7 +11,7 @@ import { noBackend } from "../../errors.js";
 import type { RequestScope } from "../../request-scope.js";
 import { backendsFor } from "../backends/catalog.js";
 
-export const HEALTH_CACHE_MS = 5_000;
+const HEALTH_CACHE_MS = 5_000;
 const HEALTH_TIMEOUT_MS = 5_000;
 
 const BackendHealth = z.object({
@@ -32,7 +32,10 @@ const cache = new Map<string, { shape: ModelShape; until: number }>();
 
 async function askHealth(config: GatewayConfig, url: string, timeoutMs: number): Promise<ModelShape | null> {
   try {
-    const res = await fetch(url + HEALTH_PATH, { headers: config.backendHeaders, signal: AbortSignal.timeout(timeoutMs) });
+    const res = await fetch(url + HEALTH_PATH, {
+      headers: config.backendHeaders,
+      signal: AbortSignal.timeout(timeoutMs),
+    });
     if (!res.ok) {
       await res.body?.cancel();
       return null;
@@ -47,9 +50,17 @@ async function askHealth(config: GatewayConfig, url: string, timeoutMs: number):
 }
 
 /** The shape of `model` as the first backend serving it that answers says; 503 when none can. */
-export async function modelShape(config: GatewayConfig, model: string, scope: RequestScope, now = Date.now()): Promise<ModelShape> {
+export async function modelShape(
+  config: GatewayConfig,
+  model: string,
+  scope: RequestScope,
+  now = Date.now(),
+): Promise<ModelShape> {
   const { backends } = await backendsFor(config, model, scope);
-  if (backends.length === 0) throw noBackend(`No backend serves the model '${model}' named in manifest.base_model.id, so the delta cannot be checked against it.`);
+  if (backends.length === 0)
+    throw noBackend(
+      `No backend serves the model '${model}' named in manifest.base_model.id, so the delta cannot be checked against it.`,
+    );
   for (const url of backends) {
     const timeout = Math.max(1, Math.min(config.backendTimeoutMs, HEALTH_TIMEOUT_MS, scope.deadline.budget()));
     const key = `${url}\n${model}`;
@@ -62,10 +73,7 @@ export async function modelShape(config: GatewayConfig, model: string, scope: Re
       return shape;
     }
   }
-  throw noBackend(`No backend serving '${model}' could say what the model is (fingerprint, hidden size, layers); try again shortly.`);
-}
-
-/** Forgets cached answers (tests). */
-export function forgetModelShapes(): void {
-  cache.clear();
+  throw noBackend(
+    `No backend serving '${model}' could say what the model is (fingerprint, hidden size, layers); try again shortly.`,
+  );
 }

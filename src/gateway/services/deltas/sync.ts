@@ -25,7 +25,13 @@ export interface DeltaSource {
 }
 
 /** Uploads delta `deltaId` from R2 to `backend`; true when the backend accepted it in time. */
-export async function pushDelta(config: GatewayConfig, source: DeltaSource, backend: string, deltaId: string, scope: RequestScope): Promise<boolean> {
+async function pushDelta(
+  config: GatewayConfig,
+  source: DeltaSource,
+  backend: string,
+  deltaId: string,
+  scope: RequestScope,
+): Promise<boolean> {
   try {
     return await upload(config, source, backend, deltaId, scope);
   } catch (err) {
@@ -34,7 +40,13 @@ export async function pushDelta(config: GatewayConfig, source: DeltaSource, back
   }
 }
 
-async function upload(config: GatewayConfig, source: DeltaSource, backend: string, deltaId: string, scope: RequestScope): Promise<boolean> {
+async function upload(
+  config: GatewayConfig,
+  source: DeltaSource,
+  backend: string,
+  deltaId: string,
+  scope: RequestScope,
+): Promise<boolean> {
   // Sending the delta is optional (without it the base model answers): each step gets at most a
   // share of the deadline, so that a hung D1, R2 or backend leaves time to answer without it.
   const { deadline } = scope;
@@ -48,7 +60,12 @@ async function upload(config: GatewayConfig, source: DeltaSource, backend: strin
   form.set("manifest", JSON.stringify(adapter.manifest));
   form.set("tensors", new File([bytes], `${deltaId}.safetensors`, { type: "application/octet-stream" }));
   const controller = new AbortController();
-  const put = fetch(`${backend}${DELTAS_PATH}/${encodeURIComponent(deltaId)}`, { method: "PUT", headers: config.backendHeaders, body: form, signal: controller.signal });
+  const put = fetch(`${backend}${DELTAS_PATH}/${encodeURIComponent(deltaId)}`, {
+    method: "PUT",
+    headers: config.backendHeaders,
+    body: form,
+    signal: controller.signal,
+  });
   const res = await deadline.optional(put, () => {
     controller.abort();
     return backendTimeout("The backend did not take the delta in time.");

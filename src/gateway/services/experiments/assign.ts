@@ -5,7 +5,7 @@
 import { hash32 } from "../hash.js";
 
 /** A point in [0, totalWeight) for this experiment and subject. */
-export function assignmentPoint(experimentId: string, subject: string, totalWeight: number): number {
+function assignmentPoint(experimentId: string, subject: string, totalWeight: number): number {
   return (hash32(`${experimentId}\u0000${subject}`) / 2 ** 32) * totalWeight;
 }
 

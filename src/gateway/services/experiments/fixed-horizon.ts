@@ -5,7 +5,7 @@
  */
 
 /** 97.5th percentile of the standard normal: a 95% two-sided interval is ±Z95 standard errors. */
-export const Z95 = 1.959963984540054;
+const Z95 = 1.959963984540054;
 
 export function mean(values: readonly number[]): number | null {
   if (values.length === 0) return null;
@@ -16,7 +16,9 @@ export function mean(values: readonly number[]): number | null {
 export function normalCdf(z: number): number {
   const x = Math.abs(z) / Math.SQRT2;
   const t = 1 / (1 + 0.3275911 * x);
-  const erf = 1 - ((((1.061405429 * t - 1.453152027) * t + 1.421413741) * t - 0.284496736) * t + 0.254829592) * t * Math.exp(-x * x);
+  const erf =
+    1 -
+    ((((1.061405429 * t - 1.453152027) * t + 1.421413741) * t - 0.284496736) * t + 0.254829592) * t * Math.exp(-x * x);
   return z >= 0 ? 0.5 * (1 + erf) : 0.5 * (1 - erf);
 }
 

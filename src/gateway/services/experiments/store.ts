@@ -12,11 +12,16 @@ import { getAdapter } from "../deltas/adapters.js";
 import { setLanguageAdapter } from "../deltas/language-adapters.js";
 import { assignArm } from "./assign.js";
 import { type ResultsSummary, loadExperimentFigures, summarizeResults } from "./results.js";
-import { type GuardrailDeclaration, GuardrailDeclarations, type GuardrailMetric, type GuardrailStatus } from "./guardrails.js";
+import {
+  type GuardrailDeclaration,
+  GuardrailDeclarations,
+  type GuardrailMetric,
+  type GuardrailStatus,
+} from "./guardrails.js";
 
 export type ExperimentState = "running" | "paused" | "stopped";
 
-export interface ExperimentArm {
+interface ExperimentArm {
   name: string;
   /** The adapter version id, or null for the base model. */
   delta: string | null;
@@ -106,27 +111,43 @@ export async function listExperiments(db: D1Database): Promise<Experiment[]> {
 }
 
 /** Which running experiments hold any of these languages (other than `except`). */
-async function busyLanguages(db: D1Database, languages: readonly string[], except?: string): Promise<{ language: string; experiment_id: string }[]> {
+async function busyLanguages(
+  db: D1Database,
+  languages: readonly string[],
+  except?: string,
+): Promise<{ language: string; experiment_id: string }[]> {
   const { results } = await db
-    .prepare(`SELECT language, experiment_id FROM experiment_running WHERE language IN (SELECT value FROM json_each(?1))`)
+    .prepare(
+      `SELECT language, experiment_id FROM experiment_running WHERE language IN (SELECT value FROM json_each(?1))`,
+    )
     .bind(JSON.stringify(languages))
     .all<{ language: string; experiment_id: string }>();
   return results.filter((r) => r.experiment_id !== except);
 }
 
 function lockStatements(db: D1Database, e: Pick<Experiment, "id" | "languages">): D1PreparedStatement[] {
-  return e.languages.map((l) => db.prepare("INSERT INTO experiment_running (language, experiment_id) VALUES (?1, ?2)").bind(l, e.id));
+  return e.languages.map((l) =>
+    db.prepare("INSERT INTO experiment_running (language, experiment_id) VALUES (?1, ?2)").bind(l, e.id),
+  );
 }
 
 async function refuseBusy(db: D1Database, languages: readonly string[], except?: string): Promise<void> {
   const busy = await busyLanguages(db, languages, except);
   if (busy.length > 0) {
-    throw conflict(`Experiment ${busy[0]!.experiment_id} is already running for '${busy[0]!.language}'.`, "experiment_running");
+    throw conflict(
+      `Experiment ${busy[0]!.experiment_id} is already running for '${busy[0]!.language}'.`,
+      "experiment_running",
+    );
   }
 }
 
 /** Runs a batch that takes language locks; a lost race on a lock is the same 409. */
-async function batchWithLocks(db: D1Database, statements: D1PreparedStatement[], languages: readonly string[], id: string): Promise<void> {
+async function batchWithLocks(
+  db: D1Database,
+  statements: D1PreparedStatement[],
+  languages: readonly string[],
+  id: string,
+): Promise<void> {
   try {
     await db.batch(statements);
   } catch (err) {
@@ -135,10 +156,20 @@ async function batchWithLocks(db: D1Database, statements: D1PreparedStatement[],
   }
 }
 
-export async function createExperiment(db: D1Database, input: NewExperiment, createdBy: string, now = Date.now()): Promise<Experiment> {
+export async function createExperiment(
+  db: D1Database,
+  input: NewExperiment,
+  createdBy: string,
+  now = Date.now(),
+): Promise<Experiment> {
   const languages = [...new Set(input.languages)];
   for (const l of languages) {
-    if (!isLanguage(l)) throw invalidRequest(`Unknown language '${l}'; use a supported BCP-47 primary tag such as 'sw'.`, "languages", "unknown_language");
+    if (!isLanguage(l))
+      throw invalidRequest(
+        `Unknown language '${l}'; use a supported BCP-47 primary tag such as 'sw'.`,
+        "languages",
+        "unknown_language",
+      );
   }
   const names = new Set(input.arms.map((a) => a.name));
   if (names.size !== input.arms.length) throw invalidRequest("Arm names must be unique.", "arms", "duplicate_arm");
@@ -150,7 +181,11 @@ export async function createExperiment(db: D1Database, input: NewExperiment, cre
       if (!adapter) throw notFound(`No adapter with id '${a.delta}'.`, "adapter_not_found", "arms");
       const other = languages.find((l) => l !== adapter.language);
       if (other) {
-        throw invalidRequest(`Adapter ${a.delta} is for '${adapter.language}', but the experiment covers '${other}'.`, "arms", "language_mismatch");
+        throw invalidRequest(
+          `Adapter ${a.delta} is for '${adapter.language}', but the experiment covers '${other}'.`,
+          "arms",
+          "language_mismatch",
+        );
       }
       deltaId = adapter.delta_id;
     }
@@ -180,7 +215,15 @@ export async function createExperiment(db: D1Database, input: NewExperiment, cre
         .prepare(
           "INSERT INTO experiments (id, name, languages, arms, state, guardrails, created_at, created_by, updated_at) VALUES (?1, ?2, ?3, ?4, 'running', ?5, ?6, ?7, ?6)",
         )
-        .bind(experiment.id, experiment.name, JSON.stringify(experiment.languages), JSON.stringify(arms), JSON.stringify(experiment.guardrails), ts, createdBy),
+        .bind(
+          experiment.id,
+          experiment.name,
+          JSON.stringify(experiment.languages),
+          JSON.stringify(arms),
+          JSON.stringify(experiment.guardrails),
+          ts,
+          createdBy,
+        ),
       ...lockStatements(db, experiment),
     ],
     languages,
@@ -190,20 +233,38 @@ export async function createExperiment(db: D1Database, input: NewExperiment, cre
   return experiment;
 }
 
-const ALLOWED: Record<"pause" | "resume" | "stop", ExperimentState[]> = { pause: ["running"], resume: ["paused"], stop: ["running", "paused"] };
-const TARGET: Record<"pause" | "resume" | "stop", ExperimentState> = { pause: "paused", resume: "running", stop: "stopped" };
+const ALLOWED: Record<"pause" | "resume" | "stop", ExperimentState[]> = {
+  pause: ["running"],
+  resume: ["paused"],
+  stop: ["running", "paused"],
+};
+const TARGET: Record<"pause" | "resume" | "stop", ExperimentState> = {
+  pause: "paused",
+  resume: "running",
+  stop: "stopped",
+};
 
-export async function changeState(db: D1Database, id: string, action: "pause" | "resume" | "stop", now = Date.now()): Promise<Experiment> {
+export async function changeState(
+  db: D1Database,
+  id: string,
+  action: "pause" | "resume" | "stop",
+  now = Date.now(),
+): Promise<Experiment> {
   const e = await mustGet(db, id);
-  if (!ALLOWED[action].includes(e.state)) throw conflict(`Experiment ${id} is ${e.state}; it cannot ${action}.`, "invalid_state");
+  if (!ALLOWED[action].includes(e.state))
+    throw conflict(`Experiment ${id} is ${e.state}; it cannot ${action}.`, "invalid_state");
   const target = TARGET[action];
   const ts = Math.floor(now / 1000);
   const update =
     target === "stopped"
       ? db
-          .prepare("UPDATE experiments SET state = 'stopped', stop_reason = ?2, stopped_at = ?3, updated_at = ?3 WHERE id = ?1 AND state = ?4")
+          .prepare(
+            "UPDATE experiments SET state = 'stopped', stop_reason = ?2, stopped_at = ?3, updated_at = ?3 WHERE id = ?1 AND state = ?4",
+          )
           .bind(id, JSON.stringify({ by: "operator" } satisfies StopReason), ts, e.state)
-      : db.prepare("UPDATE experiments SET state = ?2, updated_at = ?3 WHERE id = ?1 AND state = ?4").bind(id, target, ts, e.state);
+      : db
+          .prepare("UPDATE experiments SET state = ?2, updated_at = ?3 WHERE id = ?1 AND state = ?4")
+          .bind(id, target, ts, e.state);
   if (target === "running") {
     await refuseBusy(db, e.languages, id);
     await batchWithLocks(db, [update, ...lockStatements(db, e)], e.languages, id);
@@ -222,8 +283,15 @@ export async function promoteArm(db: D1Database, id: string, armName: string, no
   for (const language of e.languages) await setLanguageAdapter(db, language, arm.delta, arm.scale);
   await db.batch([
     db
-      .prepare("UPDATE experiments SET state = 'stopped', promoted_arm = ?2, stop_reason = COALESCE(stop_reason, ?3), stopped_at = COALESCE(stopped_at, ?4), updated_at = ?4 WHERE id = ?1")
-      .bind(id, arm.name, JSON.stringify({ by: "promotion", arm: arm.name } satisfies StopReason), Math.floor(now / 1000)),
+      .prepare(
+        "UPDATE experiments SET state = 'stopped', promoted_arm = ?2, stop_reason = COALESCE(stop_reason, ?3), stopped_at = COALESCE(stopped_at, ?4), updated_at = ?4 WHERE id = ?1",
+      )
+      .bind(
+        id,
+        arm.name,
+        JSON.stringify({ by: "promotion", arm: arm.name } satisfies StopReason),
+        Math.floor(now / 1000),
+      ),
     db.prepare("DELETE FROM experiment_running WHERE experiment_id = ?1").bind(id),
   ]);
   forgetRunning();
@@ -231,13 +299,20 @@ export async function promoteArm(db: D1Database, id: string, armName: string, no
 }
 
 /** The running experiment for a language, cached per isolate for a few seconds; null on failure. */
-export async function runningExperiment(db: D1Database, language: string, deadline: Deadline, now = Date.now()): Promise<Experiment | null> {
+async function runningExperiment(
+  db: D1Database,
+  language: string,
+  deadline: Deadline,
+  now = Date.now(),
+): Promise<Experiment | null> {
   const hit = runningCache.get(language);
   if (hit && hit.until > now) return hit.experiment;
   let experiment: Experiment | null;
   try {
     const read = db
-      .prepare("SELECT e.* FROM experiment_running r JOIN experiments e ON e.id = r.experiment_id WHERE r.language = ?1 AND e.state = 'running'")
+      .prepare(
+        "SELECT e.* FROM experiment_running r JOIN experiments e ON e.id = r.experiment_id WHERE r.language = ?1 AND e.state = 'running'",
+      )
       .bind(language)
       .first<ExperimentDbRow>();
     const row = await deadline.optional(read, () => storageTimeout("database (D1)"));
@@ -260,25 +335,46 @@ export interface Assignment {
 }
 
 /** The arm a subject (the request's `user`, else its key id) gets in the language's running experiment. */
-export async function assignment(db: D1Database, language: string, subject: string, deadline: Deadline): Promise<Assignment | null> {
+export async function assignment(
+  db: D1Database,
+  language: string,
+  subject: string,
+  deadline: Deadline,
+): Promise<Assignment | null> {
   const e = await runningExperiment(db, language, deadline);
   if (!e) return null;
   const arm = assignArm(e.id, subject, e.arms);
-  return { experimentId: e.id, arm: arm.name, delta: arm.delta_id ? { id: arm.delta_id, scale: arm.scale } : null, experiment: e };
+  return {
+    experimentId: e.id,
+    arm: arm.name,
+    delta: arm.delta_id ? { id: arm.delta_id, scale: arm.scale } : null,
+    experiment: e,
+  };
 }
 
 /**
  * Stops a running experiment because a guardrail fired; false when it was no longer running
  * (stopped, paused or promoted meanwhile).
  */
-export async function stopForGuardrail(db: D1Database, id: string, reason: StopReason & { by: "guardrail" }, now = Date.now()): Promise<boolean> {
+export async function stopForGuardrail(
+  db: D1Database,
+  id: string,
+  reason: StopReason & { by: "guardrail" },
+  now = Date.now(),
+): Promise<boolean> {
   const ts = Math.floor(now / 1000);
   const [update] = await db.batch([
     db
-      .prepare("UPDATE experiments SET state = 'stopped', stop_reason = ?2, stopped_at = ?3, updated_at = ?3 WHERE id = ?1 AND state = 'running'")
+      .prepare(
+        "UPDATE experiments SET state = 'stopped', stop_reason = ?2, stopped_at = ?3, updated_at = ?3 WHERE id = ?1 AND state = 'running'",
+      )
       .bind(id, JSON.stringify(reason), ts),
     // Only the lock rows of this experiment, and only once it is stopped.
-    db.prepare("DELETE FROM experiment_running WHERE experiment_id = ?1 AND EXISTS (SELECT 1 FROM experiments WHERE id = ?1 AND state = 'stopped')").bind(id),
+    db
+      .prepare(
+        "DELETE FROM experiment_running WHERE experiment_id = ?1 AND EXISTS (SELECT 1 FROM experiments WHERE id = ?1 AND state = 'stopped')",
+      )
+      .bind(id),
   ]);
   forgetRunning();
   return (update?.meta.changes ?? 0) === 1;
@@ -288,7 +384,12 @@ export async function stopForGuardrail(db: D1Database, id: string, reason: StopR
  * Claims this round of guardrail checks for the experiment: true for exactly one caller per
  * `intervalS` across isolates (a conditional write), so that isolates take turns.
  */
-export async function claimGuardrailCheck(db: D1Database, id: string, intervalS: number, now = Date.now()): Promise<boolean> {
+export async function claimGuardrailCheck(
+  db: D1Database,
+  id: string,
+  intervalS: number,
+  now = Date.now(),
+): Promise<boolean> {
   const ts = Math.floor(now / 1000);
   const res = await db
     .prepare(

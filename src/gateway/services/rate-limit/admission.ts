@@ -42,12 +42,22 @@ function limitHeaders(limits: KeyLimits, admission: Admission): Record<string, s
 }
 
 /** Admits one chat request for `keyId`, or throws the 429. Keys without limits cost nothing here. */
-export async function admitChat(env: GatewayBindings, keyId: string, limits: KeyLimits, deadline: Deadline): Promise<RateLimitGrant> {
+export async function admitChat(
+  env: GatewayBindings,
+  keyId: string,
+  limits: KeyLimits,
+  deadline: Deadline,
+): Promise<RateLimitGrant> {
   if (limits.requestsPerMinute === null && limits.tokensPerMinute === null) return UNLIMITED;
   const namespace = env.RATE_LIMITER;
   if (!namespace) {
     // A configured limit that silently did nothing would be worse than a loud failure.
-    throw new GatewayError(500, "server_error", "Rate limits are configured but the RATE_LIMITER Durable Object binding is missing.", "rate_limiter_missing");
+    throw new GatewayError(
+      500,
+      "server_error",
+      "Rate limits are configured but the RATE_LIMITER Durable Object binding is missing.",
+      "rate_limiter_missing",
+    );
   }
   const limiter = namespace.get(namespace.idFromName(keyId));
   const late = () => storageTimeout("rate limiter (Durable Object)");
@@ -61,7 +71,8 @@ export async function admitChat(env: GatewayBindings, keyId: string, limits: Key
   }
   const headers = limitHeaders(limits, admission);
   if (!admission.ok) {
-    const per = admission.limit === "requests" ? `${limits.requestsPerMinute} requests` : `${limits.tokensPerMinute} tokens`;
+    const per =
+      admission.limit === "requests" ? `${limits.requestsPerMinute} requests` : `${limits.tokensPerMinute} tokens`;
     throw new GatewayError(
       429,
       "rate_limit_error",

@@ -3,7 +3,7 @@
  * the last 60 s, and how long until enough of it ages out. Fixed size and O(60) at worst, so a
  * limiter holding thousands of keys' windows stays small.
  */
-export const WINDOW_S = 60;
+const WINDOW_S = 60;
 
 export class SlidingWindow {
   private readonly counts = new Float64Array(WINDOW_S);

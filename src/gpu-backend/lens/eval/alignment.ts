@@ -17,7 +17,7 @@ import { probePromptIds, type PromptOptions } from "../hidden-states.js";
 import type { LensProbe, ProbeLayer } from "../probe/probe.js";
 import { lengthBatches, type DeltaLayers, type ForwardPasses } from "./passes.js";
 
-export interface AlignmentFigures {
+interface AlignmentFigures {
   cosine: number;
   agnosticGap: number;
   specificGap: number;
@@ -42,19 +42,25 @@ export async function alignmentOf(
 ): Promise<AlignmentResult> {
   const pl = probe.layers.find((l) => l.layer === layer);
   if (!pl) throw new RangeError(`the probe has no layer ${layer}`);
-  const opts: PromptOptions = { maxPromptTokens: probe.prompt.maxTokens, truncation: probe.prompt.truncation, ...(probe.prompt.system !== null ? { system: probe.prompt.system } : {}) };
+  const opts: PromptOptions = {
+    maxPromptTokens: probe.prompt.maxTokens,
+    truncation: probe.prompt.truncation,
+    ...(probe.prompt.system !== null ? { system: probe.prompt.system } : {}),
+  };
   const n = Math.min(target.length, english.length);
   const tIds = target.slice(0, n).map((t) => probePromptIds(tokenizer, t, opts));
   const eIds = english.slice(0, n).map((t) => probePromptIds(tokenizer, t, opts));
   const hT = await lastStates(passes, tIds, delta, layer, batchSize);
   const hE = await lastStates(passes, eIds, null, layer, batchSize);
   const figures = alignmentFigures(pl, probe.hiddenSize, hT, hE, n);
-  const bothEdited = delta ? alignmentFigures(pl, probe.hiddenSize, hT, await lastStates(passes, eIds, delta, layer, batchSize), n) : null;
+  const bothEdited = delta
+    ? alignmentFigures(pl, probe.hiddenSize, hT, await lastStates(passes, eIds, delta, layer, batchSize), n)
+    : null;
   return { layer, pairs: n, ...figures, bothEdited };
 }
 
 /** Mean cos(x, y), |a.x - a.y| (a = m_a / ||m_a||) and ||P_s (x - y)|| over n pairs of rows. */
-export function alignmentFigures(pl: ProbeLayer, d: number, hT: Float64Array, hE: Float64Array, n: number): AlignmentFigures {
+function alignmentFigures(pl: ProbeLayer, d: number, hT: Float64Array, hE: Float64Array, n: number): AlignmentFigures {
   const a = Float64Array.from(pl.m_a);
   const an = Math.sqrt(a.reduce((s, v) => s + v * v, 0));
   for (let i = 0; i < d; i++) a[i]! /= an;
@@ -91,11 +97,21 @@ export function alignmentFigures(pl: ProbeLayer, d: number, hT: Float64Array, hE
 }
 
 /** Last-token states at `layer` (after the delta there), [rows x hidden] in prompt order. */
-export async function lastStates(passes: ForwardPasses, prompts: readonly number[][], delta: DeltaLayers | null, layer: number, batchSize = 8): Promise<Float64Array> {
+export async function lastStates(
+  passes: ForwardPasses,
+  prompts: readonly number[][],
+  delta: DeltaLayers | null,
+  layer: number,
+  batchSize = 8,
+): Promise<Float64Array> {
   const d = passes.info.hiddenSize;
   const out = new Float64Array(prompts.length * d);
   for (const batch of lengthBatches(prompts, batchSize)) {
-    const r = await passes.run(batch.map((i) => prompts[i]!), delta, { logits: false, hidden: [layer] });
+    const r = await passes.run(
+      batch.map((i) => prompts[i]!),
+      delta,
+      { logits: false, hidden: [layer] },
+    );
     const h = r.hidden.get(layer)!;
     batch.forEach((i, k) => out.set(h.subarray((k * r.T + r.T - 1) * d, (k * r.T + r.T) * d), i * d));
   }

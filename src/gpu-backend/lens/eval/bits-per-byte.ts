@@ -53,7 +53,13 @@ export function bitsRow(tokenizer: ChatTokenizer, text: string, window: number):
 }
 
 /** Bits of ids[from..] given what precedes each, from [T, V] logits of one row laid out from `offset`. */
-export function bitsFromLogits(logits: ArrayLike<number>, rowOffset: number, vocab: number, ids: readonly number[], from: number): number {
+function bitsFromLogits(
+  logits: ArrayLike<number>,
+  rowOffset: number,
+  vocab: number,
+  ids: readonly number[],
+  from: number,
+): number {
   let bits = 0;
   for (let pos = Math.max(1, from); pos < ids.length; pos++) {
     const lp = logSoftmax(logits, rowOffset + (pos - 1) * vocab, vocab);
@@ -62,11 +68,22 @@ export function bitsFromLogits(logits: ArrayLike<number>, rowOffset: number, voc
   return bits;
 }
 
-export async function bitsPerByteOf(passes: ForwardPasses, rows: readonly BitsRow[], delta: DeltaLayers | null, batchSize = 8): Promise<BitsPerByteResult> {
+export async function bitsPerByteOf(
+  passes: ForwardPasses,
+  rows: readonly BitsRow[],
+  delta: DeltaLayers | null,
+  batchSize = 8,
+): Promise<BitsPerByteResult> {
   let bits = 0;
   let bytes = 0;
-  for (const batch of lengthBatches(rows.map((r) => r.ids), batchSize)) {
-    const out = await passes.run(batch.map((i) => rows[i]!.ids), delta);
+  for (const batch of lengthBatches(
+    rows.map((r) => r.ids),
+    batchSize,
+  )) {
+    const out = await passes.run(
+      batch.map((i) => rows[i]!.ids),
+      delta,
+    );
     batch.forEach((i, r) => {
       const row = rows[i]!;
       const offset = (r * out.T + out.T - row.ids.length) * out.vocab;

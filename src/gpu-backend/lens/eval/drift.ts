@@ -25,11 +25,19 @@ export interface PromptLogits {
   rows: Float32Array[];
 }
 
-export async function lastAndAllLogits(passes: ForwardPasses, prompts: readonly number[][], delta: DeltaLayers | null, batchSize = 8): Promise<PromptLogits> {
+export async function lastAndAllLogits(
+  passes: ForwardPasses,
+  prompts: readonly number[][],
+  delta: DeltaLayers | null,
+  batchSize = 8,
+): Promise<PromptLogits> {
   const rows: Float32Array[] = new Array(prompts.length);
   let vocab = 0;
   for (const batch of lengthBatches(prompts, batchSize)) {
-    const out = await passes.run(batch.map((i) => prompts[i]!), delta);
+    const out = await passes.run(
+      batch.map((i) => prompts[i]!),
+      delta,
+    );
     vocab = out.vocab;
     batch.forEach((i, r) => {
       const len = prompts[i]!.length;
@@ -41,7 +49,8 @@ export async function lastAndAllLogits(passes: ForwardPasses, prompts: readonly 
 
 /** KL(base || edited) at the last position and over all positions (see the file comment). */
 export function driftOf(base: PromptLogits, edited: PromptLogits): DriftResult {
-  if (base.rows.length !== edited.rows.length || base.vocab !== edited.vocab) throw new RangeError("base and edited logits differ in shape");
+  if (base.rows.length !== edited.rows.length || base.vocab !== edited.vocab)
+    throw new RangeError("base and edited logits differ in shape");
   const V = base.vocab;
   let lastSum = 0;
   let lastMax = 0;
@@ -61,5 +70,11 @@ export function driftOf(base: PromptLogits, edited: PromptLogits): DriftResult {
     }
   });
   const n = base.rows.length;
-  return { prompts: n, klLast: n ? lastSum / n : Number.NaN, klLastMax: lastMax, positions, klAllPositions: positions ? allSum / positions : Number.NaN };
+  return {
+    prompts: n,
+    klLast: n ? lastSum / n : Number.NaN,
+    klLastMax: lastMax,
+    positions,
+    klAllPositions: positions ? allSum / positions : Number.NaN,
+  };
 }

@@ -29,13 +29,13 @@ export interface EvalModel {
   engine: Engine;
 }
 
-export interface ConditionResult {
+interface ConditionResult {
   fidelity: FidelityResult;
   bitsPerByte: BitsPerByteResult;
   alignment: AlignmentResult | null;
 }
 
-export interface DeltaResult extends ConditionResult {
+interface DeltaResult extends ConditionResult {
   id: string;
   drift: DriftResult;
 }
@@ -48,7 +48,7 @@ export interface LanguageEvaluation {
   ms: number;
 }
 
-export interface EvalSettings {
+interface EvalSettings {
   maxTokens: number;
   maxPromptTokens: number;
   window: number;
@@ -82,7 +82,11 @@ export interface EvaluateRequest {
 }
 
 /** Evaluates base and every delta for one language. `passes` must expose the alignment layer. */
-export async function evaluateLanguage(model: EvalModel, passes: ForwardPasses, req: EvaluateRequest): Promise<LanguageEvaluation> {
+export async function evaluateLanguage(
+  model: EvalModel,
+  passes: ForwardPasses,
+  req: EvaluateRequest,
+): Promise<LanguageEvaluation> {
   const started = performance.now();
   const settings: EvalSettings = {
     maxTokens: req.maxTokens ?? 48,
@@ -98,7 +102,8 @@ export async function evaluateLanguage(model: EvalModel, passes: ForwardPasses, 
     const layer = req.alignmentLayer ?? Math.max(-1, ...edited.filter((l) => probed.includes(l)));
     if (layer < 0) throw new RangeError("no layer for the alignment figures: no delta edits a probed layer");
     if (!probed.includes(layer)) throw new RangeError(`layer ${layer} was not probed`);
-    if (req.english.length < req.target.length) throw new RangeError("alignment needs the English parallel of every target prompt");
+    if (req.english.length < req.target.length)
+      throw new RangeError("alignment needs the English parallel of every target prompt");
     settings.alignmentLayer = layer;
   }
   const promptOpts: PromptOptions = { maxPromptTokens: settings.maxPromptTokens };
@@ -109,9 +114,23 @@ export async function evaluateLanguage(model: EvalModel, passes: ForwardPasses, 
 
   const condition = async (delta: NamedDelta | null): Promise<ConditionResult> => {
     req.signal?.throwIfAborted();
-    const fidelity = await languageFidelity(model.engine, targetIds, req.target, req.language, delta, { maxTokens: settings.maxTokens, examples });
+    const fidelity = await languageFidelity(model.engine, targetIds, req.target, req.language, delta, {
+      maxTokens: settings.maxTokens,
+      examples,
+    });
     const bitsPerByte = await bitsPerByteOf(passes, bpbRows, delta?.layers ?? null, settings.batchSize);
-    const alignment = probe ? await alignmentOf(passes, model.tokenizer, probe, settings.alignmentLayer!, req.target, req.english, delta?.layers ?? null, settings.batchSize) : null;
+    const alignment = probe
+      ? await alignmentOf(
+          passes,
+          model.tokenizer,
+          probe,
+          settings.alignmentLayer!,
+          req.target,
+          req.english,
+          delta?.layers ?? null,
+          settings.batchSize,
+        )
+      : null;
     return { fidelity, bitsPerByte, alignment };
   };
 

@@ -32,7 +32,12 @@ export interface FidelityOptions {
 }
 
 /** Greedy replies through the engine (all prompts submitted at once: the engine batches them). */
-export async function generateReplies(engine: Engine, promptIds: readonly number[][], delta: NamedDelta | null, maxTokens: number): Promise<string[]> {
+export async function generateReplies(
+  engine: Engine,
+  promptIds: readonly number[][],
+  delta: NamedDelta | null,
+  maxTokens: number,
+): Promise<string[]> {
   const row = delta ? toRowDelta(delta.id, 1, delta.layers) : null;
   return Promise.all(
     promptIds.map(
@@ -56,7 +61,12 @@ export async function generateReplies(engine: Engine, promptIds: readonly number
 }
 
 /** Counts replies by detected language: faithful = detected as `language`; `und` is not faithful. */
-export function countFidelity(language: string, prompts: readonly string[], replies: readonly string[], examples = 3): FidelityResult {
+export function countFidelity(
+  language: string,
+  prompts: readonly string[],
+  replies: readonly string[],
+  examples = 3,
+): FidelityResult {
   const detected: Record<string, number> = {};
   let faithful = 0;
   let und = 0;
@@ -70,7 +80,15 @@ export function countFidelity(language: string, prompts: readonly string[], repl
     if (kept.length < examples) kept.push({ prompt: prompts[i] ?? "", reply, detected: lang });
   });
   const n = replies.length;
-  return { prompts: n, faithful, und, rate: n ? faithful / n : Number.NaN, undRate: n ? und / n : Number.NaN, detected, examples: kept };
+  return {
+    prompts: n,
+    faithful,
+    und,
+    rate: n ? faithful / n : Number.NaN,
+    undRate: n ? und / n : Number.NaN,
+    detected,
+    examples: kept,
+  };
 }
 
 export async function languageFidelity(

@@ -75,9 +75,16 @@ export class ForwardPasses {
 
   private async build(layers: readonly number[]): Promise<Graph> {
     const { info } = this;
-    const graph = insertDeltaHooks(this.modelBytes, { deltaLayers: [...layers], exposeHidden: [...this.exposeHidden] }, { numLayers: info.numLayers, hiddenSize: info.hiddenSize });
+    const graph = insertDeltaHooks(
+      this.modelBytes,
+      { deltaLayers: [...layers], exposeHidden: [...this.exposeHidden] },
+      { numLayers: info.numLayers, hiddenSize: info.hiddenSize },
+    );
     const externalData = graph.externalData.map((path) => ({ path, data: readFileSync(join(info.dir, path)) }));
-    const session = await ort.InferenceSession.create(graph.bytes, { ...this.sessionOptions, ...(externalData.length ? { externalData } : {}) });
+    const session = await ort.InferenceSession.create(graph.bytes, {
+      ...this.sessionOptions,
+      ...(externalData.length ? { externalData } : {}),
+    });
     return {
       session,
       deltaInputs: graph.deltaInputs,
@@ -91,7 +98,11 @@ export class ForwardPasses {
    * One pass over `rows` (token ids, each non-empty) with `delta` applied to every row at every
    * position (null: the unedited graph). `want.logits` (default true) and `want.hidden` choose outputs.
    */
-  async run(rows: readonly number[][], delta: DeltaLayers | null, want: { logits?: boolean; hidden?: readonly number[] } = {}): Promise<PassOutput> {
+  async run(
+    rows: readonly number[][],
+    delta: DeltaLayers | null,
+    want: { logits?: boolean; hidden?: readonly number[] } = {},
+  ): Promise<PassOutput> {
     const { info } = this;
     const n = rows.length;
     if (n === 0) throw new RangeError("no rows");
@@ -169,7 +180,13 @@ export function logSoftmax(logits: ArrayLike<number>, offset: number, V: number)
  * KL(p || q) in nats between the next-token distributions of two logit vectors (p: the base model's,
  * q: the edited one's). Exactly 0 when the logits are identical (each term is p (lp - lq) with lp = lq).
  */
-export function klDivergence(p: ArrayLike<number>, pOffset: number, q: ArrayLike<number>, qOffset: number, V: number): number {
+export function klDivergence(
+  p: ArrayLike<number>,
+  pOffset: number,
+  q: ArrayLike<number>,
+  qOffset: number,
+  V: number,
+): number {
   const lp = logSoftmax(p, pOffset, V);
   const lq = logSoftmax(q, qOffset, V);
   let kl = 0;

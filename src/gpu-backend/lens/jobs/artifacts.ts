@@ -23,14 +23,26 @@ export function writeArtifact(dir: string, a: WorkOutput["artifact"]): LensJobAr
   if (tensorsName !== null && a.tensors !== null) writeFileAtomic(dir, tensorsName, a.tensors);
   writeFileAtomic(dir, manifestName, manifestText);
   const main = a.tensors ?? new TextEncoder().encode(manifestText);
-  return { kind: a.kind, id: a.id, tensors: tensorsName, manifest: manifestName, bytes: main.byteLength, sha256: sha256(main) };
+  return {
+    kind: a.kind,
+    id: a.id,
+    tensors: tensorsName,
+    manifest: manifestName,
+    bytes: main.byteLength,
+    sha256: sha256(main),
+  };
 }
 
 /** The path of a finished job's artifact file in its folder `dir`. Throws not_found when there is none. */
-export function artifactFile(dir: string, record: LensJobRecord, part: ArtifactPart): { path: string; name: string; artifact: LensJobArtifact } {
+export function artifactFile(
+  dir: string,
+  record: LensJobRecord,
+  part: ArtifactPart,
+): { path: string; name: string; artifact: LensJobArtifact } {
   const { id } = record;
   const a = record.artifact;
-  if (record.state !== "succeeded" || a === null) throw new LensJobError("not_found", `job ${id} has no artifact (it is ${record.state})`);
+  if (record.state !== "succeeded" || a === null)
+    throw new LensJobError("not_found", `job ${id} has no artifact (it is ${record.state})`);
   const name = part === "tensors" ? a.tensors : a.manifest;
   if (name === null) throw new LensJobError("not_found", `job ${id}'s artifact has no ${part} file`);
   const path = safeJoin(dir, name);

@@ -18,7 +18,7 @@ import type { DeltaFile } from "../probe/subspace-delta.js";
 import { splitPrompts } from "./prompts.js";
 import { LensJobError, type JobContext, type JobModel, type WorkOutput } from "./work.js";
 
-export interface EvalContext {
+interface EvalContext {
   model: JobModel;
   request: EvalJobRequest;
   delta: DeltaFile;
@@ -33,7 +33,8 @@ export interface EvalContext {
 export type EvaluateFn = (ctx: EvalContext) => Promise<Record<string, unknown>>;
 
 export async function evalWork(ctx: JobContext, r: EvalJobRequest, evaluate: EvaluateFn | null): Promise<WorkOutput> {
-  if (typeof evaluate !== "function") throw new LensJobError("not_available", "eval jobs are not available on this backend yet");
+  if (typeof evaluate !== "function")
+    throw new LensJobError("not_available", "eval jobs are not available on this backend yet");
   const delta = ctx.delta(r.delta);
   const probe = ctx.heldProbe((delta.manifest.method as Record<string, unknown>)["probe"]);
   const report = await evaluate({
@@ -46,7 +47,10 @@ export async function evalWork(ctx: JobContext, r: EvalJobRequest, evaluate: Eva
     progress: (p) => ctx.progress(p),
     sessionOptions: ctx.sessionOptions,
   });
-  const summary = typeof report["summary"] === "object" && report["summary"] !== null ? (report["summary"] as Record<string, unknown>) : {};
+  const summary =
+    typeof report["summary"] === "object" && report["summary"] !== null
+      ? (report["summary"] as Record<string, unknown>)
+      : {};
   return {
     artifact: { kind: "report", id: ctx.jobId, tensors: null, manifest: { delta_id: delta.manifest.id, ...report } },
     result: { delta_id: delta.manifest.id, ...summary },
@@ -56,7 +60,11 @@ export async function evalWork(ctx: JobContext, r: EvalJobRequest, evaluate: Eva
 export function lensEvaluator(): EvaluateFn {
   return async ({ model, request, delta, probe, promptsFile, signal, progress, sessionOptions }) => {
     const { engine } = model;
-    if (!engine) throw new LensJobError("not_available", "eval jobs need the generation engine (run them on the backend, or the CLI's eval)");
+    if (!engine)
+      throw new LensJobError(
+        "not_available",
+        "eval jobs need the generation engine (run them on the backend, or the CLI's eval)",
+      );
     const { info } = model;
     const checked = validateDelta(delta.bytes, delta.manifest, {
       fingerprint: model.fingerprint,
@@ -69,7 +77,9 @@ export function lensEvaluator(): EvaluateFn {
     if (language === "en") throw new RangeError("the delta is for English: there is no target language to evaluate");
     const rows = splitPrompts("eval", ["en", language], request.per_language, promptsFile);
     const layers = checked.delta.layers;
-    const alignmentLayer = probe ? Math.max(-1, ...[...layers.keys()].filter((l) => probe.layers.some((p) => p.layer === l))) : -1;
+    const alignmentLayer = probe
+      ? Math.max(-1, ...[...layers.keys()].filter((l) => probe.layers.some((p) => p.layer === l)))
+      : -1;
     const usedProbe = alignmentLayer >= 0 ? probe : null;
     const passes = new ForwardPasses(info, usedProbe ? [alignmentLayer] : [], sessionOptions);
     progress({ stage: "evaluating", done: 0, total: 1 });

@@ -25,7 +25,11 @@ export async function probeWork(ctx: JobContext, r: ProbeJobRequest): Promise<Wo
     sessionOptions: ctx.sessionOptions,
     ...(ctx.batchSize !== undefined ? { batchSize: ctx.batchSize } : {}),
   };
-  const collector = await HiddenStateCollector.create({ info: model.info, tokenizer: model.tokenizer }, r.layers, collectorOptions);
+  const collector = await HiddenStateCollector.create(
+    { info: model.info, tokenizer: model.tokenizer },
+    r.layers,
+    collectorOptions,
+  );
   const sessionMs = performance.now() - started;
   let collectMs = 0;
   ctx.progress({ stage: "collecting", done: 0, total: r.languages.length });
@@ -57,7 +61,12 @@ export async function probeWork(ctx: JobContext, r: ProbeJobRequest): Promise<Wo
       layers: p.layers.map((l) => l.layer),
       ranks: Object.fromEntries(p.layers.map((l) => [String(l.layer), l.rank])),
       prompts_per_language: p.counts,
-      timings_ms: { session: ms(sessionMs), collect: ms(collectMs), math: ms(probeMs - collectMs), encode: ms(encodeMs) },
+      timings_ms: {
+        session: ms(sessionMs),
+        collect: ms(collectMs),
+        math: ms(probeMs - collectMs),
+        encode: ms(encodeMs),
+      },
     },
   };
 }

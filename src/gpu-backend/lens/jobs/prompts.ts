@@ -7,7 +7,9 @@ import { fileURLToPath } from "node:url";
 
 export type PromptSplit = "probe" | "train" | "eval";
 
-export const DEFAULT_PROMPTS_FILE = fileURLToPath(new URL("../../../../data/lens-prompts/prompts.jsonl", import.meta.url));
+export const DEFAULT_PROMPTS_FILE = fileURLToPath(
+  new URL("../../../../data/lens-prompts/prompts.jsonl", import.meta.url),
+);
 
 interface PromptRow {
   id: string;
@@ -36,12 +38,18 @@ function rows(file: string): PromptRow[] {
  * The first `n` rows of `split` that have every one of `languages` (fewer when the split has fewer),
  * as prompts per language, parallel by index. Throws when no row has them all.
  */
-export function splitPrompts(split: PromptSplit, languages: readonly string[], n: number, file = DEFAULT_PROMPTS_FILE): Record<string, string[]> {
+export function splitPrompts(
+  split: PromptSplit,
+  languages: readonly string[],
+  n: number,
+  file = DEFAULT_PROMPTS_FILE,
+): Record<string, string[]> {
   const out: Record<string, string[]> = Object.fromEntries(languages.map((l) => [l, []]));
   let taken = 0;
   for (const row of rows(file)) {
     if (taken >= n) break;
-    if (row.split !== split || !languages.every((l) => typeof row.text[l] === "string" && row.text[l]!.length > 0)) continue;
+    if (row.split !== split || !languages.every((l) => typeof row.text[l] === "string" && row.text[l]!.length > 0))
+      continue;
     for (const l of languages) out[l]!.push(row.text[l]!);
     taken++;
   }

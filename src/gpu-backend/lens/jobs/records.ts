@@ -90,7 +90,9 @@ export function recoverJobs(root: string, log: (line: string) => void): Recovere
     }
     found.push({ record, request });
   }
-  found.sort((a, b) => (a.record.created_at < b.record.created_at ? -1 : a.record.created_at > b.record.created_at ? 1 : 0));
+  found.sort((a, b) =>
+    a.record.created_at < b.record.created_at ? -1 : a.record.created_at > b.record.created_at ? 1 : 0,
+  );
   fsyncDir(root);
   return found;
 }

@@ -52,7 +52,8 @@ function failWith(c: Context, err: unknown): Response {
 
 /** Every :id is a job id, checked before any lookup (so "../x" or "a%2Fb" never goes further). */
 const checkJobId: MiddlewareHandler = async (c, next) => {
-  if (!JobId.safeParse(c.req.param("id")).success) return fail(c, "invalid_request", `invalid job id ${JSON.stringify(c.req.param("id"))}`);
+  if (!JobId.safeParse(c.req.param("id")).success)
+    return fail(c, "invalid_request", `invalid job id ${JSON.stringify(c.req.param("id"))}`);
   await next();
 };
 
@@ -63,7 +64,10 @@ export function lensRoutes(jobs: LensJobRunner): Hono {
 
   app.post(
     "/jobs",
-    bodyLimit({ maxSize: MAX_BODY_BYTES, onError: (c) => fail(c, "invalid_request", `request body is over ${MAX_BODY_BYTES} bytes`) }),
+    bodyLimit({
+      maxSize: MAX_BODY_BYTES,
+      onError: (c) => fail(c, "invalid_request", `request body is over ${MAX_BODY_BYTES} bytes`),
+    }),
     async (c) => {
       let raw: unknown;
       try {

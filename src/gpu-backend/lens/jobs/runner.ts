@@ -19,7 +19,14 @@ import { mkdirSync } from "node:fs";
 import { resolve } from "node:path";
 import type * as ort from "onnxruntime-node";
 import { DeltaId } from "../../../protocol/delta.js";
-import { JobId, LensJobRecord, LensJobRequest, TERMINAL_STATES, type LensJobArtifact, type LensJobProgress } from "../../../protocol/lens-jobs.js";
+import {
+  JobId,
+  type LensJobRecord,
+  LensJobRequest,
+  TERMINAL_STATES,
+  type LensJobArtifact,
+  type LensJobProgress,
+} from "../../../protocol/lens-jobs.js";
 import { loadProbe, type LensProbe } from "../probe/probe.js";
 import { artifactFile, readDeltaArtifact, writeArtifact, type ArtifactPart } from "./artifacts.js";
 import { evalWork, lensEvaluator, type EvaluateFn } from "./eval-job.js";
@@ -48,7 +55,10 @@ export interface LensJobRunnerOptions {
   log?: (line: string) => void;
 }
 
-export const DEFAULT_SESSION_OPTIONS: ort.InferenceSession.SessionOptions = { intraOpNumThreads: 1, interOpNumThreads: 1 };
+const DEFAULT_SESSION_OPTIONS: ort.InferenceSession.SessionOptions = {
+  intraOpNumThreads: 1,
+  interOpNumThreads: 1,
+};
 
 interface Job {
   /** Order of arrival in this process (ties of created_at, which has millisecond resolution). */
@@ -150,7 +160,9 @@ export class LensJobRunner {
   /** Every job, newest first. */
   list(): LensJobRecord[] {
     return [...this.jobs.values()]
-      .sort((a, b) => (a.record.created_at < b.record.created_at ? 1 : a.record.created_at > b.record.created_at ? -1 : b.seq - a.seq))
+      .sort((a, b) =>
+        a.record.created_at < b.record.created_at ? 1 : a.record.created_at > b.record.created_at ? -1 : b.seq - a.seq,
+      )
       .map((j) => structuredClone(j.record));
   }
 
@@ -194,7 +206,9 @@ export class LensJobRunner {
   async close(): Promise<void> {
     this.closed = true;
     this.queue.length = 0;
-    for (const job of this.jobs.values()) if (job.record.state === "running") job.controller?.abort(new LensJobError("conflict", "cancelled: the runner closed"));
+    for (const job of this.jobs.values())
+      if (job.record.state === "running")
+        job.controller?.abort(new LensJobError("conflict", "cancelled: the runner closed"));
     await this.current;
   }
 
@@ -206,17 +220,31 @@ export class LensJobRunner {
     const badLayers = (layers: number[]) => layers.filter((l) => l >= info.numLayers);
     if (r.kind === "probe") {
       const bad = badLayers(r.layers);
-      if (bad.length > 0) throw new LensJobError("invalid_request", `layers ${bad.join(", ")} are out of range: the model has layers 0..${info.numLayers - 1}`);
-      if (r.rank !== undefined && r.rank > r.languages.length - 1) throw new LensJobError("invalid_request", `rank ${r.rank} is over L - 1 = ${r.languages.length - 1}`);
+      if (bad.length > 0)
+        throw new LensJobError(
+          "invalid_request",
+          `layers ${bad.join(", ")} are out of range: the model has layers 0..${info.numLayers - 1}`,
+        );
+      if (r.rank !== undefined && r.rank > r.languages.length - 1)
+        throw new LensJobError("invalid_request", `rank ${r.rank} is over L - 1 = ${r.languages.length - 1}`);
     } else if (r.kind === "subspace") {
       const bad = badLayers(r.layers);
-      if (bad.length > 0) throw new LensJobError("invalid_request", `layers ${bad.join(", ")} are out of range: the model has layers 0..${info.numLayers - 1}`);
+      if (bad.length > 0)
+        throw new LensJobError(
+          "invalid_request",
+          `layers ${bad.join(", ")} are out of range: the model has layers 0..${info.numLayers - 1}`,
+        );
       this.source(r.probe, ["probe"], true);
     } else if (r.kind === "train") {
-      if (r.rank > info.hiddenSize) throw new LensJobError("invalid_request", `rank ${r.rank} exceeds the hidden size ${info.hiddenSize}`);
+      if (r.rank > info.hiddenSize)
+        throw new LensJobError("invalid_request", `rank ${r.rank} exceeds the hidden size ${info.hiddenSize}`);
       this.source(r.probe, ["probe"], false);
     } else {
-      if (!this.evalAvailable) throw new LensJobError("not_available", "eval jobs are not available on this backend yet (no evaluator is built in)");
+      if (!this.evalAvailable)
+        throw new LensJobError(
+          "not_available",
+          "eval jobs are not available on this backend yet (no evaluator is built in)",
+        );
       this.source(r.delta, DELTA_KINDS, false);
     }
   }
@@ -227,12 +255,17 @@ export class LensJobRunner {
     let job: Job | undefined;
     if (JobId.safeParse(ref).success) job = this.jobs.get(ref);
     else if (DeltaId.safeParse(ref).success) {
-      job = [...this.jobs.values()].find((j) => j.record.state === "succeeded" && j.record.artifact?.id === ref && kinds.includes(j.record.kind));
+      job = [...this.jobs.values()].find(
+        (j) => j.record.state === "succeeded" && j.record.artifact?.id === ref && kinds.includes(j.record.kind),
+      );
     } else throw new LensJobError("invalid_request", `invalid reference ${JSON.stringify(ref)}`);
-    if (!job || !kinds.includes(job.record.kind)) throw new LensJobError("not_found", `no ${what} job or artifact "${ref}"`);
+    if (!job || !kinds.includes(job.record.kind))
+      throw new LensJobError("not_found", `no ${what} job or artifact "${ref}"`);
     const { state } = job.record;
-    if (state === "failed" || state === "cancelled") throw new LensJobError("conflict", `${what} job ${job.record.id} ${state}`);
-    if (mustBeDone && state !== "succeeded") throw new LensJobError("conflict", `${what} job ${job.record.id} has not finished (it is ${state})`);
+    if (state === "failed" || state === "cancelled")
+      throw new LensJobError("conflict", `${what} job ${job.record.id} ${state}`);
+    if (mustBeDone && state !== "succeeded")
+      throw new LensJobError("conflict", `${what} job ${job.record.id} has not finished (it is ${state})`);
     return job;
   }
 
@@ -248,7 +281,7 @@ export class LensJobRunner {
     const id = this.queue.shift();
     if (id === undefined) return;
     const job = this.jobs.get(id);
-    if (!job || job.record.state !== "queued") return this.pump();
+    if (job?.record.state !== "queued") return this.pump();
     this.current = this.execute(job)
       .catch((err: unknown) => this.log(`${id}: ${(err as Error).message}`))
       .finally(() => {
@@ -272,14 +305,20 @@ export class LensJobRunner {
       job.record.progress = { ...(job.record.progress ?? { done: 0, total: 0 }), stage: "writing" };
       const w0 = performance.now();
       const artifact = writeArtifact(jobDir(this.dir, job.record.id), out.artifact);
-      const timings = { ...(out.result["timings_ms"] as Record<string, number> | undefined), write: ms(performance.now() - w0) };
+      const timings = {
+        ...(out.result["timings_ms"] as Record<string, number> | undefined),
+        write: ms(performance.now() - w0),
+      };
       job.record.artifact = artifact;
       job.record.result = toJson({ ...out.result, ...(out.after ? out.after() : {}), timings_ms: timings });
       this.finish(job, "succeeded", null);
     } catch (err) {
       removePartial(this.dir, job.record.id);
       job.record.artifact = null;
-      if (signal.aborted) this.finish(job, "cancelled", { message: signal.reason instanceof LensJobError ? signal.reason.message : "cancelled" });
+      if (signal.aborted)
+        this.finish(job, "cancelled", {
+          message: signal.reason instanceof LensJobError ? signal.reason.message : "cancelled",
+        });
       else this.finish(job, "failed", { message: (err as Error)?.message ?? String(err) });
     } finally {
       delete job.controller;
@@ -328,7 +367,9 @@ export class LensJobRunner {
       heldProbe: (id) => {
         const probeJob =
           typeof id === "string" && DeltaId.safeParse(id).success
-            ? [...this.jobs.values()].find((j) => j.record.kind === "probe" && j.record.state === "succeeded" && j.record.artifact?.id === id)
+            ? [...this.jobs.values()].find(
+                (j) => j.record.kind === "probe" && j.record.state === "succeeded" && j.record.artifact?.id === id,
+              )
             : undefined;
         return probeJob ? this.loadProbeOf(probeJob) : null;
       },

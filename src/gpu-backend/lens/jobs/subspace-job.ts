@@ -18,7 +18,13 @@ export function subspaceWork(ctx: JobContext, r: SubspaceJobRequest): WorkOutput
   });
   return {
     artifact: { kind: "delta", id: file.manifest.id, tensors: file.bytes, manifest: file.manifest },
-    result: { delta_id: file.manifest.id, probe_id: probe.id, language: r.language, layers: file.manifest.layers, rank: file.manifest.rank },
+    result: {
+      delta_id: file.manifest.id,
+      probe_id: probe.id,
+      language: r.language,
+      layers: file.manifest.layers,
+      rank: file.manifest.rank,
+    },
     after: () => loadDelta(ctx.model, r.load, file),
   };
 }

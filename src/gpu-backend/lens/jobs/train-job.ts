@@ -42,7 +42,10 @@ export async function trainWork(ctx: JobContext, r: TrainJobRequest): Promise<Wo
     },
   });
   const w0 = performance.now();
-  const file = trainedDeltaFile(trained, { dtype: r.dtype, ...(r.description !== undefined ? { description: r.description } : {}) });
+  const file = trainedDeltaFile(trained, {
+    dtype: r.dtype,
+    ...(r.description !== undefined ? { description: r.description } : {}),
+  });
   const encodeMs = performance.now() - w0;
   const first = trained.losses[0]!;
   const last = trained.losses[trained.losses.length - 1]!;

@@ -72,14 +72,18 @@ export function languageMean(samples: ReadonlyArray<ArrayLike<number>>, hiddenSi
   if (samples.length === 0) throw new RangeError("languageMean: no samples");
   const sum = new Float64Array(hiddenSize);
   for (const e of samples) {
-    if (e.length !== hiddenSize) throw new RangeError(`languageMean: a sample has ${e.length} values, expected ${hiddenSize}`);
+    if (e.length !== hiddenSize)
+      throw new RangeError(`languageMean: a sample has ${e.length} values, expected ${hiddenSize}`);
     for (let i = 0; i < hiddenSize; i++) sum[i]! += e[i]!;
   }
   return scaled(1 / samples.length, sum);
 }
 
 /** The whole probe at one layer from per-language means (insertion order of the record is the language order). */
-export function fitLanguageSubspaces(meansByLanguage: Readonly<Record<string, ArrayLike<number>>>, options: SubspaceOptions = {}): LanguageSubspaces {
+export function fitLanguageSubspaces(
+  meansByLanguage: Readonly<Record<string, ArrayLike<number>>>,
+  options: SubspaceOptions = {},
+): LanguageSubspaces {
   const languages = Object.keys(meansByLanguage);
   const central = options.central ?? "en";
   const L = languages.length;
@@ -87,7 +91,8 @@ export function fitLanguageSubspaces(meansByLanguage: Readonly<Record<string, Ar
   const centralIndex = languages.indexOf(central);
   if (centralIndex < 0) throw new RangeError(`the central language "${central}" is not among ${languages.join(", ")}`);
   const r = options.rank ?? L - 1;
-  if (!Number.isInteger(r) || r < 1 || r > L - 1) throw new RangeError(`rank must be an integer in 1..${L - 1}, got ${r}`);
+  if (!Number.isInteger(r) || r < 1 || r > L - 1)
+    throw new RangeError(`rank must be an integer in 1..${L - 1}, got ${r}`);
   const means: Columns = languages.map((l) => Float64Array.from(meansByLanguage[l]!));
   const d = means[0]!.length;
   if (means.some((m) => m.length !== d)) throw new RangeError("language means differ in length");
@@ -127,7 +132,9 @@ export function fitLanguageSubspaces(meansByLanguage: Readonly<Record<string, Ar
   const specific = s.U.slice(0, rank);
 
   const centralMean = means[centralIndex]!;
-  const shifts = means.map((m, l) => (l === centralIndex ? new Float64Array(d) : project(specific, axpyCopy(-1, centralMean, m))));
+  const shifts = means.map((m, l) =>
+    l === centralIndex ? new Float64Array(d) : project(specific, axpyCopy(-1, centralMean, m)),
+  );
 
   return {
     languages,
@@ -205,7 +212,8 @@ export function subspaceEdit(
   rankOut: number = rank,
 ): SubspaceEdit {
   const hidden = shift.length;
-  if (basis.length !== hidden * rank) throw new RangeError(`basis has ${basis.length} values, expected ${hidden} x ${rank}`);
+  if (basis.length !== hidden * rank)
+    throw new RangeError(`basis has ${basis.length} values, expected ${hidden} x ${rank}`);
   if (rankOut < rank) throw new RangeError(`rankOut ${rankOut} is below the basis rank ${rank}`);
   if (!Number.isFinite(lambda) || !Number.isFinite(alpha)) throw new RangeError("lambda and alpha must be finite");
   const A = new Float32Array(hidden * rankOut);

@@ -20,10 +20,21 @@ import { mkdirSync, readFileSync } from "node:fs";
 import { basename, join } from "node:path";
 import { z } from "zod";
 import { DeltaId, Fingerprint } from "../../../protocol/delta.js";
-import { parseSafetensors, serializeSafetensors, tensorToFloat32, type TensorInput } from "../../../protocol/safetensors.js";
+import {
+  parseSafetensors,
+  serializeSafetensors,
+  tensorToFloat32,
+  type TensorInput,
+} from "../../../protocol/safetensors.js";
 import { writeFileAtomic } from "../../files.js";
 import { modelFingerprint } from "../../model/fingerprint.js";
-import { HiddenStateCollector, type CollectorOptions, type LoadedModel, type Truncation, DEFAULT_MAX_PROMPT_TOKENS } from "../hidden-states.js";
+import {
+  HiddenStateCollector,
+  type CollectorOptions,
+  type LoadedModel,
+  type Truncation,
+  DEFAULT_MAX_PROMPT_TOKENS,
+} from "../hidden-states.js";
 import { columnsToRowMajor, fitLanguageSubspaces, languageMean, type SubspaceOptions } from "./math.js";
 
 /** One layer of a probe, float32, row-major. */
@@ -67,7 +78,7 @@ export interface ProbeOptions extends CollectorOptions, Pick<SubspaceOptions, "r
   onProgress?: (p: ProbeProgress) => void;
 }
 
-export interface ProbeProgress {
+interface ProbeProgress {
   /** Languages collected so far, of `total`. */
   done: number;
   total: number;
@@ -88,12 +99,14 @@ export async function probe(
 ): Promise<LensProbe> {
   const languages = Object.keys(promptsByLanguage);
   if (!languages.includes(central)) throw new RangeError(`the central language "${central}" has no prompts`);
-  for (const lang of languages) if (promptsByLanguage[lang]!.length === 0) throw new RangeError(`no prompts for "${lang}"`);
+  for (const lang of languages)
+    if (promptsByLanguage[lang]!.length === 0) throw new RangeError(`no prompts for "${lang}"`);
   const wanted = [...new Set(layers)].sort((a, b) => a - b);
   if (wanted.length === 0) throw new RangeError("no layers to probe");
 
   const own = !(model instanceof HiddenStateCollector);
-  const collector = model instanceof HiddenStateCollector ? model : await HiddenStateCollector.create(model, wanted, options);
+  const collector =
+    model instanceof HiddenStateCollector ? model : await HiddenStateCollector.create(model, wanted, options);
   try {
     const missing = wanted.filter((l) => !collector.layers.includes(l));
     if (missing.length > 0) throw new RangeError(`the collector does not expose layers ${missing.join(", ")}`);
@@ -118,7 +131,10 @@ export async function probe(
       counts[lang] = states.count;
       for (const layer of wanted) {
         const rows = states.byLayer.get(layer)!;
-        means.get(layer)![lang] = languageMean(Array.from({ length: states.count }, (_, r) => rows.subarray(r * d, (r + 1) * d)), d);
+        means.get(layer)![lang] = languageMean(
+          Array.from({ length: states.count }, (_, r) => rows.subarray(r * d, (r + 1) * d)),
+          d,
+        );
       }
     }
 
@@ -131,7 +147,14 @@ export async function probe(
       fit.languages.forEach((lang, l) => (deltas[lang] = Float32Array.from(fit.shifts[l]!)));
       const flatMeans = new Float32Array(languages.length * d);
       fit.means.forEach((m, l) => flatMeans.set(m, l * d));
-      return { layer, rank: fit.rank, means: flatMeans, m_a: Float32Array.from(fit.agnostic), M_s: columnsToRowMajor(fit.specific, d), deltas };
+      return {
+        layer,
+        rank: fit.rank,
+        means: flatMeans,
+        m_a: Float32Array.from(fit.agnostic),
+        M_s: columnsToRowMajor(fit.specific, d),
+        deltas,
+      };
     });
 
     const fingerprint = options.fingerprint ?? (await modelFingerprint(info.onnxPath));
@@ -162,13 +185,25 @@ export async function probe(
 /** `probe-<model>-<16 hex>`: a hash of what the probe found and how, so equal probes get equal ids. */
 function defaultProbeId(p: LensProbe): string {
   const h = createHash("sha256");
-  h.update(JSON.stringify({ model: p.baseModel, languages: p.languages, central: p.central, rank: p.requestedRank, prompt: p.prompt, counts: p.counts }));
-  for (const l of p.layers) h.update(new Uint8Array(l.M_s.buffer, l.M_s.byteOffset, l.M_s.byteLength)).update(new Uint8Array(l.means.buffer, l.means.byteOffset, l.means.byteLength));
+  h.update(
+    JSON.stringify({
+      model: p.baseModel,
+      languages: p.languages,
+      central: p.central,
+      rank: p.requestedRank,
+      prompt: p.prompt,
+      counts: p.counts,
+    }),
+  );
+  for (const l of p.layers)
+    h.update(new Uint8Array(l.M_s.buffer, l.M_s.byteOffset, l.M_s.byteLength)).update(
+      new Uint8Array(l.means.buffer, l.means.byteOffset, l.means.byteLength),
+    );
   const model = p.baseModel.id.replace(/[^A-Za-z0-9._-]/g, "_").slice(0, 64);
   return `probe-${model}-${h.digest("hex").slice(0, 16)}`;
 }
 
-export const PROBE_FORMAT = "lens-probe/1";
+const PROBE_FORMAT = "lens-probe/1";
 
 export const ProbeManifest = z
   .object({
@@ -184,7 +219,13 @@ export const ProbeManifest = z
     /** Layer (as a string key) -> columns of M_s there. */
     ranks: z.record(z.string(), z.number().int().positive()),
     n_per_language: z.record(z.string(), z.number().int().positive()),
-    prompt: z.object({ max_tokens: z.number().int().positive(), truncation: z.enum(["content", "head"]), system: z.string().nullable() }).strict(),
+    prompt: z
+      .object({
+        max_tokens: z.number().int().positive(),
+        truncation: z.enum(["content", "head"]),
+        system: z.string().nullable(),
+      })
+      .strict(),
     tensors: z.object({ file: z.string().min(1), sha256: z.string().regex(/^[0-9a-f]{64}$/) }).strict(),
     created_at: z.iso.datetime({ offset: true }),
   })
@@ -229,7 +270,8 @@ export function encodeProbe(p: LensProbe): { bytes: Uint8Array; manifest: ProbeM
 export function decodeProbe(bytes: Uint8Array, manifestInput: unknown): LensProbe {
   const m = ProbeManifest.parse(manifestInput);
   const sha = createHash("sha256").update(bytes).digest("hex");
-  if (sha !== m.tensors.sha256) throw new Error(`probe ${m.id}: the tensors file does not match its manifest (sha256 ${sha})`);
+  if (sha !== m.tensors.sha256)
+    throw new Error(`probe ${m.id}: the tensors file does not match its manifest (sha256 ${sha})`);
   const { tensors } = parseSafetensors(bytes);
   const d = m.hidden_size;
   const L = m.languages.length;
@@ -237,7 +279,9 @@ export function decodeProbe(bytes: Uint8Array, manifestInput: unknown): LensProb
     const t = tensors.get(name);
     if (!t) throw new Error(`probe ${m.id}: tensor ${name} is missing`);
     if (t.dtype !== "F32" || t.shape.length !== shape.length || t.shape.some((x, i) => x !== shape[i])) {
-      throw new Error(`probe ${m.id}: tensor ${name} is ${t.dtype} [${t.shape.join(", ")}], expected F32 [${shape.join(", ")}]`);
+      throw new Error(
+        `probe ${m.id}: tensor ${name} is ${t.dtype} [${t.shape.join(", ")}], expected F32 [${shape.join(", ")}]`,
+      );
     }
     return tensorToFloat32(t);
   };
@@ -256,7 +300,8 @@ export function decodeProbe(bytes: Uint8Array, manifestInput: unknown): LensProb
       deltas,
     };
   });
-  if (tensors.size !== layers.length * 4) throw new Error(`probe ${m.id}: the tensors file holds tensors the manifest does not name`);
+  if (tensors.size !== layers.length * 4)
+    throw new Error(`probe ${m.id}: the tensors file holds tensors the manifest does not name`);
   return {
     id: m.id,
     baseModel: m.base_model,
@@ -276,7 +321,7 @@ export interface ProbeFiles {
   manifestPath: string;
 }
 
-export function probeFiles(dir: string, id: string): ProbeFiles {
+function probeFiles(dir: string, id: string): ProbeFiles {
   DeltaId.parse(id);
   return { tensorsPath: join(dir, `${id}.safetensors`), manifestPath: join(dir, `${id}.json`) };
 }

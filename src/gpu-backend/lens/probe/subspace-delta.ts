@@ -36,7 +36,8 @@ export interface DeltaFile {
 export function subspaceDelta(probe: LensProbe, request: SubspaceDeltaRequest): DeltaFile {
   const { language, lambda, alpha } = request;
   if (!isLanguage(language)) throw new RangeError(`"${language}" is not a language deltas can be made for`);
-  if (!probe.languages.includes(language)) throw new RangeError(`the probe has no "${language}" (it holds ${probe.languages.join(", ")})`);
+  if (!probe.languages.includes(language))
+    throw new RangeError(`the probe has no "${language}" (it holds ${probe.languages.join(", ")})`);
   const layers = [...new Set(request.layers)].sort((a, b) => a - b);
   if (layers.length === 0) throw new RangeError("no layers");
   const chosen = layers.map((k) => {

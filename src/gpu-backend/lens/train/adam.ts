@@ -24,8 +24,10 @@ export class Adam {
   constructor(sizes: readonly number[], options: AdamOptions = {}) {
     this.options = { ...ADAM_DEFAULTS, ...options };
     const { beta1, beta2, eps, weightDecay } = this.options;
-    if (!(beta1 >= 0 && beta1 < 1 && beta2 >= 0 && beta2 < 1)) throw new RangeError(`betas must be in [0, 1), got ${beta1}, ${beta2}`);
-    if (!(eps > 0) || !(weightDecay >= 0)) throw new RangeError(`eps must be > 0 and weightDecay >= 0, got ${eps}, ${weightDecay}`);
+    if (!(beta1 >= 0 && beta1 < 1 && beta2 >= 0 && beta2 < 1))
+      throw new RangeError(`betas must be in [0, 1), got ${beta1}, ${beta2}`);
+    if (!(eps > 0) || !(weightDecay >= 0))
+      throw new RangeError(`eps must be > 0 and weightDecay >= 0, got ${eps}, ${weightDecay}`);
     this.m = sizes.map((n) => new Float64Array(n));
     this.v = sizes.map((n) => new Float64Array(n));
   }
@@ -37,7 +39,8 @@ export class Adam {
 
   /** One update of `params` (in place) from `grads`, at learning rate `lr`. */
   step(params: readonly Float64Array[], grads: readonly Float64Array[], lr: number): void {
-    if (params.length !== this.m.length || grads.length !== this.m.length) throw new RangeError("Adam.step: parameter count changed");
+    if (params.length !== this.m.length || grads.length !== this.m.length)
+      throw new RangeError("Adam.step: parameter count changed");
     const { beta1, beta2, eps, weightDecay } = this.options;
     this.t++;
     const c1 = 1 - beta1 ** this.t;

@@ -49,7 +49,9 @@ export function trainedDeltaFile(t: TrainedDelta, request: TrainedDeltaRequest =
     losses_initial: lossRecord(t.losses[0]!),
     losses_final: lossRecord(t.losses[t.losses.length - 1]!),
   };
-  const id = request.id ?? `adapter-${t.language}-${createHash("sha256").update(bytes).update(JSON.stringify(method)).digest("hex").slice(0, 16)}`;
+  const id =
+    request.id ??
+    `adapter-${t.language}-${createHash("sha256").update(bytes).update(JSON.stringify(method)).digest("hex").slice(0, 16)}`;
   const final = t.losses[t.losses.length - 1]!;
   const manifest = DeltaManifest.parse({
     id,

@@ -13,13 +13,13 @@ import { seededRandom } from "../../generation/sampler.js";
 import type { EditParams } from "./losses.js";
 
 /** The sampler's seeded generator (mulberry32), with the seed checked: the same seed gives the same sequence everywhere. */
-export function seededUniform(seed: number): () => number {
+function seededUniform(seed: number): () => number {
   if (!Number.isInteger(seed)) throw new RangeError(`seed must be an integer, got ${seed}`);
   return seededRandom(seed);
 }
 
 /** Standard normal draws (Box-Muller on the uniform generator, one value per pair of draws). */
-export function seededNormal(seed: number): () => number {
+function seededNormal(seed: number): () => number {
   const u = seededUniform(seed);
   return () => {
     const u1 = 1 - u(); // (0, 1]: log stays finite

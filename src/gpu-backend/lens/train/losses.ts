@@ -76,12 +76,22 @@ export interface LossWithGradient extends LossValues {
   grad: EditParams;
 }
 
-export function zeroParams(hiddenSize: number, rank: number): EditParams {
-  return { rank, A: new Float64Array(hiddenSize * rank), B: new Float64Array(rank * hiddenSize), b: new Float64Array(hiddenSize) };
+function zeroParams(hiddenSize: number, rank: number): EditParams {
+  return {
+    rank,
+    A: new Float64Array(hiddenSize * rank),
+    B: new Float64Array(rank * hiddenSize),
+    b: new Float64Array(hiddenSize),
+  };
 }
 
 /** Rows of X through the edit's low-rank part: XA [n x rank] and U = X A B (+ b) [n x d]. */
-function throughEdit(X: Float64Array, d: number, p: EditParams, withBias: boolean): { n: number; XA: Float64Array; U: Float64Array } {
+function throughEdit(
+  X: Float64Array,
+  d: number,
+  p: EditParams,
+  withBias: boolean,
+): { n: number; XA: Float64Array; U: Float64Array } {
   const r = p.rank;
   const n = X.length / d;
   const XA = new Float64Array(n * r);
@@ -105,7 +115,15 @@ function throughEdit(X: Float64Array, d: number, p: EditParams, withBias: boolea
 }
 
 /** The chain rule through U = X A B (+ b), accumulated into `grad`. */
-function backThroughEdit(X: Float64Array, XA: Float64Array, G: Float64Array, d: number, p: EditParams, withBias: boolean, grad: EditParams): void {
+function backThroughEdit(
+  X: Float64Array,
+  XA: Float64Array,
+  G: Float64Array,
+  d: number,
+  p: EditParams,
+  withBias: boolean,
+  grad: EditParams,
+): void {
   const r = p.rank;
   const n = X.length / d;
   const GBt = new Float64Array(r);
@@ -142,7 +160,8 @@ function projectSpecific(q: LensLossProblem, v: Float64Array, offset: number, ou
 
 function rowCount(rows: Float64Array, d: number, what: string): number {
   const n = rows.length / d;
-  if (!Number.isInteger(n) || n === 0) throw new RangeError(`${what}: ${rows.length} values are not a positive number of rows of ${d}`);
+  if (!Number.isInteger(n) || n === 0)
+    throw new RangeError(`${what}: ${rows.length} values are not a positive number of rows of ${d}`);
   return n;
 }
 
@@ -245,13 +264,17 @@ function addInto(into: EditParams, g: EditParams): void {
   }
 }
 
-export function checkShapes(p: EditParams, q: LensLossProblem): void {
+function checkShapes(p: EditParams, q: LensLossProblem): void {
   const d = q.hiddenSize;
   const r = p.rank;
   if (!Number.isInteger(r) || r < 1) throw new RangeError(`rank must be a positive integer, got ${r}`);
   if (p.A.length !== d * r || p.B.length !== r * d || p.b.length !== d) {
-    throw new RangeError(`parameters are A ${p.A.length}, B ${p.B.length}, b ${p.b.length}; expected ${d * r}, ${r * d}, ${d}`);
+    throw new RangeError(
+      `parameters are A ${p.A.length}, B ${p.B.length}, b ${p.b.length}; expected ${d * r}, ${r * d}, ${d}`,
+    );
   }
-  if (q.basis.length !== d * q.basisRank) throw new RangeError(`basis has ${q.basis.length} values, expected ${d} x ${q.basisRank}`);
-  if (q.agnostic.length !== d || q.shift.length !== d) throw new RangeError("agnostic direction and shift must have hiddenSize values");
+  if (q.basis.length !== d * q.basisRank)
+    throw new RangeError(`basis has ${q.basis.length} values, expected ${d} x ${q.basisRank}`);
+  if (q.agnostic.length !== d || q.shift.length !== d)
+    throw new RangeError("agnostic direction and shift must have hiddenSize values");
 }

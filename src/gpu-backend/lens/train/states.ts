@@ -23,7 +23,13 @@ import { ModelRunner } from "../../generation/model-runner.js";
 import { insertDeltaHooks } from "../../graph/delta-hooks.js";
 import { ChatTokenizer } from "../../model/chat-tokenizer.js";
 import { readModelDir, type ModelInfo } from "../../model/model-dir.js";
-import { DEFAULT_BATCH_SIZE, HiddenStateCollector, probePromptIds, type LoadedModel, type PromptOptions } from "../hidden-states.js";
+import {
+  DEFAULT_BATCH_SIZE,
+  HiddenStateCollector,
+  probePromptIds,
+  type LoadedModel,
+  type PromptOptions,
+} from "../hidden-states.js";
 
 /** Per prompt (in prompt order), float64, row-major [count x hiddenSize]. */
 export interface PromptStates {
@@ -60,7 +66,11 @@ export class PositionStateReader {
    * `model`: a model directory, parts already loaded, or a collector (its model, tokenizer and prompt
    * settings are used; its session is not, since it returns the last position only).
    */
-  static async create(model: string | LoadedModel | HiddenStateCollector, layer: number, options: PositionStatesOptions = {}): Promise<PositionStateReader> {
+  static async create(
+    model: string | LoadedModel | HiddenStateCollector,
+    layer: number,
+    options: PositionStatesOptions = {},
+  ): Promise<PositionStateReader> {
     let info: ModelInfo;
     let ids: (text: string) => number[];
     if (model instanceof HiddenStateCollector) {
@@ -74,7 +84,11 @@ export class PositionStateReader {
     if (!Number.isInteger(layer) || layer < 0 || layer >= info.numLayers) {
       throw new RangeError(`layer ${layer} is out of range: the model has layers 0..${info.numLayers - 1}`);
     }
-    const graph = insertDeltaHooks(readFileSync(info.onnxPath), { deltaLayers: [], exposeHidden: [layer] }, { numLayers: info.numLayers, hiddenSize: info.hiddenSize });
+    const graph = insertDeltaHooks(
+      readFileSync(info.onnxPath),
+      { deltaLayers: [], exposeHidden: [layer] },
+      { numLayers: info.numLayers, hiddenSize: info.hiddenSize },
+    );
     const externalData = graph.externalData.map((path) => ({ path, data: readFileSync(join(info.dir, path)) }));
     const session = await ort.InferenceSession.create(graph.bytes, {
       ...options.sessionOptions,
@@ -115,9 +129,13 @@ export class PositionStateReader {
   }
 
   /** One left-padded batch from an empty cache; writes each row's last and mean state at its prompt index. */
-  private async forward(rows: readonly number[][], targets: readonly number[], last: Float64Array, mean: Float64Array): Promise<void> {
+  private async forward(
+    rows: readonly number[][],
+    targets: readonly number[],
+    last: Float64Array,
+    mean: Float64Array,
+  ): Promise<void> {
     const { info } = this;
-    const n = rows.length;
     if (rows.some((r) => r.length === 0)) throw new RangeError("an empty prompt has no last token");
     const T = Math.max(...rows.map((r) => r.length));
     const feeds: Record<string, ort.Tensor> = leftPaddedFeeds(info, this.session.inputNames, rows, this.kvFp16);
@@ -141,4 +159,3 @@ export class PositionStateReader {
     await this.session.release();
   }
 }
-

@@ -61,7 +61,7 @@ export interface TrainSettings {
  * - init "probe" (A starts on M_s): no clear winner against "random" (better on es, worse on sw).
  * - Adam's eps: 1e-8 (torch's) and 1e-12 gave the same losses to 4 digits here.
  */
-export const DEFAULTS = {
+const DEFAULTS = {
   steps: 200,
   lr: 3e-2,
   w_r: 1,
@@ -104,7 +104,7 @@ export interface FitResult {
   trainMs: number;
 }
 
-export function resolveSettings(o: FitOptions): TrainSettings {
+function resolveSettings(o: FitOptions): TrainSettings {
   const s: TrainSettings = {
     rank: o.rank,
     steps: o.steps ?? DEFAULTS.steps,
@@ -118,9 +118,13 @@ export function resolveSettings(o: FitOptions): TrainSettings {
     adam: { ...DEFAULTS.adam, ...o.adam },
   };
   if (!Number.isInteger(s.rank) || s.rank < 1) throw new RangeError(`rank must be a positive integer, got ${s.rank}`);
-  if (!Number.isInteger(s.steps) || s.steps < 0) throw new RangeError(`steps must be a non-negative integer, got ${s.steps}`);
+  if (!Number.isInteger(s.steps) || s.steps < 0)
+    throw new RangeError(`steps must be a non-negative integer, got ${s.steps}`);
   if (!(s.lr > 0) || !Number.isFinite(s.lr)) throw new RangeError(`lr must be positive and finite, got ${s.lr}`);
-  for (const [k, v] of [["w_r", s.w_r], ["w_a", s.w_a]] as const) {
+  for (const [k, v] of [
+    ["w_r", s.w_r],
+    ["w_a", s.w_a],
+  ] as const) {
     if (!(v >= 0) || !Number.isFinite(v)) throw new RangeError(`${k} must be >= 0 and finite, got ${v}`);
   }
   if (!Number.isFinite(s.alpha)) throw new RangeError(`alpha must be finite, got ${s.alpha}`);
@@ -173,14 +177,20 @@ function* fitSteps(problem: LensLossProblem, options: FitOptions): Generator<voi
   for (let step = 0; step < settings.steps; step++) {
     options.signal?.throwIfAborted();
     const { grad, ...values } = lensLoss(params, problem, true);
-    if (!Number.isFinite(values.total)) throw new Error(`training diverged at step ${step} (loss ${values.total}); lower lr`);
+    if (!Number.isFinite(values.total))
+      throw new Error(`training diverged at step ${step} (loss ${values.total}); lower lr`);
     const lr = learningRate(settings.schedule, settings.lr, step, settings.steps);
     losses.push(values);
     options.onStep?.({ step, steps: settings.steps, lr, losses: values });
     adam.step([params.A, params.B, params.b], [grad.A, grad.B, grad.b], lr);
     yield;
   }
-  const rounded = { rank: settings.rank, A: Float32Array.from(params.A), B: Float32Array.from(params.B), b: Float32Array.from(params.b) };
+  const rounded = {
+    rank: settings.rank,
+    A: Float32Array.from(params.A),
+    B: Float32Array.from(params.B),
+    b: Float32Array.from(params.b),
+  };
   const final = lensLoss(asFloat64(rounded), problem);
   if (!Number.isFinite(final.total)) throw new Error(`training diverged (final loss ${final.total}); lower lr`);
   losses.push(final);
@@ -201,7 +211,8 @@ export function lossProblem(
 ): LensLossProblem {
   const d = central.hiddenSize;
   if (target.hiddenSize !== d || layer.m_a.length !== d) throw new RangeError("states and probe differ in hidden size");
-  if (central.count !== target.count) throw new RangeError(`the prompts are parallel pairs: ${central.count} central vs ${target.count} target`);
+  if (central.count !== target.count)
+    throw new RangeError(`the prompts are parallel pairs: ${central.count} central vs ${target.count} target`);
   const shift = layer.deltas[language];
   if (!shift) throw new RangeError(`the probe has no shift for "${language}" at layer ${layer.layer}`);
   const alignRows = new Float64Array(central.count * d);
@@ -265,11 +276,14 @@ export async function trainDelta(o: TrainDeltaOptions): Promise<TrainedDelta> {
   const { probe, language } = o;
   const central = o.central ?? "en";
   if (!isLanguage(language)) throw new RangeError(`"${language}" is not a language deltas can be made for`);
-  if (central !== probe.central) throw new RangeError(`the probe's shifts are measured from "${probe.central}", not "${central}"`);
+  if (central !== probe.central)
+    throw new RangeError(`the probe's shifts are measured from "${probe.central}", not "${central}"`);
   if (language === central) throw new RangeError(`the target language must differ from the central one ("${central}")`);
-  if (!probe.languages.includes(language)) throw new RangeError(`the probe has no "${language}" (it holds ${probe.languages.join(", ")})`);
+  if (!probe.languages.includes(language))
+    throw new RangeError(`the probe has no "${language}" (it holds ${probe.languages.join(", ")})`);
   const { en, target } = o.prompts;
-  if (en.length === 0 || en.length !== target.length) throw new RangeError(`need parallel prompts: ${en.length} central, ${target.length} target`);
+  if (en.length === 0 || en.length !== target.length)
+    throw new RangeError(`need parallel prompts: ${en.length} central, ${target.length} target`);
   resolveSettings(o); // fail on bad settings before reading any states
 
   const modelInfo = typeof o.model === "string" ? readModelDir(o.model) : o.model.info;
@@ -282,10 +296,15 @@ export async function trainDelta(o: TrainDeltaOptions): Promise<TrainedDelta> {
     const info = reader.info;
     const layer = reader.layer;
     const probeLayer = probe.layers.find((l) => l.layer === layer);
-    if (!probeLayer) throw new RangeError(`the probe has no layer ${layer} (the model's last); probed: ${probe.layers.map((l) => l.layer).join(", ")}`);
-    if (probe.hiddenSize !== info.hiddenSize) throw new RangeError(`the probe's hidden size ${probe.hiddenSize} is not the model's ${info.hiddenSize}`);
+    if (!probeLayer)
+      throw new RangeError(
+        `the probe has no layer ${layer} (the model's last); probed: ${probe.layers.map((l) => l.layer).join(", ")}`,
+      );
+    if (probe.hiddenSize !== info.hiddenSize)
+      throw new RangeError(`the probe's hidden size ${probe.hiddenSize} is not the model's ${info.hiddenSize}`);
     const fingerprint = o.fingerprint ?? (await modelFingerprint(info.onnxPath));
-    if (fingerprint !== probe.baseModel.fingerprint) throw new RangeError(`the probe was made on ${probe.baseModel.fingerprint}, the model is ${fingerprint}`);
+    if (fingerprint !== probe.baseModel.fingerprint)
+      throw new RangeError(`the probe was made on ${probe.baseModel.fingerprint}, the model is ${fingerprint}`);
 
     const centralStates = await reader.read(en);
     const targetStates = await reader.read(target);
