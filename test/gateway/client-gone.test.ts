@@ -32,7 +32,7 @@ describe("a client that hangs up", () => {
     const { gen, cancelled } = silentGeneration();
     const gone = new AbortController();
     const finished: AnswerSummary[] = [];
-    streamCompletion(gen.frames, meta, (s) => finished.push(s), gone.signal);
+    streamCompletion(gen.frames, meta, (s) => finished.push(s), { clientGone: gone.signal });
     await new Promise((r) => setTimeout(r, 10));
     expect(finished).toEqual([]);
     gone.abort();
@@ -44,7 +44,7 @@ describe("a client that hangs up", () => {
   it("streaming: a client already gone when the answer starts is finished at once", async () => {
     const { gen, cancelled } = silentGeneration();
     const finished: AnswerSummary[] = [];
-    streamCompletion(gen.frames, meta, (s) => finished.push(s), AbortSignal.abort());
+    streamCompletion(gen.frames, meta, (s) => finished.push(s), { clientGone: AbortSignal.abort() });
     await new Promise((r) => setTimeout(r, 10));
     expect(finished.map((s) => s.finishReason)).toEqual(["disconnected"]);
     expect(cancelled()).toBe(true);
@@ -79,9 +79,52 @@ describe("a client that hangs up", () => {
     };
     const gone = new AbortController();
     const finished: AnswerSummary[] = [];
-    const text = await new Response(streamCompletion(gen.frames, meta, (s) => finished.push(s), gone.signal)).text();
+    const text = await new Response(
+      streamCompletion(gen.frames, meta, (s) => finished.push(s), { clientGone: gone.signal }),
+    ).text();
     gone.abort();
     expect(text).toContain("[DONE]");
     expect(finished.map((s) => s.finishReason)).toEqual(["stop"]);
+  });
+
+  it("a body nobody reads never holds the request open, and is taken as gone once its reader is idle too long", async () => {
+    const { gen, cancelled } = silentGeneration();
+    const held: Promise<void>[] = [];
+    const finished: AnswerSummary[] = [];
+    streamCompletion(gen.frames, meta, (s) => finished.push(s), { keepOpen: (p) => held.push(p), readerIdleMs: 30 });
+    await new Promise((r) => setTimeout(r, 80));
+    expect(held).toEqual([]);
+    expect(finished.map((s) => s.finishReason)).toEqual(["disconnected"]);
+    expect(cancelled()).toBe(true);
+  });
+
+  it("a client that reads holds the request open until the answer ends, then lets it go", async () => {
+    const body = new ReadableStream<Uint8Array>({
+      start(c) {
+        c.enqueue(new TextEncoder().encode('{"type":"text","text":"hi"}\n'));
+      },
+    });
+    const gen: OpenGeneration = {
+      backend: "b",
+      start: { type: "start", model: "m", prompt_tokens: 3 },
+      frames: new FrameReader(body.getReader(), 60_000),
+    };
+    const held: Promise<void>[] = [];
+    const finished: AnswerSummary[] = [];
+    const reader = streamCompletion(gen.frames, meta, (s) => finished.push(s), {
+      keepOpen: (p) => held.push(p),
+      readerIdleMs: 60_000,
+    }).getReader();
+    await reader.read(); // the role chunk
+    await reader.read(); // "hi": the reader is active
+    expect(held).toHaveLength(1);
+    let released = false;
+    void held[0]!.then(() => (released = true));
+    await new Promise((r) => setTimeout(r, 10));
+    expect(released).toBe(false);
+    await reader.cancel();
+    await held[0];
+    expect(released).toBe(true);
+    expect(finished.map((s) => s.finishReason)).toEqual(["disconnected"]);
   });
 });

@@ -83,21 +83,13 @@ async function answer(c: Context<GatewayEnv>, record: RequestRecorder, scope: Re
   if (!body.stream) return c.json(await collectCompletion(generation.frames, meta, (s) => onFinish(s), clientGone));
   c.header("content-type", "text/event-stream; charset=utf-8");
   c.header("cache-control", "no-cache");
-  // workerd cancels a request's pending work when its client disconnects unless a waitUntil promise
-  // is outstanding; without one, the stream's cancel() never wrote the "disconnected" record. The
-  // promise ends when the answer does: finished, failed, or the client gone (the request's signal
-  // says so even when the runtime never cancels the unread body), so it never outlives the request.
-  let streamDone!: () => void;
-  scope.waitUntil(new Promise<void>((resolve) => (streamDone = resolve)));
+  // The stream keeps its request open (for its record) only once its client reads, and ends when
+  // the client hangs up, stops reading for the idle timeout, or the answer is done.
   return c.body(
-    streamCompletion(
-      generation.frames,
-      meta,
-      (s) => {
-        onFinish(s);
-        streamDone();
-      },
+    streamCompletion(generation.frames, meta, onFinish, {
       clientGone,
-    ),
+      keepOpen: scope.waitUntil,
+      readerIdleMs: config.backendIdleTimeoutMs,
+    }),
   );
 }

@@ -109,12 +109,28 @@ export async function collectCompletion(
 
 const encoder = new TextEncoder();
 
+/** How a streamed answer learns that its client is gone, and keeps its request open until it ends. */
+export interface StreamWatch {
+  /** The incoming request's signal (aborted when the client hangs up). */
+  clientGone?: AbortSignal;
+  /**
+   * Given the answer's end once the client reads past the first chunk: the request's waitUntil, so
+   * that a client leaving mid-stream still gets its record written (workerd cancels a request's
+   * pending work on disconnect otherwise). Not before: a body nobody ever reads must not hold the
+   * request open for an end that may never come.
+   */
+  keepOpen?: (until: Promise<void>) => void;
+  /** A client that stops reading for this long is taken as gone (every wait is bounded). */
+  readerIdleMs?: number;
+}
+
 export function streamCompletion(
   frames: FrameSource,
   meta: CompletionMeta,
   onFinish: OnFinish = () => {},
-  clientGone?: AbortSignal,
+  watch: StreamWatch = {},
 ): ReadableStream<Uint8Array> {
+  const { clientGone, keepOpen, readerIdleMs } = watch;
   // Every chunk shares this prefix; building it once keeps the per-token cost to one string concat.
   const prefix = `data: {"id":${JSON.stringify(meta.id)},"object":"chat.completion.chunk","created":${meta.created},"model":${JSON.stringify(meta.model)},"system_fingerprint":null,"choices":[`;
   const usageNull = meta.includeUsage ? `,"usage":null` : "";
@@ -123,28 +139,50 @@ export function streamCompletion(
   let closed = false;
   const parts: string[] = [];
   let firstContentAt: number | null = null;
+  let ended!: () => void;
+  const end = new Promise<void>((resolve) => (ended = resolve));
+  let kept = false;
+  let idle: ReturnType<typeof setTimeout> | undefined;
   const finish = (finishReason: AnswerSummary["finishReason"], completionTokens: number | null) => {
     clientGone?.removeEventListener("abort", leave);
+    clearTimeout(idle);
     onFinish({ finishReason, text: parts.join(""), completionTokens, firstContentAt });
+    ended();
   };
   // The client went away: stop the backend's generation too. The runtime does not always cancel a
   // response body nobody will read (a client that leaves just as the answer starts), so the
-  // request's own signal says it as well.
+  // request's own signal says it as well, and a reader silent for too long counts as gone.
   function leave(): void {
     if (closed) return;
     closed = true;
     frames.cancel("client disconnected");
+    try {
+      stream?.close();
+    } catch {
+      // already cancelled by the runtime
+    }
     finish("disconnected", null);
   }
+  const waitForReader = () => {
+    if (readerIdleMs !== undefined && !closed) idle = setTimeout(leave, readerIdleMs);
+  };
   if (clientGone?.aborted) queueMicrotask(leave);
   else clientGone?.addEventListener("abort", leave, { once: true });
+  waitForReader();
 
+  let stream: ReadableStreamDefaultController<Uint8Array> | undefined;
   return new ReadableStream<Uint8Array>({
     start(controller) {
+      stream = controller;
       controller.enqueue(encoder.encode(chunk(`{"role":"assistant","content":""}`, "null")));
     },
     async pull(controller) {
       if (closed) return;
+      clearTimeout(idle);
+      if (!kept) {
+        kept = true;
+        keepOpen?.(end);
+      }
       const send = (text: string) => controller.enqueue(encoder.encode(text));
       try {
         const frame = await frames.next();
@@ -156,6 +194,7 @@ export function streamCompletion(
               parts.push(frame.text);
               send(chunk(`{"content":${JSON.stringify(frame.text)}}`, "null"));
             }
+            waitForReader();
             return;
           case "start":
             throw new BackendProtocolError("a second start frame");
