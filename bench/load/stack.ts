@@ -228,7 +228,9 @@ export async function switchToWorkerd(stack: Stack): Promise<void> {
     r2Persist: join(v3, "r2"),
     durableObjectsPersist: join(v3, "do"),
     bindings: stack.vars,
-    // workerd's own output joins the same log as wrangler dev's did.
+    // workerd's own output joins the same log as wrangler dev's did; verbose, so that it reports
+    // uncaught errors and requests it cancelled as hung, as wrangler dev's inspector does.
+    verbose: true,
     handleRuntimeStdio(stdout: NodeJS.ReadableStream, stderr: NodeJS.ReadableStream) {
       if (!gatewayLog) return;
       const log = createWriteStream(gatewayLog, { flags: "a" });
