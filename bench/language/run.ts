@@ -257,6 +257,6 @@ console.log(
     `${byVote.filter((r) => decidedByVote(r.text)).length}/${byVote.length}`,
 );
 console.log(
-  "\nTarget (docs/DESIGN): >= 98% and <= 30 us per call in workerd. Bundle sizes: esbuild, " +
+  "\nTarget (docs/design.md): >= 98% and <= 30 us per call in workerd. Bundle sizes: esbuild, " +
     "browser platform with worker conditions, minified; the detector's row includes franc-min.",
 );

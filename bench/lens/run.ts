@@ -3,7 +3,7 @@
  * the backend and the CLI use (records and artifacts written to a temporary jobs folder, removed at
  * the end).
  *
- *   1. The DESIGN goal: probe 12 languages x 200 prompts (held-out probe split, parallel rows) at the top
+ *   1. The goal (docs/design.md): probe 12 languages x 200 prompts (held-out probe split, parallel rows) at the top
  *      two layers, then train an adapter for one language (200 train pairs, default settings), then for
  *      all 11 targets; target: probe + train under 2 minutes on this CPU.
  *   2. How the probe grows with prompts per language (50 / 100 / 200, one layer) and with layers

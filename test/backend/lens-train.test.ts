@@ -38,7 +38,7 @@ import { maxAbsDiff64, randomOrthonormal } from "./lens-synthetic.js";
 import { MODEL_CASES } from "./model-fixtures.js";
 
 // ---------------------------------------------------------------------------------------------------
-// Synthetic data, kept at the level of token positions so the losses can be recomputed from DESIGN's
+// Synthetic data, kept at the level of token positions so the losses can be recomputed from docs/design.md's
 // definitions (edit every position, then average) rather than from the trainer's shortcuts.
 
 interface Synthetic {
@@ -162,7 +162,7 @@ const mse = (pairs: Array<[ArrayLike<number>, ArrayLike<number>]>) => {
   return s / n;
 };
 
-/** DESIGN's three MSEs, unweighted, from every position's edited state. */
+/** docs/design.md's three MSEs, unweighted, from every position's edited state. */
 function definitionMses(x: Synthetic, p: EditParams, alpha: number): Record<LossTerm, number> {
   const { d } = x;
   const Ps = (v: ArrayLike<number>) => {
@@ -229,7 +229,7 @@ describe("Lens losses and their gradients (float64, small random data)", () => {
   const q = problemOf(x, 0.7, 1.3, 0.6);
   const p = randomParams(4, x.d, 3, 0.5);
 
-  it("each term is DESIGN's MSE of the edited states (every position edited, then averaged), times its weight", () => {
+  it("each term is the design's MSE of the edited states (every position edited, then averaged), times its weight", () => {
     const want = definitionMses(x, p, q.alpha);
     const weight: Record<LossTerm, number> = { retain: q.retainWeight, push: 1, align: q.alignWeight };
     const all = lensLoss(p, q);
