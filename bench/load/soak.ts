@@ -410,8 +410,8 @@ streamed chat every ${PROBE_EVERY_S} s for ${PROBE_S} s. A run passes when every
 was answered (complete, or a clean OpenAI error) within \`BACKEND_TIMEOUT_MS\` + 5 s (${ANSWER_BOUND_MS / 1000} s),
 every operator call within the same bound, every probe within 10 s, every answered request has
 exactly one record, and the gateway's output (wrangler dev's, then workerd's) holds no report of a
-request whose code "had hung". Hung-up requests may or may not leave a \`disconnected\` record (under
-\`wrangler dev\` its proxy sometimes never tells the worker); they are counted apart.
+request whose code "had hung". Hung-up requests may or may not leave a \`disconnected\` record (a client
+that leaves before reading its answer does not hold the request open for one); they are counted apart.
 
 ${table(results)}
 
