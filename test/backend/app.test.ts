@@ -2,7 +2,7 @@ import { beforeAll, describe, expect, it } from "vitest";
 import { GENERATE_PATH, GenerateFrame, MODELS_PATH, ModelsResponse } from "../../src/protocol/backend.js";
 import { createBackendApp } from "../../src/gpu-backend/app.js";
 import { loadModel } from "../../src/gpu-backend/load.js";
-import { MODEL_CASES } from "./model-fixtures.js";
+import { MODEL_CASES } from "../support/model-fixtures.js";
 
 const embedded = MODEL_CASES[0]!;
 

@@ -34,7 +34,7 @@ import {
   type Delta,
 } from "./helpers-delta.js";
 import { syntheticDecoder } from "./helpers-synthetic.js";
-import { FIXTURE_MODEL_DIR } from "./model-fixtures.js";
+import { FIXTURE_MODEL_DIR } from "../support/model-fixtures.js";
 
 interface Case {
   label: string;

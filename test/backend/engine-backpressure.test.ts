@@ -3,7 +3,7 @@ import { describe, expect, it } from "vitest";
 import { QueueFullError } from "../../src/gpu-backend/generation/engine.js";
 import { type LoadedModel, loadModel } from "../../src/gpu-backend/load.js";
 import type { GenerateFrame } from "../../src/protocol/backend.js";
-import { MODEL_CASES } from "./model-fixtures.js";
+import { MODEL_CASES } from "../support/model-fixtures.js";
 
 const embedded = MODEL_CASES[0]!;
 

@@ -11,7 +11,7 @@ import { createHookedSession } from "../../src/gpu-backend/deltas/hooked-session
 import { sessionOptions } from "../../src/gpu-backend/load.js";
 import { toRowDelta } from "../../src/gpu-backend/deltas/row-delta.js";
 import { makeDelta } from "../../dev/make-delta.js";
-import { MODEL_CASES } from "./model-fixtures.js";
+import { MODEL_CASES } from "../support/model-fixtures.js";
 
 function rowDelta(
   m: LoadedModel,

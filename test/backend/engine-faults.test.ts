@@ -6,7 +6,7 @@
 import { describe, expect, it } from "vitest";
 import type { GenerateFrame } from "../../src/protocol/backend.js";
 import { loadModel } from "../../src/gpu-backend/load.js";
-import { MODEL_CASES } from "./model-fixtures.js";
+import { MODEL_CASES } from "../support/model-fixtures.js";
 
 const embedded = MODEL_CASES[0]!;
 

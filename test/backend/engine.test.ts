@@ -1,7 +1,7 @@
 import { describe, expect, it } from "vitest";
 import type { GenerateFrame, SamplingParams } from "../../src/protocol/backend.js";
 import { type LoadedModel, loadModel } from "../../src/gpu-backend/load.js";
-import { MODEL_CASES } from "./model-fixtures.js";
+import { MODEL_CASES } from "../support/model-fixtures.js";
 
 const loaded = new Map<string, Promise<LoadedModel>>();
 function model(dir: string, maxBatch = 8): Promise<LoadedModel> {

@@ -28,7 +28,7 @@ import {
 } from "../support/fuzz-mutations.js";
 import { makeDelta, type MadeDelta } from "../../dev/make-delta.js";
 import { checkHistogram, parseExposition, total } from "./helpers-exposition.js";
-import { MODEL_CASES } from "./model-fixtures.js";
+import { MODEL_CASES } from "../support/model-fixtures.js";
 
 const embedded = MODEL_CASES[0]!;
 const SECRET = "fuzz-backend-secret-0123456789";

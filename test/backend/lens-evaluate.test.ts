@@ -18,7 +18,7 @@ import { probePromptIds } from "../../src/gpu-backend/lens/hidden-states.js";
 import { loadModel, sessionOptions, type LoadedModel } from "../../src/gpu-backend/load.js";
 import { detectLanguage } from "../../src/language/detect.js";
 import { makeDelta } from "../../dev/make-delta.js";
-import { MODEL_CASES } from "./model-fixtures.js";
+import { MODEL_CASES } from "../support/model-fixtures.js";
 
 describe("klDivergence and countFidelity (no model)", () => {
   it("KL is 0 for identical logits, matches a hand computation, and is positive otherwise", () => {

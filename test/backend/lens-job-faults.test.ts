@@ -12,7 +12,7 @@ import { JOB_FILE } from "../../src/gpu-backend/lens/jobs/records.js";
 import { LENS_PATH, LensJobRecord } from "../../src/protocol/lens-jobs.js";
 import { type BackendProcess, startBackendProcess, until } from "../support/fault-processes.js";
 import { lensPromptsSkip } from "./lens-prompts.js";
-import { MODEL_CASES } from "./model-fixtures.js";
+import { MODEL_CASES } from "../support/model-fixtures.js";
 
 const skip = MODEL_CASES[0]!.skip ?? lensPromptsSkip;
 

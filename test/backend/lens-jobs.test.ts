@@ -17,7 +17,7 @@ import { loadModel, type LoadedModel } from "../../src/gpu-backend/load.js";
 import { validateDelta } from "../../src/protocol/delta.js";
 import { LENS_PATH, LensJobRecord } from "../../src/protocol/lens-jobs.js";
 import { lensPromptsSkip } from "./lens-prompts.js";
-import { MODEL_CASES } from "./model-fixtures.js";
+import { MODEL_CASES } from "../support/model-fixtures.js";
 
 const embedded = MODEL_CASES[0]!;
 const skip = embedded.skip ?? lensPromptsSkip;

@@ -25,7 +25,7 @@ import {
 } from "../../src/gpu-backend/lens/probe/math.js";
 import { deltaFeeds, firstCallFeeds, floatValues, readBytes, seeded, sessionFromBytes } from "./helpers-delta.js";
 import { lensPromptsSkip, parallelPrompts } from "./lens-prompts.js";
-import { MODEL_CASES } from "./model-fixtures.js";
+import { MODEL_CASES } from "../support/model-fixtures.js";
 import { knownLanguages, maxAbsDiff64, projectorDistance, randomOrthonormal, shuffled } from "./lens-synthetic.js";
 
 const LANGS = ["en", "sw", "zh", "es", "ar"];

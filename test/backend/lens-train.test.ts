@@ -35,7 +35,7 @@ import { validateDelta } from "../../src/protocol/delta.js";
 import { deltaFeeds, firstCallFeeds, floatValues, readBytes, seeded, sessionFromBytes } from "./helpers-delta.js";
 import { lensPromptsSkip, parallelPrompts } from "./lens-prompts.js";
 import { maxAbsDiff64, randomOrthonormal } from "./lens-synthetic.js";
-import { MODEL_CASES } from "./model-fixtures.js";
+import { MODEL_CASES } from "../support/model-fixtures.js";
 
 // ---------------------------------------------------------------------------------------------------
 // Synthetic data, kept at the level of token positions so the losses can be recomputed from docs/design.md's

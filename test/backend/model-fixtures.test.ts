@@ -1,6 +1,6 @@
 import { describe, expect, it } from "vitest";
 import { lensPromptsSkip } from "./lens-prompts.js";
-import { MODEL_CASES } from "./model-fixtures.js";
+import { MODEL_CASES } from "../support/model-fixtures.js";
 
 // The model tests skip a model whose files are missing; in this repository none may be, or the
 // fp16 and end-to-end cases would pass by not running at all.

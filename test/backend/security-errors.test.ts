@@ -14,7 +14,7 @@ import { GENERATE_PATH, backendAuthorization } from "../../src/protocol/backend.
 import { DELTAS_PATH } from "../../src/protocol/delta.js";
 import { LENS_PATH } from "../../src/protocol/lens-jobs.js";
 import { TEST_BACKEND_SECRET } from "../../dev/echo.js";
-import { MODEL_CASES } from "./model-fixtures.js";
+import { MODEL_CASES } from "../support/model-fixtures.js";
 
 const embedded = MODEL_CASES[0]!;
 const AUTH = { authorization: backendAuthorization(TEST_BACKEND_SECRET) };

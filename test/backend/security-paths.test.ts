@@ -21,7 +21,7 @@ import { GENERATE_PATH, backendAuthorization } from "../../src/protocol/backend.
 import { DELTAS_PATH } from "../../src/protocol/delta.js";
 import { LENS_PATH } from "../../src/protocol/lens-jobs.js";
 import { makeDelta } from "../../dev/make-delta.js";
-import { MODEL_CASES } from "./model-fixtures.js";
+import { MODEL_CASES } from "../support/model-fixtures.js";
 
 const embedded = MODEL_CASES[0]!;
 const SECRET = "a-shared-secret-for-the-path-tests";

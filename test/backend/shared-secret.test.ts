@@ -18,7 +18,7 @@ import {
 } from "../../src/protocol/backend.js";
 import { DELTAS_PATH } from "../../src/protocol/delta.js";
 import { LENS_PATH } from "../../src/protocol/lens-jobs.js";
-import { MODEL_CASES } from "./model-fixtures.js";
+import { MODEL_CASES } from "../support/model-fixtures.js";
 
 const embedded = MODEL_CASES[0]!;
 const SECRET = "a-shared-secret-for-this-test-only";

@@ -2,7 +2,7 @@ import { describe, expect, it } from "vitest";
 import { ChatTokenizer } from "../../src/gpu-backend/model/chat-tokenizer.js";
 import { StopMatcher } from "../../src/gpu-backend/generation/stop-matcher.js";
 import { StreamDecoder } from "../../src/gpu-backend/generation/stream-decoder.js";
-import { MODEL_CASES } from "./model-fixtures.js";
+import { MODEL_CASES } from "../support/model-fixtures.js";
 
 const TEXTS = [
   "The quick brown fox jumps over the lazy dog.",

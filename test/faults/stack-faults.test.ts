@@ -26,7 +26,7 @@ import {
 } from "../../dev/local-stack.js";
 import { preferenceOrder } from "../../src/gateway/services/backends/affinity.js";
 import { LANGUAGES } from "../../src/protocol/languages.js";
-import { MODEL_CASES } from "../backend/model-fixtures.js";
+import { MODEL_CASES } from "../support/model-fixtures.js";
 import {
   type BackendProcess,
   FAULT_SECRET,
