@@ -4,10 +4,10 @@ import type { GatewayEnv } from "../env.js";
 import { notFound } from "../errors.js";
 import { parseJsonBody, validate } from "../json-body.js";
 import { GuardrailDeclarations } from "../services/experiments/guardrails.js";
+import { experimentResults } from "../services/experiments/results.js";
 import {
   changeState,
   createExperiment,
-  experimentResults,
   getExperiment,
   listExperiments,
   promoteArm,

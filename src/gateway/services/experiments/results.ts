@@ -4,6 +4,7 @@
  * beside them, the sample-ratio check, and the guardrails. Assembly is pure; `loadExperimentFigures`
  * is the only part that reads D1.
  */
+import { notFound } from "../../errors.js";
 import { type ArmAggregate, readArmAggregates, readLatencyRanks } from "./aggregates.js";
 import { compareProportions, controlArm } from "./fixed-horizon.js";
 import {
@@ -14,6 +15,7 @@ import {
   latencyRanksFor,
 } from "./guardrails.js";
 import { type SampleRatioCheck, sampleRatioCheck } from "./sample-ratio.js";
+import { type ExperimentState, type StopReason, getExperiment } from "./store.js";
 import {
   DEFAULT_ALPHA,
   DEFAULT_TAU,
@@ -193,4 +195,19 @@ export function summarizeResults(
     arms,
     guardrails: { declared: [...e.guardrails], alpha_each: alphaEach, breached },
   };
+}
+
+/** The results JSON of one experiment: every figure from grouped queries, none from reading rows. */
+export interface ExperimentResults extends ResultsSummary {
+  experiment_id: string;
+  state: ExperimentState;
+  stop_reason: StopReason | null;
+  stopped_at: number | null;
+}
+
+export async function experimentResults(db: D1Database, id: string): Promise<ExperimentResults> {
+  const e = await getExperiment(db, id);
+  if (!e) throw notFound(`No experiment with id '${id}'.`, "experiment_not_found");
+  const summary = summarizeResults(e, await loadExperimentFigures(db, e));
+  return { experiment_id: id, state: e.state, stop_reason: e.stop_reason, stopped_at: e.stopped_at, ...summary };
 }

@@ -11,7 +11,6 @@ import { GatewayError, invalidRequest, notFound } from "../../errors.js";
 import { getAdapter } from "../deltas/adapters.js";
 import { setLanguageAdapter } from "../deltas/language-adapters.js";
 import { assignArm } from "./assign.js";
-import { type ResultsSummary, loadExperimentFigures, summarizeResults } from "./results.js";
 import {
   type GuardrailDeclaration,
   GuardrailDeclarations,
@@ -398,17 +397,4 @@ export async function claimGuardrailCheck(
     .bind(id, ts, intervalS)
     .run();
   return res.meta.changes === 1;
-}
-
-export interface ExperimentResults extends ResultsSummary {
-  experiment_id: string;
-  state: ExperimentState;
-  stop_reason: StopReason | null;
-  stopped_at: number | null;
-}
-
-export async function experimentResults(db: D1Database, id: string): Promise<ExperimentResults> {
-  const e = await mustGet(db, id);
-  const summary = summarizeResults(e, await loadExperimentFigures(db, e));
-  return { experiment_id: id, state: e.state, stop_reason: e.stop_reason, stopped_at: e.stopped_at, ...summary };
 }
