@@ -24,10 +24,9 @@ import {
   CLIENT_KEY,
   type Stack,
   gatewayLogTail,
-  killAllNow,
+  runWithStack,
   setUpArms,
   startStack,
-  stopAll,
   switchToWorkerd,
 } from "./stack.js";
 
@@ -197,25 +196,4 @@ async function main(): Promise<number> {
   return 0;
 }
 
-let stopping = false;
-const onSignal = (signal: NodeJS.Signals) => {
-  if (stopping) return;
-  stopping = true;
-  console.error(`\n${signal}: stopping the stack ...`);
-  resetConnections();
-  void stopAll().finally(() => process.exit(130));
-};
-process.on("SIGINT", onSignal);
-process.on("SIGTERM", onSignal);
-process.on("exit", killAllNow);
-
-let code = 1;
-try {
-  code = await main();
-} catch (err) {
-  console.error(err);
-} finally {
-  resetConnections();
-  await stopAll();
-}
-process.exit(code);
+await runWithStack(main);

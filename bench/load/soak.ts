@@ -31,10 +31,9 @@ import {
   admin,
   gatewayLogLines,
   gatewayLogTail,
-  killAllNow,
+  runWithStack,
   setUpArms,
   startStack,
-  stopAll,
   switchToWorkerd,
   uploadAdapter,
 } from "./stack.js";
@@ -459,16 +458,4 @@ async function main(): Promise<number> {
   return 0;
 }
 
-for (const signal of ["SIGINT", "SIGTERM"] as const)
-  process.on(signal, () => void stopAll().finally(() => process.exit(130)));
-process.on("exit", killAllNow);
-let code = 1;
-try {
-  code = await main();
-} catch (err) {
-  console.error(err);
-} finally {
-  resetConnections();
-  await stopAll();
-}
-process.exit(code);
+await runWithStack(main);

@@ -31,6 +31,7 @@ import {
 } from "../../dev/local-stack.js";
 import { makeDelta } from "../../dev/make-delta.js";
 import { Miniflare } from "miniflare";
+import { resetConnections } from "./client.js";
 
 export const CLIENT_KEY = "lens-load-client-key";
 const ADMIN_KEY = "lens-load-admin-key";
@@ -321,4 +322,33 @@ export async function setUpArms(stack: Stack): Promise<Arms> {
     ],
   });
   return { active, experiment: { id: ex["id"] as string, language: "es", arms: ["control", "lens"] } };
+}
+
+/**
+ * Runs a load command's `main` with the stack's lifecycle around it: Ctrl-C or SIGTERM stops the
+ * stack, a crash is printed, every process started here is ended on the way out, and the process
+ * exits with `main`'s code (1 on a crash).
+ */
+export async function runWithStack(main: () => Promise<number>): Promise<never> {
+  let stopping = false;
+  const onSignal = (signal: NodeJS.Signals) => {
+    if (stopping) return;
+    stopping = true;
+    console.error(`\n${signal}: stopping the stack ...`);
+    resetConnections();
+    void stopAll().finally(() => process.exit(130));
+  };
+  process.on("SIGINT", onSignal);
+  process.on("SIGTERM", onSignal);
+  process.on("exit", killAllNow);
+  let code = 1;
+  try {
+    code = await main();
+  } catch (err) {
+    console.error(err);
+  } finally {
+    resetConnections();
+    await stopAll();
+  }
+  process.exit(code);
 }

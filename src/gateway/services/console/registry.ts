@@ -5,6 +5,7 @@
  * over small tables (languages, adapters, jobs, experiments).
  */
 import type { ExperimentState } from "../experiments/store.js";
+import type { LanguageDeltaRow } from "../deltas/language-adapters.js";
 
 interface DeltaSummary {
   adapter_id: string | null;
@@ -47,15 +48,7 @@ export interface AdapterEntry {
   in_use: AdapterUse[];
 }
 
-interface LanguageRow {
-  language: string;
-  delta_id: string;
-  adapter_id: string | null;
-  scale: number;
-  previous_delta_id: string | null;
-  previous_adapter_id: string | null;
-  previous_scale: number | null;
-  updated_at: number;
+interface LanguageRow extends LanguageDeltaRow {
   active_kind: string | null;
   active_metrics: string | null;
   active_created_at: number | null;
