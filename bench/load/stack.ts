@@ -89,7 +89,7 @@ let stateDir: string | undefined;
 let stopGateway: (() => Promise<void>) | undefined;
 
 /** Ends every process started here and removes the temporary state; safe to call more than once. */
-export async function stopAll(): Promise<void> {
+async function stopAll(): Promise<void> {
   const gw = stopGateway;
   stopGateway = undefined;
   await Promise.race([gw?.(), new Promise((r) => setTimeout(r, 5000))]);
@@ -102,7 +102,7 @@ export async function stopAll(): Promise<void> {
 }
 
 /** Synchronous last resort (process "exit"): SIGKILL whatever is still running. */
-export function killAllNow(): void {
+function killAllNow(): void {
   for (const child of children) if (child.exitCode === null && child.signalCode === null) child.kill("SIGKILL");
 }
 

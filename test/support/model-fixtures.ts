@@ -2,7 +2,7 @@
 import { existsSync } from "node:fs";
 import { fileURLToPath } from "node:url";
 
-const EMBEDDED_MODEL_DIR = fileURLToPath(new URL("../../models/lens-tiny-chat", import.meta.url));
+export const EMBEDDED_MODEL_DIR = fileURLToPath(new URL("../../models/lens-tiny-chat", import.meta.url));
 export const FIXTURE_MODEL_DIR = fileURLToPath(new URL("../fixtures/tiny-random-llama-fp16-genai", import.meta.url));
 
 export interface ModelCase {

@@ -13,6 +13,7 @@ import { type KvBatch, concatRows, emptyKv, selectRows } from "./kv-batch.js";
 import type { ModelRunner } from "./model-runner.js";
 import { sampleToken, seededRandom } from "./sampler.js";
 import { StopMatcher } from "./stop-matcher.js";
+import { Utf8Guard, Utf8State } from "./utf8-guard.js";
 import { StreamDecoder } from "./stream-decoder.js";
 
 /** A delta as the engine applies it: per layer A [d x r], B [r x d], b [d], times `scale`. */
@@ -73,6 +74,11 @@ export interface EngineOptions {
    * at once instead of timing out later. Default: no bound.
    */
   maxQueueWaitMs?: number;
+  /**
+   * Byte-level tokenizers: never emit a byte sequence that cannot be completed to UTF-8 (default
+   * on; off only to compare against the raw model).
+   */
+  validUtf8?: boolean;
 }
 
 interface Row {
@@ -86,6 +92,8 @@ interface Row {
   stops: StopMatcher;
   pendingToken: number;
   done: boolean;
+  /** Where the reply stands in a UTF-8 character (utf8-guard.ts). */
+  utf8: number;
 }
 
 export interface EngineStats {
@@ -107,6 +115,8 @@ export class Engine {
   private kv: KvBatch;
   private looping = false;
   private readonly eos: ReadonlySet<number>;
+  /** Keeps byte-level replies valid UTF-8; null for other tokenizers or when turned off. */
+  private readonly utf8: Utf8Guard | null;
   readonly stats: EngineStats = { running: 0, queued: 0, tokensGenerated: 0, steps: 0, rowSteps: 0 };
 
   constructor(
@@ -122,6 +132,7 @@ export class Engine {
     const fromTokenizer = eosText ? tokenizer.tokenId(eosText) : undefined;
     if (fromTokenizer !== undefined) eos.add(fromTokenizer);
     this.eos = eos;
+    this.utf8 = options.validUtf8 !== false && tokenizer.tokenBytes ? Utf8Guard.build(tokenizer.tokenBytes, eos) : null;
   }
 
   /** The unedited model, for callers that compare against it. */
@@ -233,6 +244,7 @@ export class Engine {
       stops: new StopMatcher(s.stop),
       pendingToken: -1,
       done: false,
+      utf8: Utf8State.Free,
     };
   }
 
@@ -287,11 +299,14 @@ export class Engine {
       return;
     }
     if (row.maxTokens <= 0) return this.finish(row, "length");
-    const token = sampleToken(logits, index * vocab, vocab, {
-      temperature: row.job.sampling.temperature,
-      topP: row.job.sampling.top_p,
-      random: row.random,
-    });
+    const choice = { temperature: row.job.sampling.temperature, topP: row.job.sampling.top_p, random: row.random };
+    let token = sampleToken(logits, index * vocab, vocab, choice);
+    if (this.utf8 && !this.utf8.allows(row.utf8, token)) {
+      // Only when the pick cannot follow: valid replies are untouched, to the token.
+      this.utf8.mask(logits, index * vocab, vocab, row.utf8);
+      token = sampleToken(logits, index * vocab, vocab, choice);
+    }
+    if (this.utf8) row.utf8 = this.utf8.after(row.utf8, token);
     if (this.eos.has(token)) return this.finish(row, "stop");
     row.tokens.push(token);
     row.produced++;
@@ -307,7 +322,10 @@ export class Engine {
   private finish(row: Row, reason: FinishReason, stopped = false): void {
     row.done = true;
     if (!stopped) {
-      const { release, stopped: hit } = row.stops.push(row.decoder.flush());
+      let held = row.decoder.flush();
+      // Cut at max_tokens inside a character: the part that can never be completed is left out.
+      if (row.utf8 !== Utf8State.Free) held = held.replace(/\uFFFD+$/u, "");
+      const { release, stopped: hit } = row.stops.push(held);
       const rest = hit ? release : release + row.stops.flush();
       if (rest) row.job.emit({ type: "text", text: rest });
       if (hit) reason = "stop";

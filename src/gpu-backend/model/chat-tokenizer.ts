@@ -8,6 +8,7 @@ import { join } from "node:path";
 import { Template } from "@huggingface/jinja";
 import { Tokenizer } from "@huggingface/tokenizers";
 import type { BackendMessage } from "../../protocol/backend.js";
+import { tokenBytesOf } from "../generation/utf8-guard.js";
 
 type TokenSpec = string | { content: string } | null | undefined;
 const tokenText = (t: TokenSpec): string | null => (t == null ? null : typeof t === "string" ? t : t.content);
@@ -26,6 +27,8 @@ export class ChatTokenizer {
   readonly eosToken: string | null;
   /** Ids of special tokens: never shown in generated text. */
   readonly specialIds: ReadonlySet<number>;
+  /** The bytes each token decodes to, for byte-level tokenizers; null otherwise. */
+  readonly tokenBytes: (Uint8Array | null)[] | null;
 
   constructor(tokenizerJson: object, config: TokenizerConfig) {
     this.tokenizer = new Tokenizer(tokenizerJson, config);
@@ -36,6 +39,7 @@ export class ChatTokenizer {
     this.bosToken = tokenText(config.bos_token);
     this.eosToken = tokenText(config.eos_token);
     this.specialIds = new Set(this.tokenizer.get_added_tokens_decoder().keys());
+    this.tokenBytes = tokenBytesOf(tokenizerJson);
   }
 
   static fromDir(dir: string): ChatTokenizer {
