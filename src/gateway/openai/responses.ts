@@ -11,6 +11,8 @@ import { BackendProtocolError, BackendReportedError, midStreamError } from "../e
 /** The backend's frames after its start frame, as the backend client reads them (services/backends/frames.ts). */
 export interface FrameSource {
   next(): Promise<GenerateFrame | null>;
+  /** Every frame left, once the stream has ended, and when its first bytes came. */
+  rest(): Promise<{ frames: GenerateFrame[]; firstAt: number | null }>;
   cancel(reason?: string): void;
 }
 
@@ -53,11 +55,11 @@ export async function collectCompletion(
   if (clientGone?.aborted) leave();
   else clientGone?.addEventListener("abort", leave, { once: true });
   try {
-    for (;;) {
-      const frame = await frames.next();
-      if (frame === null) throw new BackendProtocolError("the stream ended before its end frame");
+    // Nobody streams this reply: read it whole, then walk its frames once.
+    const { frames: all, firstAt } = await frames.rest();
+    for (const frame of all) {
       if (frame.type === "text") {
-        if (firstContentAt === null && frame.text !== "") firstContentAt = Date.now();
+        if (firstContentAt === null && frame.text !== "") firstContentAt = firstAt;
         parts.push(frame.text);
       } else if (frame.type === "end") {
         const content = parts.join("");
@@ -89,6 +91,7 @@ export async function collectCompletion(
         throw new BackendProtocolError("a second start frame");
       }
     }
+    throw new BackendProtocolError("the stream ended before its end frame");
   } catch (err) {
     frames.cancel();
     const e = midStreamError(err);

@@ -44,6 +44,29 @@ export class FrameReader {
     }
   }
 
+  /**
+   * Every frame left, read to the end of the stream first (each read within the idle timeout):
+   * for a reply nobody streams, one pass over the whole text instead of one per frame.
+   */
+  async rest(): Promise<{ frames: GenerateFrame[]; firstAt: number | null }> {
+    // When the first bytes after the start frame came: the first content's arrival, near enough.
+    let firstAt: number | null = this.buffer.trim() === "" ? null : Date.now();
+    while (!this.finished) {
+      const chunk = await this.readWithTimeout(this.idleTimeoutMs);
+      if (chunk.done) {
+        this.finished = true;
+        this.buffer += this.decoder.decode();
+      } else {
+        firstAt ??= Date.now();
+        this.buffer += this.decoder.decode(chunk.value, { stream: true });
+      }
+    }
+    const frames: GenerateFrame[] = [];
+    for (const line of this.buffer.split("\n")) if (line.trim() !== "") frames.push(parseFrame(line));
+    this.buffer = "";
+    return { frames, firstAt };
+  }
+
   cancel(reason?: string): void {
     this.reader.cancel(reason).catch(() => {});
   }
@@ -67,6 +90,11 @@ function parseFrame(line: string): GenerateFrame {
   } catch {
     throw new BackendProtocolError("the backend sent a frame that is not JSON");
   }
+  // Text frames are nearly all of them: checked by hand, to the same result as the schema (which
+  // keeps only `type` and `text`); the rare others go through it.
+  const r = raw as { type?: unknown; text?: unknown } | null;
+  if (r !== null && typeof r === "object" && r.type === "text" && typeof r.text === "string")
+    return { type: "text", text: r.text };
   const frame = GenerateFrame.safeParse(raw);
   if (!frame.success) throw new BackendProtocolError("the backend sent a frame that does not match the protocol");
   return frame.data;
