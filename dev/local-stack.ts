@@ -2,7 +2,7 @@
  * Pieces of the local stack shared by `npm start` and the benchmarks: local D1 migrations, key
  * registration, and a `wrangler dev` gateway process that is ready when this resolves.
  */
-import { type ChildProcess, spawn, spawnSync } from "node:child_process";
+import { type ChildProcess, type SpawnSyncReturns, spawn, spawnSync } from "node:child_process";
 import { createHash, randomBytes } from "node:crypto";
 import { readFileSync } from "node:fs";
 import { createServer } from "node:net";
@@ -87,6 +87,26 @@ export async function waitForHttp(url: string, child?: ChildProcess, timeoutMs =
   }
 }
 
+/** Sends SIGTERM and resolves once the process has exited (at once if it already had). */
+export function stopChild(child: ChildProcess): Promise<void> {
+  return new Promise<void>((resolve) => {
+    if (child.exitCode !== null || child.signalCode !== null) return resolve();
+    child.once("exit", () => resolve());
+    child.kill("SIGTERM");
+  });
+}
+
+/** The first lines of a failed `npm install`'s error output, without npm's boilerplate. */
+export function npmErrorTail(r: SpawnSyncReturns<string>): string {
+  const tail = `${r.stderr ?? ""}${r.error ? String(r.error) : ""}`
+    .trim()
+    .split("\n")
+    .filter((l) => l.trim() && !/npm help|complete log|^npm error\s*$/.test(l))
+    .slice(0, 2)
+    .join(" | ");
+  return `${r.status ?? r.signal}): ${tail || "no output"}`;
+}
+
 export interface GatewayProcess {
   url: string;
   child: ChildProcess;
@@ -119,12 +139,7 @@ export async function startGateway(options: {
     stdio: options.quiet ? ["ignore", "ignore", "inherit"] : ["ignore", "inherit", "inherit"],
   });
   const url = `http://127.0.0.1:${options.port}`;
-  const stop = () =>
-    new Promise<void>((resolve) => {
-      if (child.exitCode !== null) return resolve();
-      child.once("exit", () => resolve());
-      child.kill("SIGTERM");
-    });
+  const stop = () => stopChild(child);
   try {
     await waitForHttp(`${url}/healthz`, child);
   } catch (err) {

@@ -5,7 +5,15 @@
  * Both sides share LENS_BACKEND_SECRET (a random one per run when unset; set it for external backends).
  */
 import { type ChildProcess, spawn } from "node:child_process";
-import { ROOT, applyMigrations, backendSecret, registerKeys, startGateway, waitForHttp } from "../dev/local-stack.js";
+import {
+  ROOT,
+  applyMigrations,
+  backendSecret,
+  registerKeys,
+  startGateway,
+  stopChild,
+  waitForHttp,
+} from "../dev/local-stack.js";
 import { LIVE_PATH, MODELS_PATH, ModelsResponse, backendAuthorization } from "../src/protocol/backend.js";
 
 function port(name: string, fallback: number): number {
@@ -43,14 +51,7 @@ function spawnBackend(entry: string): ChildProcess {
     env: { ...process.env, BACKEND_PORT: String(backendPort), LENS_BACKEND_SECRET: secret },
     stdio: "inherit",
   });
-  stoppers.push(
-    () =>
-      new Promise<void>((resolve) => {
-        if (child.exitCode !== null) return resolve();
-        child.once("exit", () => resolve());
-        child.kill("SIGTERM");
-      }),
-  );
+  stoppers.push(() => stopChild(child));
   child.once("exit", (code) => {
     if (!stopping) {
       console.error(`backend exited with code ${code}`);

@@ -55,6 +55,7 @@ import {
 } from "../../src/protocol/backend.js";
 import { makeDelta } from "../../dev/make-delta.js";
 import { percentile } from "../../dev/percentile.js";
+import { npmErrorTail } from "../../dev/local-stack.js";
 
 const ROOT = resolve(fileURLToPath(new URL("../../", import.meta.url)));
 const OUT = join(ROOT, ".bench-out");
@@ -438,15 +439,7 @@ function loadPeerModule(): { peer: PeerModule; version: string } | { why: string
       encoding: "utf8",
       timeout: 10 * 60_000,
     });
-    if (r.status !== 0 || !existsSync(pkg)) {
-      const tail = `${r.stderr ?? ""}${r.error ? String(r.error) : ""}`
-        .trim()
-        .split("\n")
-        .filter((l) => l.trim() && !/npm help|complete log|^npm error\s*$/.test(l))
-        .slice(0, 2)
-        .join(" | ");
-      return { why: `npm install ${PEER_SPEC} failed (${r.status ?? r.signal}): ${tail || "no output"}` };
-    }
+    if (r.status !== 0 || !existsSync(pkg)) return { why: `npm install ${PEER_SPEC} failed (${npmErrorTail(r)}` };
   }
   try {
     const version = (JSON.parse(readFileSync(pkg, "utf8")) as { version: string }).version;

@@ -7,7 +7,7 @@
 import { type ChildProcess, spawn, spawnSync } from "node:child_process";
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { ROOT, freePort, waitForHttp } from "../../dev/local-stack.js";
+import { ROOT, freePort, npmErrorTail, stopChild, waitForHttp } from "../../dev/local-stack.js";
 
 const VERSION = "1.15.2";
 const DIR = join(ROOT, ".bench-out", "portkey");
@@ -48,15 +48,7 @@ export function installPortkey(): { dir: string; version: string } | { why: stri
       timeout: 5 * 60_000,
     });
     if (r.status !== 0 || versionOf(PACKAGE) !== VERSION) {
-      const tail = `${r.stderr ?? ""}${r.error ? String(r.error) : ""}`
-        .trim()
-        .split("\n")
-        .filter((l) => l.trim() && !/npm help|complete log|^npm error\s*$/.test(l))
-        .slice(0, 2)
-        .join(" | ");
-      return {
-        why: `npm install @portkey-ai/gateway@${VERSION} failed (${r.status ?? r.signal}): ${tail || "no output"}`,
-      };
+      return { why: `npm install @portkey-ai/gateway@${VERSION} failed (${npmErrorTail(r)}` };
     }
   }
   if (!existsSync(join(PACKAGE, "build", "start-server.js")))
@@ -79,12 +71,7 @@ export async function startPortkey(dir: string): Promise<Portkey> {
     // Its request log goes nowhere, as a deployment's would go to a collector, not to this terminal.
     stdio: ["ignore", "ignore", "inherit"],
   });
-  const stop = () =>
-    new Promise<void>((resolve) => {
-      if (child.exitCode !== null) return resolve();
-      child.once("exit", () => resolve());
-      child.kill("SIGTERM");
-    });
+  const stop = () => stopChild(child);
   try {
     await waitForHttp(`http://127.0.0.1:${port}/`, child);
   } catch (err) {

@@ -25,6 +25,7 @@ import {
   backendSecret,
   freePort,
   registerKeys,
+  stopChild,
   waitForHttp,
   wrangler,
   wranglerSettings,
@@ -187,12 +188,7 @@ async function startGatewaySnapshot(state: string, vars: Record<string, string>)
   });
   closeSync(log);
   children.push(child);
-  stopGateway = () =>
-    new Promise<void>((resolve) => {
-      if (child.exitCode !== null || child.signalCode !== null) return resolve();
-      child.once("exit", () => resolve());
-      child.kill("SIGTERM");
-    });
+  stopGateway = () => stopChild(child);
   const url = `http://127.0.0.1:${port}`;
   await waitForHttp(`${url}/healthz`, child, 120_000);
   return { url };
