@@ -1,5 +1,5 @@
 import type { MiddlewareHandler } from "hono";
-import { type GatewayEnv, gatewayConfig } from "../env.js";
+import { type GatewayConfig, type GatewayEnv, gatewayConfig } from "../env.js";
 import { GatewayError } from "../errors.js";
 
 /**
@@ -42,36 +42,27 @@ const readBodyWithin =
     await next();
   };
 
-/** The body limit from configuration with an OpenAI-shaped 413. */
-export const limitBody = (): MiddlewareHandler<GatewayEnv> => (c, next) => {
-  const maxSize = gatewayConfig(c.env).maxBodyBytes;
-  return readBodyWithin(
-    maxSize,
-    () =>
-      new GatewayError(
-        413,
-        "invalid_request_error",
-        `The request body is larger than the limit of ${maxSize} bytes.`,
-        "request_too_large",
-      ),
-  )(c, next);
-};
+/** A body limit from configuration, refused with an OpenAI-shaped 413 naming it. */
+const limitFrom =
+  (
+    maxSize: (config: GatewayConfig) => number,
+    what: string,
+    code: string,
+    param: string | null = null,
+  ): MiddlewareHandler<GatewayEnv> =>
+  (c, next) => {
+    const max = maxSize(gatewayConfig(c.env));
+    const tooLarge = () =>
+      new GatewayError(413, "invalid_request_error", `${what} is larger than the limit of ${max} bytes.`, code, param);
+    return readBodyWithin(max, tooLarge)(c, next);
+  };
 
 /** Room for the manifest field and multipart framing on top of an adapter upload's file cap. */
 const MULTIPART_OVERHEAD_BYTES = 1 << 20;
 
+/** The request body limit (MAX_BODY_BYTES). */
+export const limitBody = () => limitFrom((config) => config.maxBodyBytes, "The request body", "request_too_large");
+
 /** Refuses an oversized adapter upload while reading it, before multipart parsing buffers it all. */
-export const limitUpload = (): MiddlewareHandler<GatewayEnv> => (c, next) => {
-  const maxSize = gatewayConfig(c.env).maxAdapterBytes + MULTIPART_OVERHEAD_BYTES;
-  return readBodyWithin(
-    maxSize,
-    () =>
-      new GatewayError(
-        413,
-        "invalid_request_error",
-        `The upload is larger than the limit of ${maxSize} bytes.`,
-        "too_large",
-        "tensors",
-      ),
-  )(c, next);
-};
+export const limitUpload = () =>
+  limitFrom((config) => config.maxAdapterBytes + MULTIPART_OVERHEAD_BYTES, "The upload", "too_large", "tensors");
